@@ -1,0 +1,110 @@
+"""Small helpers shared by the CLI, the training loop and the models."""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Callable
+
+import numpy as np
+import torch
+
+
+class ConfigError(ValueError):
+    """A configuration the user asked for cannot work.
+
+    The message is one sentence naming the flag; ``main`` prints it and exits
+    with status 2, never a traceback.
+    """
+
+
+def parse_list(item_type: Callable, flag: str) -> Callable[[str], list]:
+    """An argparse ``type`` for comma-separated lists such as ``0.5,0.5,1``."""
+
+    def parse(text: str) -> list:
+        try:
+            return [item_type(part) for part in text.split(",") if part.strip() != ""]
+        except ValueError:
+            raise ConfigError(
+                f"{flag} expects a comma-separated list of {item_type.__name__}s, got {text!r}"
+            ) from None
+
+    parse.__name__ = f"{item_type.__name__} list"
+    return parse
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices) from one integer."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: derive NumPy/Python seeds from torch's per-worker seed."""
+    worker_seed = torch.initial_seed() % 2**32
+    np.random.seed(worker_seed)
+    random.seed(worker_seed)
+
+
+def rng_state() -> dict:
+    """Every random generator's state, for exact resumption."""
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class AverageMeter:
+    """Running weighted average (e.g. of a loss over a data set)."""
+
+    def __init__(self) -> None:
+        self.sum = 0.0
+        self.count = 0
+
+    def update(self, value: float, n: int = 1) -> None:
+        self.sum += float(value) * n
+        self.count += n
+
+    @property
+    def avg(self) -> float:
+        return self.sum / max(self.count, 1)
+
+
+@torch.no_grad()
+def correct_topk(logits: torch.Tensor, target: torch.Tensor, ks=(1, 5)) -> list[int]:
+    """Number of samples whose label is among the top-k predictions, for each k."""
+    max_k = min(max(ks), logits.size(1))
+    top = logits.topk(max_k, dim=1).indices
+    hits = top.eq(target.unsqueeze(1))
+    return [int(hits[:, : min(k, max_k)].any(dim=1).sum()) for k in ks]
+
+
+def human_count(n: float) -> str:
+    """1234567 -> '1.23M'."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Write a small text file so that readers never see a torn version."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
