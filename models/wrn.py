@@ -1,0 +1,103 @@
+"""The CIFAR Wide-ResNet, template-mixed (``wrn``) or plain (``normalwrn``).
+
+One definition serves both: the layers come from a factory. Template layers
+are called as ``layer(x, member_id)``, torch's own layers as ``layer(x)``; the
+network threads ``*member`` (``(member_id,)`` or ``()``) through every call.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from utils import ConfigError
+
+
+class Block(nn.Module):
+    """Pre-activation residual block: BN-ReLU-conv3x3-(BN)-ReLU-conv3x3.
+
+    Reference behaviour: no BN between the two convs unless ``use_bn`` (the
+    ReLU is there either way).
+    """
+
+    def __init__(self, layers, in_planes: int, out_planes: int, stride: int,
+                 use_bn: bool, share_templates: bool) -> None:
+        super().__init__()
+        self.bn1 = layers.bn(in_planes)
+        # Two convs can share templates only when their blocks have one shape.
+        share = layers.sharing_group(2) if share_templates and in_planes == out_planes else None
+        self.conv1 = layers.conv(in_planes, out_planes, 3, stride, 1, share=share)
+        self.bn2 = layers.bn(out_planes) if use_bn else None
+        self.conv2 = layers.conv(out_planes, out_planes, 3, 1, 1, share=share)
+        self.shortcut = layers.conv(in_planes, out_planes, 1, stride, 0) if in_planes != out_planes else None
+
+    def forward(self, x: torch.Tensor, *member) -> torch.Tensor:
+        out = F.relu(self.bn1(x, *member), inplace=True)
+        residual = x if self.shortcut is None else self.shortcut(out, *member)
+        out = self.conv1(out, *member)
+        if self.bn2 is not None:
+            out = self.bn2(out, *member)
+        out = self.conv2(F.relu(out, inplace=True), *member)
+        return out + residual
+
+
+class WideResNet(nn.Module):
+    """WRN-depth-k: stem 3->16 conv, three stages of (depth-4)/6 blocks, BN-ReLU, pool, linear.
+
+    channels: (stem, stage 1, stage 2, stage 3) widths, e.g. (16, 160, 320, 640)
+    for WRN-28-10.
+    """
+
+    def __init__(self, depth: int, channels: tuple[int, int, int, int], num_classes: int, layers,
+                 use_bn: bool = False, cross_layer_sharing: bool = False) -> None:
+        super().__init__()
+        if depth < 10 or (depth - 4) % 6 != 0:
+            raise ConfigError(f"--depth must be 6n+4 with n >= 1 (10, 16, 22, 28, ...), got {depth}")
+        self.depth, self.channels, self.num_classes = depth, tuple(channels), num_classes
+        self.use_bn, self.cross_layer_sharing = use_bn, cross_layer_sharing
+        self.takes_member = layers.takes_member
+        self.template_config = getattr(layers, "config", None)
+        blocks_per_stage = (depth - 4) // 6
+
+        self.conv_3x3 = layers.conv(3, channels[0], 3, 1, 1, is_input=True)
+        stages = []
+        for stage, (in_planes, out_planes, stride) in enumerate(
+            zip(channels[:3], channels[1:], (1, 2, 2))
+        ):
+            stages.append(nn.ModuleList(
+                Block(layers, in_planes if i == 0 else out_planes, out_planes, stride if i == 0 else 1,
+                      use_bn, cross_layer_sharing)
+                for i in range(blocks_per_stage)
+            ))
+        self.stage_1, self.stage_2, self.stage_3 = stages
+        self.last_bn = layers.bn(channels[3])
+        self.classifier = layers.linear(channels[3], num_classes)
+        if self.takes_member:
+            # Part of the state dict, so a checkpoint says whether it holds a grown network.
+            self.register_buffer("grown", torch.tensor(False))
+
+    def forward(self, x: torch.Tensor, member_id: int | None = None) -> torch.Tensor:
+        member = (member_id,) if self.takes_member else ()
+        x = self.conv_3x3(x, *member)
+        for stage in (self.stage_1, self.stage_2, self.stage_3):
+            for block in stage:
+                x = block(x, *member)
+        x = F.relu(self.last_bn(x, *member), inplace=True)
+        x = F.adaptive_avg_pool2d(x, 1).flatten(1)
+        return self.classifier(x, *member)
+
+    def plain_twin(self, width_fraction: float = 1.0) -> "WideResNet":
+        """The same network built from torch's own layers, widths scaled by ``width_fraction``."""
+        from .layers import PlainLayers
+
+        channels = tuple(int(c * width_fraction) for c in self.channels)
+        return WideResNet(self.depth, channels, self.num_classes, PlainLayers(), self.use_bn)
+
+
+def wrn_channels(wide: float) -> tuple[int, int, int, int]:
+    """Stage widths of WRN-d-k: (16, 16k, 32k, 64k)."""
+    channels = (16, int(16 * wide), int(32 * wide), int(64 * wide))
+    if min(channels) < 1:
+        raise ConfigError(f"--wide must be positive, got {wide}")
+    return channels
