@@ -1,0 +1,412 @@
+"""Data sets and data loaders.
+
+``build_datasets`` returns ``(train, test)`` for CIFAR-10/100 (torchvision pickles),
+ImageNet (an ``ImageFolder`` tree) or ``digits`` (scikit-learn's bundled 8x8 handwritten
+digits, upsampled to 32x32; no download, used by the tests and the demo).
+``build_train_loader`` / ``build_eval_loader`` wrap them with samplers that are
+deterministic and shard correctly across distributed ranks.
+
+Nothing is downloaded: a missing data set is a ``ConfigError`` that says where we looked.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Iterator, Sized
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
+
+from utils import ConfigError, seed_worker
+
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000, "digits": 10}
+IMAGE_SIZE = {"cifar10": 32, "cifar100": 32, "imagenet": 224, "digits": 32}
+
+CIFAR_MEAN = {
+    "cifar10": tuple(v / 255 for v in (125.3, 123.0, 113.9)),
+    "cifar100": tuple(v / 255 for v in (129.3, 124.1, 112.4)),
+}
+CIFAR_STD = {
+    "cifar10": tuple(v / 255 for v in (63.0, 62.1, 66.7)),
+    "cifar100": tuple(v / 255 for v in (68.2, 65.4, 70.4)),
+}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Principal components of ImageNet's RGB pixel covariance (AlexNet's "PCA lighting").
+IMAGENET_EIGVAL = (0.2175, 0.0188, 0.0045)
+IMAGENET_EIGVEC = (
+    (-0.5675, 0.7192, 0.4009),
+    (-0.5808, -0.0045, -0.8140),
+    (-0.5836, -0.6948, 0.4203),
+)
+
+CUTOUT_SIZE = 16
+HOLDOUT_FRACTION = 0.1  # --no_cifar_full: share of the CIFAR train set used for evaluation
+# The held-out split must not move with --seed, otherwise runs with different seeds would be
+# evaluated on different images (and a resumed member would be scored on its training data).
+HOLDOUT_SPLIT_SEED = 0
+DIGITS_SPLIT_SEED = 0
+DIGITS_TEST_FRACTION = 0.2
+DIGITS_MAX_SHIFT = 4  # pixels of random translation at 32x32, i.e. one original 8x8 pixel
+
+_CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+_CIFAR_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
+
+
+# --------------------------------------------------------------------------- transforms
+
+
+class Cutout:
+    """Zero one ``size`` x ``size`` square of a CHW tensor (DeVries & Taylor, 2017).
+
+    The centre is uniform over the whole image, so the hole is clipped at the borders and is
+    sometimes smaller than ``size`` — the reference behaviour. Applied after ``Normalize``, so
+    the hole holds the data set mean. Uses torch's RNG, which DataLoader seeds per worker.
+    """
+
+    def __init__(self, size: int = CUTOUT_SIZE) -> None:
+        self.size = size
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        height, width = image.shape[-2:]
+        cy = int(torch.randint(height, ()))
+        cx = int(torch.randint(width, ()))
+        half = self.size // 2
+        top, bottom = max(cy - half, 0), min(cy + self.size - half, height)
+        left, right = max(cx - half, 0), min(cx + self.size - half, width)
+        image = image.clone()
+        image[..., top:bottom, left:right] = 0
+        return image
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(size={self.size})"
+
+
+class Lighting:
+    """AlexNet-style PCA lighting noise on a CHW RGB tensor in [0, 1] (before ``Normalize``).
+
+    Adds ``eigvec @ (alpha * eigval)`` to every pixel, ``alpha ~ N(0, alpha_std)`` per image:
+    a random shift along the principal colour axes of the data set.
+    """
+
+    def __init__(self, alpha_std: float = 0.1, eigval: tuple = IMAGENET_EIGVAL,
+                 eigvec: tuple = IMAGENET_EIGVEC) -> None:
+        self.alpha_std = alpha_std
+        self.eigval = torch.tensor(eigval, dtype=torch.float32)
+        self.eigvec = torch.tensor(eigvec, dtype=torch.float32)
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        if self.alpha_std == 0:
+            return image
+        alpha = torch.randn(3) * self.alpha_std
+        rgb = self.eigvec @ (alpha * self.eigval)
+        return image + rgb.to(image.dtype).view(3, 1, 1)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(alpha_std={self.alpha_std})"
+
+
+class _Transformed(Dataset):
+    """``base[indices[i]]`` with ``transform`` applied to the image.
+
+    Lets two views of one loaded data set (augmented train part, plain held-out part) share
+    the images in memory instead of reading the files twice.
+    """
+
+    def __init__(self, base: Dataset, indices: list[int], transform: Callable) -> None:
+        self.base = base
+        self.indices = indices
+        self.transform = transform
+        base_targets = getattr(base, "targets", None)
+        if base_targets is not None:
+            self.targets = [int(base_targets[i]) for i in indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image, label = self.base[self.indices[index]]
+        return self.transform(image), label
+
+
+# --------------------------------------------------------------------------- CIFAR
+
+
+def _cifar_transforms(dataset: str, cutout: bool) -> tuple[Callable, Callable]:
+    from torchvision import transforms as T
+
+    normalize = T.Normalize(CIFAR_MEAN[dataset], CIFAR_STD[dataset])
+    train = [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), normalize]
+    if cutout:
+        train.append(Cutout(CUTOUT_SIZE))
+    return T.Compose(train), T.Compose([T.ToTensor(), normalize])
+
+
+def _cifar_root(dataset: str, data_path: str | None) -> str:
+    """The ``root`` torchvision expects (the folder *containing* cifar-10-batches-py).
+
+    Passing the batches folder itself is a common slip, so that is accepted too.
+    """
+    name, folder = _CIFAR_NAMES[dataset], _CIFAR_FOLDERS[dataset]
+    how = (f"download the {name} python version (torchvision.datasets."
+           f"{name.replace('-', '')}(root, download=True) on a machine with internet)")
+    if data_path is None:
+        raise ConfigError(
+            f"--dataset {dataset} needs DATA_PATH, the folder that contains {folder}/: {how} "
+            f"and pass that folder as DATA_PATH")
+    root = os.path.abspath(os.path.expanduser(data_path))
+    if os.path.basename(root.rstrip(os.sep)) == folder:
+        root = os.path.dirname(root.rstrip(os.sep))
+    if not os.path.isdir(os.path.join(root, folder)):
+        raise ConfigError(
+            f"{name} not found: looked for {os.path.join(root, folder)}; {how} into {root} "
+            f"or pass the folder that contains {folder}/ as DATA_PATH")
+    return root
+
+
+def _build_cifar(dataset: str, data_path: str | None, cutout: bool,
+                 cifar_full: bool) -> tuple[Dataset, Dataset]:
+    from torchvision import datasets
+
+    root = _cifar_root(dataset, data_path)
+    cls = datasets.CIFAR10 if dataset == "cifar10" else datasets.CIFAR100
+    train_tf, test_tf = _cifar_transforms(dataset, cutout)
+    try:
+        if cifar_full:
+            return (cls(root, train=True, transform=train_tf, download=False),
+                    cls(root, train=False, transform=test_tf, download=False))
+        full_train = cls(root, train=True, transform=None, download=False)
+    except RuntimeError:  # torchvision: "Dataset not found or corrupted" (md5 mismatch)
+        folder = os.path.join(root, _CIFAR_FOLDERS[dataset])
+        raise ConfigError(
+            f"{_CIFAR_NAMES[dataset]} files in {folder} are missing or fail torchvision's "
+            f"checksum test; re-download the python version there") from None
+
+    order = torch.randperm(len(full_train),
+                           generator=torch.Generator().manual_seed(HOLDOUT_SPLIT_SEED)).tolist()
+    n_holdout = int(round(HOLDOUT_FRACTION * len(full_train)))
+    holdout, kept = sorted(order[:n_holdout]), sorted(order[n_holdout:])
+    return _Transformed(full_train, kept, train_tf), _Transformed(full_train, holdout, test_tf)
+
+
+# --------------------------------------------------------------------------- ImageNet
+
+
+def _imagenet_transforms() -> tuple[Callable, Callable]:
+    from torchvision import transforms as T
+
+    normalize = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+    train = T.Compose([
+        T.RandomResizedCrop(224),
+        T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4),
+        T.RandomHorizontalFlip(),
+        T.ToTensor(),
+        Lighting(0.1),
+        normalize,
+    ])
+    test = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), normalize])
+    return train, test
+
+
+def _image_folder(folder: str, transform: Callable) -> Dataset:
+    from torchvision import datasets
+
+    if not os.path.isdir(folder):
+        raise ConfigError(
+            f"ImageNet folder {folder} does not exist; DATA_PATH must contain train/ and val/, "
+            f"each with one subfolder of images per class")
+    try:
+        return datasets.ImageFolder(folder, transform=transform)
+    except FileNotFoundError:  # no class subfolders, or class folders without images
+        raise ConfigError(
+            f"ImageNet folder {folder} holds no images in class subfolders; expected "
+            f"{folder}{os.sep}<class>{os.sep}<image>") from None
+
+
+def _build_imagenet(data_path: str | None) -> tuple[Dataset, Dataset]:
+    if data_path is None:
+        raise ConfigError(
+            "--dataset imagenet needs DATA_PATH, a folder with train/ and val/ that each hold "
+            "one subfolder of images per class")
+    root = os.path.abspath(os.path.expanduser(data_path))
+    train_tf, test_tf = _imagenet_transforms()
+    train = _image_folder(os.path.join(root, "train"), train_tf)
+    test = _image_folder(os.path.join(root, "val"), test_tf)
+    # ImageFolder numbers classes by sorted folder name; different folder sets would silently
+    # give the same label to different classes in the two splits.
+    if train.classes != test.classes:
+        raise ConfigError(
+            f"ImageNet class folders differ between {os.path.join(root, 'train')} "
+            f"({len(train.classes)} classes) and {os.path.join(root, 'val')} "
+            f"({len(test.classes)} classes); val/ must use the same class subfolders as train/")
+    if len(train.classes) > NUM_CLASSES["imagenet"]:
+        raise ConfigError(
+            f"ImageNet folder {os.path.join(root, 'train')} has {len(train.classes)} class "
+            f"folders but the classifier has {NUM_CLASSES['imagenet']} outputs")
+    return train, test
+
+
+# --------------------------------------------------------------------------- digits
+
+
+class DigitsDataset(Dataset):
+    """In-memory 3x32x32 digits; ``__getitem__`` returns ``(normalised image, int label)``.
+
+    ``images`` hold raw intensities in [0, 1] (0 = blank paper). Augmentation translates the
+    raw image by up to ``max_shift`` pixels, filling with blank, *then* normalises, so the
+    uncovered border looks like paper rather than like the mean grey. No flips: a mirrored
+    digit is a different (or no) digit. Randomness comes from torch's global RNG, so seeding
+    torch (the main process, or DataLoader's per-worker seeding) makes it reproducible.
+    """
+
+    classes = [str(d) for d in range(10)]
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: torch.Tensor,
+                 std: torch.Tensor, max_shift: int = 0,
+                 source_indices: torch.Tensor | None = None) -> None:
+        self.images = images
+        self.labels = labels
+        self.targets = labels.tolist()
+        self.mean = mean.view(-1, 1, 1)
+        self.std = std.view(-1, 1, 1)
+        self.max_shift = max_shift
+        # Row of each image in sklearn's load_digits(), to check the split.
+        self.source_indices = source_indices
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def translate(self, image: torch.Tensor) -> torch.Tensor:
+        """Random shift in [-max_shift, max_shift]^2 with blank fill (pad + random crop)."""
+        shift = self.max_shift
+        height, width = image.shape[-2:]
+        padded = F.pad(image, (shift, shift, shift, shift))
+        top, left = (int(v) for v in torch.randint(2 * shift + 1, (2,)))
+        return padded[..., top:top + height, left:left + width]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = self.images[index]
+        if self.max_shift > 0:
+            image = self.translate(image)
+        return (image - self.mean) / self.std, self.targets[index]
+
+
+def _build_digits() -> tuple[DigitsDataset, DigitsDataset]:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    labels = torch.as_tensor(digits.target, dtype=torch.long)
+    small = torch.as_tensor(digits.images / 16.0, dtype=torch.float32).unsqueeze(1)  # N,1,8,8
+    size = IMAGE_SIZE["digits"]
+    # Upsampled once here so that the per-item cost is only a crop.
+    images = F.interpolate(small, size=(size, size), mode="bilinear", align_corners=False)
+    images = images.clamp_(0.0, 1.0).expand(-1, 3, -1, -1).contiguous()
+
+    train_idx, test_idx = train_test_split(
+        np.arange(len(labels)), test_size=DIGITS_TEST_FRACTION,
+        stratify=digits.target, random_state=DIGITS_SPLIT_SEED)
+    train_idx, test_idx = torch.as_tensor(train_idx), torch.as_tensor(test_idx)
+    train_images = images[train_idx]
+    mean = train_images.mean(dim=(0, 2, 3))
+    std = train_images.std(dim=(0, 2, 3))
+    train = DigitsDataset(train_images, labels[train_idx], mean, std,
+                          max_shift=DIGITS_MAX_SHIFT, source_indices=train_idx)
+    test = DigitsDataset(images[test_idx], labels[test_idx], mean, std,
+                         max_shift=0, source_indices=test_idx)
+    return train, test
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def build_datasets(dataset: str, data_path: str | None, *, cutout: bool = False,
+                   cifar_full: bool = True) -> tuple[Dataset, Dataset]:
+    """(train, test) datasets. Raises ConfigError with one sentence when files are missing.
+
+    ``cifar_full=False`` (``--no_cifar_full``) evaluates on a fixed 10% of the CIFAR train set
+    (test transforms) and trains on the other 90%. ``cutout`` applies to CIFAR only.
+    """
+    if dataset in _CIFAR_FOLDERS:
+        return _build_cifar(dataset, data_path, cutout, cifar_full)
+    if dataset == "imagenet":
+        return _build_imagenet(data_path)
+    if dataset == "digits":
+        return _build_digits()
+    raise ConfigError(f"--dataset must be one of {', '.join(NUM_CLASSES)}, got {dataset!r}")
+
+
+class ShardSampler(Sampler[int]):
+    """Evaluation sampler: rank r gets indices r, r + world_size, ...
+
+    Unlike ``DistributedSampler`` it neither pads nor drops, so metrics summed over ranks count
+    every sample exactly once (shards may differ in length by one).
+    """
+
+    def __init__(self, data_source: Sized, rank: int = 0, world_size: int = 1) -> None:
+        _check_rank(rank, world_size)
+        self.num_items = len(data_source)
+        self.rank = rank
+        self.world_size = world_size
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.num_items, self.world_size))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.num_items, self.world_size))
+
+
+def _check_rank(rank: int, world_size: int) -> None:
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ConfigError(f"rank {rank} is not valid for a world size of {world_size}")
+
+
+def _check_loader_args(batch_size: int, workers: int) -> None:
+    if batch_size < 1:
+        raise ConfigError(f"--batch_size must be at least 1, got {batch_size}")
+    if workers < 0:
+        raise ConfigError(f"--workers must be 0 or more, got {workers}")
+
+
+def build_train_loader(dataset: Dataset, *, batch_size: int, workers: int, seed: int,
+                       drop_last: bool = False, pin_memory: bool = False, rank: int = 0,
+                       world_size: int = 1, subset_fraction: float = 1.0) -> DataLoader:
+    """Shuffled training loader whose order depends only on (seed, epoch, rank, world_size).
+
+    A ``DistributedSampler`` is used even on one process so that the loop has one code path:
+    call ``loader.sampler.set_epoch(epoch)`` before each epoch. ``subset_fraction < 1``
+    (``--data_growth``) trains on a fixed random part of the data chosen from ``seed`` —
+    the same part every epoch and on every rank. ``drop_last`` drops the uneven tail both
+    across ranks and in the last batch.
+    """
+    _check_loader_args(batch_size, workers)
+    _check_rank(rank, world_size)
+    if not 0.0 < subset_fraction <= 1.0:
+        raise ConfigError(f"the training subset fraction must be in (0, 1], got {subset_fraction}")
+    if subset_fraction < 1.0:
+        size = max(1, int(round(subset_fraction * len(dataset))))
+        chosen = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
+        dataset = Subset(dataset, sorted(chosen[:size].tolist()))
+    if drop_last and len(dataset) // world_size < batch_size:
+        raise ConfigError(
+            f"--batch_size {batch_size} exceeds the {len(dataset) // world_size} training samples "
+            f"each of the {world_size} process(es) gets, so every batch would be dropped")
+    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True,
+                                 seed=seed, drop_last=drop_last)
+    # persistent_workers=False: workers are re-created, hence re-seeded from torch's RNG, every
+    # epoch, which is what makes a resumed run replay the same augmentations.
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                      pin_memory=pin_memory, drop_last=drop_last, worker_init_fn=seed_worker,
+                      persistent_workers=False)
+
+
+def build_eval_loader(dataset: Dataset, *, batch_size: int, workers: int,
+                      pin_memory: bool = False, rank: int = 0, world_size: int = 1) -> DataLoader:
+    """In-order evaluation loader over this rank's shard (see ``ShardSampler``)."""
+    _check_loader_args(batch_size, workers)
+    sampler = ShardSampler(dataset, rank=rank, world_size=world_size)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                      pin_memory=pin_memory, drop_last=False, worker_init_fn=seed_worker,
+                      persistent_workers=False)
