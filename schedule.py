@@ -1,0 +1,418 @@
+"""The training plan: which phase runs in each epoch, what trains, and with which learning rate.
+
+``build_plan(args)`` turns the CLI flags into a ``TrainingPlan``: one ``EpochPlan`` per epoch.
+The training loop asks the plan and never decides a phase itself. At the start of every
+epoch it sets every optimizer group's lr to ``plan[epoch].lr``, so resuming from any epoch
+reproduces the schedule exactly; there is no scheduler state to save.
+
+Phases (``--growth_epochs g --ensemble_train_epochs E --epochs N``, growth at ``G = g + E``)::
+
+    member_0  epochs 0 .. g-1   member 0 trains, forward member_id=0
+    member_1  epochs g .. G-1   member 1 trains (members 0 and 1 with --train_both_members)
+    grown     epochs G .. N-1   the grown network trains, forward member_id=None
+    plain     epochs 0 .. N-1   --growth_epochs -1: one plain network, no growth
+
+A phase with no epochs (g = 0, or E = 0) is left out. Loss (reference behaviour): each
+trained member's cross-entropy is multiplied by its ``loss_weights`` entry (member 0:
+``--member_0_loss_weight``, also in the first phase; others 1) and the sum is divided by
+the number of trained members.
+
+Learning rate. The reference (chaudatascience/mixturegrowth ``main.py``, timm 0.8) drives
+the lr with timm's ``CosineLRScheduler`` stepped once per epoch (``cosine_lr`` below is the
+same formula). A timm scheduler is bound to one optimizer object, and the reference builds
+a new optimizer when member 1 starts, so a schedule made earlier goes on driving the
+discarded optimizer. The numbers that result, which this module reproduces:
+
+- Member 0 (and the plain run): cosine of length g (plain: N), linear warm-up of
+  ``--cosine_lr_warmup`` epochs from 1e-5, floor 1e-6.
+- Member 1 starts with a fresh optimizer at ``--learning_rate``. With ``--reset_scheduler``
+  a new cosine starts (epoch g has the lr of epoch 0) of length E; g with
+  ``--lr_schedule_as_member_0``; N - g with ``--reset_lr_scheduler_growing none`` (that
+  cosine then runs on through the grown phase). Without ``--reset_scheduler`` member 1
+  trains at a constant ``--learning_rate`` (the member-0 cosine drives the old optimizer).
+- Growth: the lr becomes ``--lr_growing``. Then ``--reset_lr_scheduler_growing n`` starts
+  n cosine cycles of ``(N - G) // n`` epochs each: warm-up from 1e-5 for
+  ``--lr_warmup_growing`` epochs (the first cycle only: timm's warm-up is not repeated),
+  peak ``--lr_growing * 0.5**i`` in cycle i, floor ``--lr_growing_min``. Cycles whose peak
+  is below the floor rise from the peak towards the floor; epochs past the n-th cycle (when
+  n does not divide N - G) stay at the floor. With ``none`` the growth epoch trains at
+  ``--lr_growing``; from the next epoch the schedule that drove the optimizer before growth
+  takes over again (member 1's cosine with ``--reset_scheduler``; member 0's finished
+  cosine, i.e. 1e-6, when E = 0). Without such a schedule, and always after
+  ``--reset_optimizer_growing``, the lr stays ``--lr_growing``.
+- ``--scheduler_type steps``: ``--learning_rate`` times every gamma whose ``--schedule``
+  epoch is <= the epoch, counted from epoch 0 in every phase. Two epochs differ: the first
+  member-1 epoch trains at ``--learning_rate`` unless ``--reset_scheduler``, and the growth
+  epoch at ``--lr_growing``.
+- ``--scheduler_type none``: ``--learning_rate`` before growth, ``--lr_growing`` after.
+
+One deliberate difference: the reference hard-codes a 2-epoch warm-up for member 1's
+restarted cosine; here ``--cosine_lr_warmup`` applies (same numbers at the default, 2).
+Where the reference crashes (a zero-length cosine, e.g. g = 0) the plan either skips the
+empty phase or ``build_plan`` raises ``ConfigError``.
+
+``--warmup_01_growing K`` (SPEC section 5): the first K grown epochs train only the
+coefficients of members 0 and 1 (templates, BatchNorms and new coefficients stay). The
+published code instead freezes member 0's template set for K epochs from member 1's start;
+this project follows the spec and its flag help.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Iterator
+
+from utils import ConfigError
+
+PHASES = ("member_0", "member_1", "grown", "plain")
+
+WARMUP_LR_INIT = 1e-5  # every warm-up of the reference starts here
+PRE_GROWTH_LR_MIN = 1e-6  # floor of the pre-growth cosine
+GROWN_CYCLE_DECAY = 0.5  # each post-growth cosine cycle peaks at half the previous one
+
+
+def cosine_lr(
+    t: int,
+    *,
+    t_initial: int,
+    base_lr: float,
+    lr_min: float,
+    warmup_t: int,
+    warmup_lr_init: float,
+    cycle_limit: int = 1,
+    cycle_decay: float = 1.0,
+) -> float:
+    """Learning rate at step ``t`` of a cosine schedule with warm-up and restarts.
+
+    Matches timm's ``CosineLRScheduler`` (cycle_mul=1, k_decay=1, warmup_prefix=False, no
+    noise): for ``t < warmup_t`` a straight line from ``warmup_lr_init`` towards ``base_lr``;
+    afterwards cycle ``i = t // t_initial`` is a half cosine from ``base_lr * cycle_decay**i``
+    down to ``lr_min`` at position ``t % t_initial`` (the warm-up epochs count as part of the
+    first cycle); from cycle ``cycle_limit`` on the lr stays at ``lr_min``.
+    """
+    if t_initial < 1:
+        raise ValueError(f"t_initial must be at least 1, got {t_initial}")
+    if t < 0:
+        raise ValueError(f"t must be >= 0, got {t}")
+    if t < warmup_t:
+        # Same operation order as timm, so the floats agree bit for bit.
+        step = (base_lr - warmup_lr_init) / warmup_t
+        return warmup_lr_init + t * step
+    cycle = t // t_initial
+    if cycle >= cycle_limit:
+        return lr_min
+    t_curr = t - t_initial * cycle
+    peak = base_lr * cycle_decay**cycle
+    return lr_min + 0.5 * (peak - lr_min) * (1 + math.cos(math.pi * t_curr / t_initial))
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """Everything the training loop needs to know about one epoch."""
+
+    epoch: int
+    phase: str  # one of PHASES
+    phase_index: int  # position in PHASES: 0 member_0, 1 member_1, 2 grown, 3 plain
+    # The member this phase trains, passed as model(x, member_id); None = grown / plain net.
+    # With --train_both_members the loop runs one forward per entry of trained_members.
+    forward_member: int | None
+    trained_members: tuple[int, ...]  # members whose loss is computed; () for grown / plain
+    loss_weights: tuple[float, ...]  # one per trained member; loss = sum(w * ce) / len
+    lr: float  # every optimizer group's lr for this epoch
+    grow_before: bool  # the loop calls grow() before this epoch (first grown epoch)
+    phase_starts: bool  # first epoch of its phase
+    new_optimizer: bool  # build a fresh optimizer (no momentum) before this epoch
+    only_member_01_coefficients: bool  # --warmup_01_growing: train nothing but members 0/1 coefficients
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """The whole run, one ``EpochPlan`` per epoch; index it with the epoch number."""
+
+    epochs: tuple[EpochPlan, ...]
+
+    def __getitem__(self, epoch: int) -> EpochPlan:
+        if not 0 <= epoch < len(self.epochs):
+            raise IndexError(f"epoch {epoch} is outside the plan (0 .. {len(self.epochs) - 1})")
+        return self.epochs[epoch]
+
+    def __len__(self) -> int:
+        return len(self.epochs)
+
+    def __iter__(self) -> Iterator[EpochPlan]:
+        return iter(self.epochs)
+
+    @property
+    def growth_epoch(self) -> int | None:
+        """First epoch of the grown network (grow() runs before it); None without growth."""
+        return next((e.epoch for e in self.epochs if e.phase == "grown"), None)
+
+    @property
+    def member_1_epoch(self) -> int | None:
+        """First epoch that trains member 1; None when there is no member-1 phase."""
+        return next((e.epoch for e in self.epochs if e.phase == "member_1"), None)
+
+    def phase_ranges(self) -> list[tuple[str, int, int]]:
+        """``(phase, first epoch, last epoch)`` of every phase, inclusive, in order."""
+        ranges: list[tuple[str, int, int]] = []
+        for e in self.epochs:
+            if e.phase_starts:
+                ranges.append((e.phase, e.epoch, e.epoch))
+            else:
+                phase, first, _ = ranges[-1]
+                ranges[-1] = (phase, first, e.epoch)
+        return ranges
+
+    def format(self) -> str:
+        """A table of the phases, printed at the start of a run."""
+        header = ("phase", "epochs", "trains (loss weight)", "forward", "lr first -> last", "lr range")
+        rows = [header]
+        for phase, first, last in self.phase_ranges():
+            start, end = self.epochs[first], self.epochs[last]
+            rates = [e.lr for e in self.epochs[first : last + 1]]
+            rows.append((
+                phase,
+                f"{first}-{last}",
+                _describe_training(start),
+                "None" if start.forward_member is None else str(start.forward_member),
+                f"{start.lr:.3g} -> {end.lr:.3g}",
+                f"{min(rates):.3g} .. {max(rates):.3g}",
+            ))
+        widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+        lines = [f"Training plan: {len(self.epochs)} epochs"]
+        lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+        events = []
+        if self.growth_epoch is not None:
+            events.append(f"grow before epoch {self.growth_epoch}")
+        fresh = [str(e.epoch) for e in self.epochs if e.new_optimizer]
+        events.append(f"fresh optimizer before epoch {', '.join(fresh)}")
+        warmup = [e.epoch for e in self.epochs if e.only_member_01_coefficients]
+        if warmup:
+            events.append(f"only members 0/1 coefficients train in epochs {warmup[0]}-{warmup[-1]}")
+        lines.append("; ".join(events))
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable form (saved beside the run as plan.json)."""
+        return {
+            "num_epochs": len(self.epochs),
+            "growth_epoch": self.growth_epoch,
+            "member_1_epoch": self.member_1_epoch,
+            "phases": [
+                {"phase": phase, "first": first, "last": last}
+                for phase, first, last in self.phase_ranges()
+            ],
+            "epochs": [
+                {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(e).items()}
+                for e in self.epochs
+            ],
+        }
+
+
+def _describe_training(e: EpochPlan) -> str:
+    if not e.trained_members:
+        return "grown network" if e.phase == "grown" else "plain network"
+    return ", ".join(
+        f"member {m}" + ("" if w == 1.0 else f" (x{w:g})")
+        for m, w in zip(e.trained_members, e.loss_weights)
+    )
+
+
+def build_plan(args: argparse.Namespace) -> TrainingPlan:
+    """The plan for the flags in ``args`` (from ``main.get_args_parser()``).
+
+    Raises ``ConfigError`` (one sentence naming the flags) for a run that cannot work.
+    """
+    _validate(args)
+    growing = args.growth_epochs[0] != -1
+    if growing:
+        member_1_start = args.growth_epochs[0]
+        growth = member_1_start + args.ensemble_train_epochs
+    else:
+        member_1_start = growth = None
+    rates = _learning_rates(args, member_1_start, growth)
+
+    epochs = []
+    previous_phase = None
+    for epoch in range(args.epochs):
+        if not growing:
+            phase = "plain"
+        elif epoch < member_1_start:
+            phase = "member_0"
+        elif epoch < growth:
+            phase = "member_1"
+        else:
+            phase = "grown"
+        members = _trained_members(args, phase)
+        phase_starts = phase != previous_phase
+        epochs.append(EpochPlan(
+            epoch=epoch,
+            phase=phase,
+            phase_index=PHASES.index(phase),
+            forward_member={"member_0": 0, "member_1": 1}.get(phase),
+            trained_members=members,
+            loss_weights=tuple(args.member_0_loss_weight if m == 0 else 1.0 for m in members),
+            lr=rates[epoch],
+            grow_before=phase == "grown" and phase_starts,
+            phase_starts=phase_starts,
+            new_optimizer=epoch == 0
+            or (phase == "member_1" and phase_starts)
+            or (phase == "grown" and phase_starts and args.reset_optimizer_growing),
+            only_member_01_coefficients=phase == "grown"
+            and growth <= epoch < growth + args.warmup_01_growing,
+        ))
+        previous_phase = phase
+    return TrainingPlan(tuple(epochs))
+
+
+def _trained_members(args: argparse.Namespace, phase: str) -> tuple[int, ...]:
+    if phase == "member_0":
+        return (0,)
+    if phase == "member_1":
+        return (0, 1) if args.train_both_members else (1,)
+    return ()
+
+
+@dataclass(frozen=True)
+class _Cosine:
+    """A cosine schedule (``cosine_lr``) that started at epoch ``first_epoch``."""
+
+    first_epoch: int
+    t_initial: int
+    base_lr: float
+    lr_min: float
+    warmup_t: int
+    cycle_limit: int = 1
+    cycle_decay: float = 1.0
+
+    def lr(self, epoch: int) -> float:
+        return cosine_lr(
+            epoch - self.first_epoch,
+            t_initial=self.t_initial,
+            base_lr=self.base_lr,
+            lr_min=self.lr_min,
+            warmup_t=self.warmup_t,
+            warmup_lr_init=WARMUP_LR_INIT,
+            cycle_limit=self.cycle_limit,
+            cycle_decay=self.cycle_decay,
+        )
+
+
+def _learning_rates(
+    args: argparse.Namespace, member_1_start: int | None, growth: int | None
+) -> list[float]:
+    """The lr of every epoch, following the reference's order of events within an epoch.
+
+    First the schedule driving the current optimizer sets the lr, then the phase events of
+    that epoch override it: member 1 gets a fresh optimizer (detaching any schedule, see
+    the module docstring) and growth sets ``--lr_growing``; each may start a new schedule.
+    """
+    kind = args.scheduler_type
+    lr = args.learning_rate
+    schedule: _Cosine | None = None  # the cosine driving the live optimizer
+    first_length = args.epochs if growth is None else member_1_start
+    if kind == "cosine" and first_length > 0:
+        schedule = _Cosine(0, first_length, args.learning_rate, PRE_GROWTH_LR_MIN, args.cosine_lr_warmup)
+
+    rates = []
+    for epoch in range(args.epochs):
+        if kind == "steps":
+            lr = _step_lr(args, epoch)
+        elif schedule is not None:
+            lr = schedule.lr(epoch)
+
+        if epoch == member_1_start and member_1_start < growth:
+            lr = args.learning_rate
+            schedule = None
+            if args.reset_scheduler and kind == "cosine":
+                schedule = _Cosine(epoch, _member_1_schedule_length(args), args.learning_rate,
+                                   PRE_GROWTH_LR_MIN, args.cosine_lr_warmup)
+                lr = schedule.lr(epoch)
+            elif args.reset_scheduler and kind == "steps":
+                lr = _step_lr(args, epoch)
+
+        if epoch == growth:
+            lr = args.lr_growing
+            if args.reset_optimizer_growing:
+                schedule = None
+            if kind == "cosine" and args.reset_lr_scheduler_growing != "none":
+                cycles = int(args.reset_lr_scheduler_growing)
+                schedule = _Cosine(epoch, (args.epochs - epoch) // cycles, args.lr_growing,
+                                   args.lr_growing_min, args.lr_warmup_growing,
+                                   cycle_limit=cycles, cycle_decay=GROWN_CYCLE_DECAY)
+                lr = schedule.lr(epoch)
+        rates.append(lr)
+    return rates
+
+
+def _member_1_schedule_length(args: argparse.Namespace) -> int:
+    """Length of the cosine restarted for member 1 (``--reset_scheduler``)."""
+    if args.lr_schedule_as_member_0:
+        return args.growth_epochs[0]
+    if args.reset_lr_scheduler_growing == "none":
+        return args.epochs - args.growth_epochs[0]  # one cosine over member 1 and the grown net
+    return args.ensemble_train_epochs
+
+
+def _step_lr(args: argparse.Namespace, epoch: int) -> float:
+    lr = args.learning_rate
+    for step, gamma in zip(args.schedule, args.gammas):
+        if epoch >= step:
+            lr *= gamma
+    return lr
+
+
+def _validate(args: argparse.Namespace) -> None:
+    def require(ok: bool, message: str) -> None:
+        if not ok:
+            raise ConfigError(message)
+
+    require(args.epochs >= 1, f"--epochs must be at least 1, got {args.epochs}")
+    require(len(args.growth_epochs) == 1,
+            f"--growth_epochs takes one epoch (only one growth is supported), got {args.growth_epochs}")
+    first = args.growth_epochs[0]
+    require(first >= -1, f"--growth_epochs must be -1 (no growth) or an epoch >= 0, got {first}")
+    for flag in ("cosine_lr_warmup", "lr_warmup_growing", "warmup_01_growing", "ensemble_train_epochs"):
+        value = getattr(args, flag)
+        require(value >= 0, f"--{flag} must be >= 0, got {value}")
+    require(args.learning_rate > 0, f"--learning_rate must be positive, got {args.learning_rate}")
+    require(args.lr_growing > 0, f"--lr_growing must be positive, got {args.lr_growing}")
+    require(args.lr_growing_min >= 0, f"--lr_growing_min must be >= 0, got {args.lr_growing_min}")
+    require(args.member_0_loss_weight >= 0,
+            f"--member_0_loss_weight must be >= 0, got {args.member_0_loss_weight}")
+
+    if args.scheduler_type == "steps":
+        require(args.schedule is not None and args.gammas is not None,
+                "--scheduler_type steps needs both --schedule and --gammas")
+        require(len(args.schedule) == len(args.gammas),
+                f"--schedule and --gammas must have the same length, got {len(args.schedule)} epochs "
+                f"and {len(args.gammas)} gammas")
+        require(list(args.schedule) == sorted(args.schedule),
+                f"--schedule epochs must be in increasing order, got {args.schedule}")
+
+    if first == -1:
+        return  # a plain run: the growth flags below do not apply
+    grown_epochs = args.epochs - first - args.ensemble_train_epochs
+    require(grown_epochs >= 1,
+            f"--growth_epochs ({first}) + --ensemble_train_epochs ({args.ensemble_train_epochs}) must be "
+            f"less than --epochs ({args.epochs}), otherwise the grown network never trains")
+    if args.scheduler_type == "cosine" and args.reset_lr_scheduler_growing != "none":
+        cycles = int(args.reset_lr_scheduler_growing)
+        require(grown_epochs >= cycles,
+                f"--reset_lr_scheduler_growing {cycles} needs at least {cycles} grown epochs, but "
+                f"--epochs - --growth_epochs - --ensemble_train_epochs is {grown_epochs}")
+    require(not (args.reset_scheduler and args.scheduler_type == "none"),
+            "--reset_scheduler restarts a cosine or steps schedule, so it cannot be used with "
+            "--scheduler_type none")
+    require(args.reset_scheduler or not args.lr_schedule_as_member_0,
+            "--lr_schedule_as_member_0 only applies together with --reset_scheduler")
+    require(not (args.lr_schedule_as_member_0 and args.reset_scheduler and first == 0
+                 and args.scheduler_type == "cosine"),
+            "--lr_schedule_as_member_0 makes member 1's cosine as long as member 0's phase, "
+            "but --growth_epochs is 0")
+    require(first < 0 or args.warmup_01_growing < args.epochs - first - args.ensemble_train_epochs,
+            "--warmup_01_growing must leave grown epochs that train the whole network: it must be "
+            "smaller than --epochs - --growth_epochs - --ensemble_train_epochs")
