@@ -1,0 +1,144 @@
+"""Everything about multi-process training, in one place.
+
+The rest of the code asks ``is_main_process()`` (log, save checkpoints),
+``barrier()``, ``all_reduce_sum(...)`` (evaluation counts) and
+``select_device(...)``; it never reads environment variables or calls
+``torch.distributed`` itself.
+
+A run is distributed when it is launched by ``torchrun``, which sets ``RANK``,
+``LOCAL_RANK`` and ``WORLD_SIZE`` (plus ``MASTER_ADDR``/``MASTER_PORT``) for
+every process. Without them every helper here degrades to the single-process
+answer (rank 0 of 1, identity reductions, no-op barriers).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from utils import ConfigError
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    enabled: bool
+    rank: int
+    local_rank: int
+    world_size: int
+    backend: str | None
+
+
+NOT_DISTRIBUTED = DistInfo(enabled=False, rank=0, local_rank=0, world_size=1, backend=None)
+
+
+def _env_int(name: str) -> int | None:
+    text = os.environ.get(name)
+    if text is None or text.strip() == "":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"environment variable {name} must be an integer, got {text!r}") from None
+
+
+def init_distributed(use_cuda: bool) -> DistInfo:
+    """Join the process group that torchrun set up, or report a single process.
+
+    The backend is NCCL on GPUs and Gloo on CPU. With CUDA, this process's GPU
+    becomes ``cuda:{LOCAL_RANK}`` before the group is created, so collectives
+    and ``broadcast_object`` use the right device.
+    """
+    rank = _env_int("RANK")
+    world_size = _env_int("WORLD_SIZE")
+    if rank is None and (world_size is None or world_size <= 1):
+        return NOT_DISTRIBUTED
+    if rank is None:
+        raise ConfigError(f"WORLD_SIZE is {world_size} but RANK is not set; launch distributed runs with torchrun")
+    if world_size is None:
+        raise ConfigError(f"RANK is {rank} but WORLD_SIZE is not set; launch distributed runs with torchrun")
+    if not 0 <= rank < world_size:
+        raise ConfigError(f"RANK {rank} is outside 0..{world_size - 1} (WORLD_SIZE {world_size})")
+    missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
+    if missing:
+        raise ConfigError(f"distributed run needs {' and '.join(missing)}; launch distributed runs with torchrun")
+    # torchrun always sets LOCAL_RANK; falling back to RANK is right on one node.
+    local_rank = _env_int("LOCAL_RANK")
+    local_rank = rank if local_rank is None else local_rank
+
+    backend = "nccl" if use_cuda else "gloo"
+    device_id = None
+    if use_cuda:
+        if local_rank >= torch.cuda.device_count():
+            raise ConfigError(
+                f"LOCAL_RANK {local_rank} has no GPU (this node has {torch.cuda.device_count()}); "
+                "start at most one process per GPU"
+            )
+        torch.cuda.set_device(local_rank)
+        device_id = torch.device("cuda", local_rank)
+    dist.init_process_group(
+        backend=backend, init_method="env://", rank=rank, world_size=world_size, device_id=device_id
+    )
+    return DistInfo(enabled=True, rank=rank, local_rank=local_rank, world_size=world_size, backend=backend)
+
+
+def is_dist() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_rank() -> int:
+    return dist.get_rank() if is_dist() else 0
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if is_dist() else 1
+
+
+def is_main_process() -> bool:
+    """Rank 0: the only process that logs, writes TensorBoard and saves checkpoints."""
+    return get_rank() == 0
+
+
+def barrier() -> None:
+    if is_dist():
+        dist.barrier()
+
+
+def all_reduce_sum(values: list[float] | torch.Tensor, device) -> list[float]:
+    """Element-wise sum of ``values`` over all processes, as Python floats.
+
+    Sums run in float64 so that counts of correct predictions over a large
+    evaluation set stay exact. ``device`` must be one the backend can reduce on
+    (the process's GPU for NCCL, CPU for Gloo).
+    """
+    if isinstance(values, torch.Tensor):
+        tensor = values.detach().reshape(-1).to(device=device, dtype=torch.float64)
+    else:
+        tensor = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
+    if is_dist():
+        tensor = tensor.clone()  # never reduce into the caller's tensor
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor.cpu().tolist()
+
+
+def broadcast_object(obj, src: int = 0):
+    """``obj`` as held by rank ``src``, on every process (any picklable object)."""
+    if not is_dist():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def cleanup() -> None:
+    if is_dist():
+        dist.destroy_process_group()
+
+
+def select_device(ngpu: int, local_rank: int) -> torch.device:
+    """The one device decision: this process's GPU if GPUs are asked for and present, else CPU."""
+    if ngpu > 0 and torch.cuda.is_available():
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
