@@ -8,8 +8,15 @@ import time.
 from __future__ import annotations
 
 import argparse
+import glob
+import json
+import os
+import random
+import sys
+import tempfile
+import time
 
-from utils import parse_list
+from utils import ConfigError, parse_list
 
 DATASETS = ("cifar10", "cifar100", "imagenet", "digits")
 ARCHS = ("wrn", "normalwrn")
@@ -52,11 +59,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="where members sit in the grown weight grid: diag = [[W0, W2], [W3, W1]]")
 
     g = parser.add_argument_group("Phases")
-    g.add_argument("--epochs", type=int, default=100, help="total epochs of the run, all phases")
-    g.add_argument("--growth_epochs", type=parse_list(int, "--growth_epochs"), default=[100],
+    g.add_argument("--epochs", type=int, default=440, help="total epochs of the run, all phases")
+    g.add_argument("--growth_epochs", type=parse_list(int, "--growth_epochs"), default=[200],
                    help="epochs of member 0 before member 1 starts (growth happens after member 1); "
                         "-1 = no growth, train one plain network")
-    g.add_argument("--ensemble_train_epochs", type=int, default=100,
+    g.add_argument("--ensemble_train_epochs", type=int, default=200,
                    help="epochs of member 1 before the grown network starts")
     g.add_argument("--train_both_members", action="store_true",
                    help="train members 0 and 1 together during member 1's phase")
@@ -150,9 +157,424 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
+
+def validate_args(args: argparse.Namespace) -> None:
+    """Checks that need no data and no model, so mistakes fail before anything is loaded or written."""
+    if args.dataset == "imagenet" and args.arch in ("wrn", "normalwrn"):
+        raise ConfigError(f"--arch {args.arch} is the CIFAR Wide-ResNet; it does not fit --dataset imagenet")
+    if len(args.growth_epochs) != 1:
+        raise ConfigError("--growth_epochs takes one epoch (MixtureGrowth grows once), "
+                          f"got {','.join(map(str, args.growth_epochs))}")
+    if args.growth_epochs[0] >= 0 and args.arch == "normalwrn":
+        raise ConfigError("--arch normalwrn is a plain network and cannot grow; pass --growth_epochs -1")
+    if args.growth_epochs[0] < 0 and args.arch == "wrn":
+        raise ConfigError("--growth_epochs -1 trains a plain network; use --arch normalwrn with it")
+    if args.evaluate and not args.resume:
+        raise ConfigError("--evaluate needs --resume PATH (a checkpoint, or 'auto' for this run's newest)")
+    if args.evaluate_ensemble and not (args.resume_member_0 and args.resume_member_1):
+        raise ConfigError("--evaluate_ensemble needs both --resume_member_0 and --resume_member_1")
+    for flag in ("resume_member_0", "resume_member_1"):
+        path = getattr(args, flag)
+        if path and not os.path.isfile(path):
+            raise ConfigError(f"--{flag}: no checkpoint at {os.path.abspath(path)}")
+    if args.resume and args.resume != "auto" and not os.path.isfile(args.resume):
+        raise ConfigError(f"--resume: no checkpoint at {os.path.abspath(args.resume)}")
+    for flag in ("batch_size", "eval_batch_size", "epochs"):
+        if getattr(args, flag) < 1:
+            raise ConfigError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
+    if args.workers < 0:
+        raise ConfigError(f"--workers must be 0 or more, got {args.workers}")
+
+
+def run_directory(args: argparse.Namespace) -> str:
+    """``<save_path>/<dataset>/<tag>/seed_<seed>``; with ``--resume auto`` and no seed, the newest run of the tag."""
+    tag_dir = os.path.join(args.save_path, args.dataset, args.tag)
+    if args.manualSeed is None and args.resume == "auto":
+        runs = sorted(glob.glob(os.path.join(glob.escape(tag_dir), "seed_*")), key=os.path.getmtime)
+        if runs:
+            args.manualSeed = int(os.path.basename(runs[-1])[len("seed_"):])
+    if args.manualSeed is None:
+        args.manualSeed = random.randint(100, 1_000_000)
+    return os.path.join(tag_dir, f"seed_{args.manualSeed}")
+
+
+def ensure_writable(folder: str) -> None:
+    """Fail now, not after a day of training, when checkpoints could not be written."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-") as handle:
+            handle.write(b"0" * 1024)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as error:
+        raise ConfigError(f"--save_path: cannot write to {os.path.abspath(folder)} ({error.strerror})") from None
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """``python main.py``: parse, run, and turn user mistakes into one sentence and exit status 2."""
+    args = get_args_parser().parse_args(argv)
+    try:
+        main(args)
+    except ConfigError as error:
+        print(f"main.py: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(args: argparse.Namespace) -> dict:
-    raise NotImplementedError("the training loop lands with the CLI issue")
+    """Run what ``args`` asks for; returns the final metrics (also written to the run folder)."""
+    validate_args(args)
+    if args.evaluate or args.evaluate_ensemble:
+        return run_evaluation(args)
+    return run_training(args)
+
+
+# --------------------------------------------------------------------------- set-up
+
+
+class Context:
+    """What every part of a run needs: the device, the process's rank, the logger, the data shape."""
+
+    def __init__(self, args: argparse.Namespace, run_dir: str | None, dist_info) -> None:
+        import distributed
+        from custom_log import RunLogger
+
+        self.dist = dist_info
+        self.device = distributed.select_device(args.ngpu, dist_info.local_rank)
+        self.main_process = distributed.is_main_process()
+        self.run_dir = run_dir
+        self.logger = RunLogger(run_dir, enabled=self.main_process)
+        self.input_size = None
+        self.scaler = None
+        if args.amp and self.device.type == "cuda":
+            import torch
+
+            self.scaler = torch.amp.GradScaler("cuda")
+
+
+def start(args: argparse.Namespace, run_dir: str | None) -> Context:
+    import torch
+
+    import distributed
+    from utils import seed_everything
+
+    dist_info = distributed.init_distributed(use_cuda=args.ngpu > 0 and torch.cuda.is_available())
+    if args.dist and not dist_info.enabled:
+        raise ConfigError("--dist needs the processes started by torchrun, e.g. "
+                          "torchrun --nproc_per_node=2 main.py ... (the scripts do this for NUM_GPUS > 1)")
+    seed_everything(args.manualSeed)
+    if run_dir is not None and distributed.is_main_process():
+        ensure_writable(run_dir)
+    return Context(args, run_dir, dist_info)
+
+
+def build_data(args: argparse.Namespace, ctx: Context, dataset: str):
+    import data
+
+    train_set, test_set = data.build_datasets(dataset, args.data_path, cutout=args.cutout,
+                                              cifar_full=not args.no_cifar_full)
+    size = data.IMAGE_SIZE[dataset]
+    ctx.input_size = (3, size, size)
+    pin = ctx.device.type == "cuda"
+    test_loader = data.build_eval_loader(test_set, batch_size=args.eval_batch_size, workers=args.workers,
+                                         pin_memory=pin, rank=ctx.dist.rank, world_size=ctx.dist.world_size)
+    return train_set, test_loader, data.NUM_CLASSES[dataset]
+
+
+def train_loader_for(args, ctx: Context, train_set, fraction: float):
+    import data
+
+    return data.build_train_loader(train_set, batch_size=args.batch_size, workers=args.workers,
+                                   seed=args.manualSeed, drop_last=args.drop_last,
+                                   pin_memory=ctx.device.type == "cuda", rank=ctx.dist.rank,
+                                   world_size=ctx.dist.world_size, subset_fraction=fraction)
+
+
+def load_member_checkpoint(path: str, flag: str):
+    """A network trained by another run, rebuilt from its checkpoint alone."""
+    import checkpoint
+    import models
+
+    state = checkpoint.load_checkpoint(path, flag=flag)
+    source_args = argparse.Namespace(**state["args"])
+    source = models.create_model(source_args, _num_classes(source_args.dataset))
+    if state.get("grown"):
+        models.grow(source, source_args)
+    source.load_state_dict(state["model"])
+    return source, state
+
+
+def _num_classes(dataset: str) -> int:
+    import data
+
+    return data.NUM_CLASSES[dataset]
+
+
+def restore_model(args_dict: dict, state: dict, device):
+    """The network saved in ``state``, grown first when it was grown (so every tensor has its shape)."""
+    import models
+
+    model_args = argparse.Namespace(**args_dict)
+    model = models.create_model(model_args, _num_classes(model_args.dataset))
+    if state.get("grown"):
+        models.grow(model, model_args)
+    model.load_state_dict(state["model"])
+    return model.to(device)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def run_training(args: argparse.Namespace) -> dict:
+    import torch
+
+    import checkpoint
+    import distributed
+    import engine
+    import models
+    from compute_flops import count_flops, count_parameters
+    from custom_log import format_table, plot_accuracy
+    from schedule import build_plan
+    from utils import rng_state, set_rng_state
+
+    plan = build_plan(args)
+    run_dir = run_directory(args)
+    resume_path = None
+    if args.resume == "auto":
+        resume_path = checkpoint.latest_checkpoint(run_dir)
+    elif args.resume:
+        resume_path = args.resume
+    resumed = checkpoint.load_checkpoint(resume_path) if resume_path else None
+    if resumed is not None:
+        checkpoint.check_compatible(resumed["args"], checkpoint.args_to_dict(args), checkpoint.MODEL_FIELDS)
+        for flag in ("growth_epochs", "ensemble_train_epochs"):
+            checkpoint.check_compatible(resumed["args"], checkpoint.args_to_dict(args), (flag,))
+
+    ctx = start(args, run_dir)
+    log = ctx.logger
+    try:
+        train_set, test_loader, num_classes = build_data(args, ctx, args.dataset)
+        model = models.create_model(args, num_classes).to(ctx.device)
+        template_net = models.is_template_model(model)
+        if resumed is None:
+            for slot, path in ((0, args.resume_member_0), (1, args.resume_member_1)):
+                if path:
+                    source, _ = load_member_checkpoint(path, f"--resume_member_{slot}")
+                    models.transplant_member(model, source.to(ctx.device), slot)
+                    log.info(f"member {slot} loaded from {path}")
+
+        def new_optimizer():
+            return engine.build_optimizer(model, lr=args.learning_rate, momentum=args.momentum,
+                                          nesterov=not args.no_nesterov, weight_decay=args.decay,
+                                          no_bn_decay=args.no_bn_decay)
+
+        optimizer = new_optimizer()
+        history, summary, start_epoch, best_top1 = [], [], 0, 0.0
+        if resumed is not None:
+            if resumed.get("grown"):
+                models.grow(model, args)
+            model.load_state_dict(resumed["model"])
+            optimizer = new_optimizer()
+            engine.load_optimizer_state_by_name(optimizer, model, resumed["optimizer"])
+            if ctx.scaler is not None and resumed.get("scaler"):
+                ctx.scaler.load_state_dict(resumed["scaler"])
+            history, summary = list(resumed["metrics"]), list(resumed["summary"])
+            start_epoch, best_top1 = resumed["epoch"] + 1, resumed["best_top1"]
+            set_rng_state(resumed["rng"])
+            log.info(f"resumed from {resume_path} (epoch {resumed['epoch']} done, phase {resumed['phase']})")
+        else:
+            log.log_text("args", json.dumps(checkpoint.args_to_dict(args), indent=1))
+            log.log_text("plan", plan.format())
+            if ctx.main_process:
+                from utils import atomic_write_text
+
+                atomic_write_text(os.path.join(run_dir, "plan.json"), json.dumps(plan.to_dict(), indent=1))
+                atomic_write_text(os.path.join(run_dir, "args.json"),
+                                  json.dumps(checkpoint.args_to_dict(args), indent=1))
+        log.info(f"run folder: {os.path.abspath(run_dir)}  device: {ctx.device}  processes: {ctx.dist.world_size}")
+        log.info("training plan:\n" + plan.format())
+        if start_epoch >= len(plan):
+            log.info("nothing left to train: the checkpoint already finished every epoch")
+
+        def members_of(entry):
+            return tuple(entry.trained_members) if entry.trained_members else (None,)
+
+        def evaluate_phase(entry):
+            members = members_of(entry)
+            results = engine.evaluate(model, test_loader, ctx.device, members, amp=args.amp)
+            return results, results[entry.forward_member if entry.forward_member in results else members[-1]]
+
+        def summary_row(name, entry, result):
+            member = None if entry.phase in ("grown", "plain") else entry.forward_member
+            size_model = models.materialize(model, member) if template_net else model
+            return {"network": name, "top1": result["top1"], "top5": result["top5"],
+                    "params": count_parameters(size_model),
+                    "flops": count_flops(model, ctx.input_size, member), "epoch": entry.epoch}
+
+        cumulative_flops = history[-1]["train_flops_cumulative"] if history else 0.0
+        data_fraction = 0.5 if args.data_growth else 1.0
+        train_loader = train_loader_for(args, ctx, train_set, data_fraction)
+        net = None
+        step_flops = 0.0
+        started = time.time()
+        for epoch in range(start_epoch, len(plan)):
+            entry = plan[epoch]
+            members = members_of(entry)
+            rebuild = (net is None or entry.phase_starts or entry.grow_before
+                       or entry.only_member_01_coefficients != plan[epoch - 1].only_member_01_coefficients)
+            if entry.phase == "member_1" and entry.phase_starts:
+                if args.copy_templates_and_bn_0_to_1:
+                    models.copy_member_0_to_1(model, args.copy_templates_and_bn_0_to_1_noise)
+                if args.scale_templates_and_coefs:
+                    models.scale_member_0_to_1(model)
+            if entry.grow_before and not models.is_grown(model):
+                models.grow(model, args)
+                if args.data_growth:
+                    train_loader = train_loader_for(args, ctx, train_set, 1.0)
+                saved = engine.optimizer_state_by_name(optimizer, model)
+                optimizer = new_optimizer()
+                if not args.reset_optimizer_growing:
+                    engine.load_optimizer_state_by_name(optimizer, model, saved)
+                log.info(f"grown at epoch {epoch} with --coefs_growing {args.coefs_growing}")
+                results, primary = evaluate_phase(entry)
+                summary.append(summary_row("grown at growth", entry, primary))
+                log.info(f"grown network before training: top-1 {primary['top1']:.2f}%")
+            elif entry.new_optimizer and entry.phase_starts:
+                optimizer = new_optimizer()
+            if rebuild:
+                trainable = models.parameter_groups(
+                    model, None if members == (None,) else members, no_bn_decay=args.no_bn_decay,
+                    freeze_first_last=args.freeze_first_last_growing and entry.phase == "grown",
+                    freeze_coefficients_01=args.freeze_coef_0_1_growing and entry.phase == "grown",
+                    only_coefficients_01=entry.only_member_01_coefficients)
+                n_trainable = engine.set_trainable(model, trainable[0] + trainable[1])
+                step_flops = 3.0 * sum(count_flops(model, ctx.input_size, m) for m in members)
+                net = engine.MembersForward(model)
+                if ctx.dist.enabled:
+                    net = torch.nn.parallel.DistributedDataParallel(
+                        net, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+                log.info(f"phase {entry.phase}: {n_trainable:,} trainable parameters, "
+                         f"{step_flops / 3 / 1e9:.3f} GFLOPs per image forward")
+            engine.set_lr(optimizer, entry.lr)
+            train_loader.sampler.set_epoch(epoch)
+            epoch_start = time.time()
+            train_metrics = engine.train_one_epoch(
+                net, train_loader, optimizer, ctx.device, members=members,
+                loss_weights=entry.loss_weights or (1.0,), epoch=epoch, phase=entry.phase,
+                label_smoothing=args.label_smoothing, amp=args.amp, scaler=ctx.scaler,
+                show_progress=ctx.main_process)
+            results, primary = evaluate_phase(entry)
+            cumulative_flops += step_flops * train_metrics["train_samples"]
+            if entry.phase_starts:
+                best_top1 = 0.0
+            is_best = primary["top1"] > best_top1
+            best_top1 = max(best_top1, primary["top1"])
+            metrics = {"epoch": epoch, "phase": entry.phase, "phase_index": entry.phase_index, "lr": entry.lr,
+                       **train_metrics, "test_loss": primary["loss"], "test_top1": primary["top1"],
+                       "test_top5": primary["top5"], "best_top1": best_top1,
+                       "train_flops_cumulative": cumulative_flops, "epoch_time": time.time() - epoch_start}
+            for member, result in results.items():
+                if len(results) > 1:
+                    metrics[f"test_top1_member_{member}"] = result["top1"]
+            history.append(metrics)
+            log.log_epoch(metrics)
+            log.info(f"epoch {epoch:>4} {entry.phase:<8} lr {entry.lr:.2e}  train loss {metrics['train_loss']:.4f} "
+                     f"top-1 {metrics['train_top1']:.2f}  test top-1 {primary['top1']:.2f} "
+                     f"top-5 {primary['top5']:.2f}  ({metrics['epoch_time']:.1f}s)")
+            phase_ends = epoch + 1 == len(plan) or plan[epoch + 1].phase != entry.phase
+            if phase_ends:
+                name = {"member_0": "member 0", "member_1": "member 1", "grown": "grown final",
+                        "plain": "plain final"}[entry.phase]
+                summary.append(summary_row(name, entry, primary))
+                if entry.phase == "member_1" and len(results) > 1:
+                    summary.append(summary_row("member 0", entry, results[0]))
+            if ctx.main_process:
+                state = {"args": checkpoint.args_to_dict(args), "epoch": epoch, "phase": entry.phase,
+                         "grown": models.is_grown(model), "model": model.state_dict(),
+                         "optimizer": engine.optimizer_state_by_name(optimizer, model),
+                         "scaler": ctx.scaler.state_dict() if ctx.scaler is not None else None,
+                         "best_top1": best_top1, "metrics": history, "summary": summary, "rng": rng_state()}
+                checkpoint.save_checkpoint(state, os.path.join(run_dir, checkpoint.LATEST_NAME), keep_previous=True)
+                if is_best:
+                    checkpoint.save_checkpoint(state, os.path.join(run_dir, checkpoint.BEST_NAME))
+                if phase_ends and entry.phase in ("member_0", "member_1"):
+                    slot = int(entry.phase[-1])
+                    checkpoint.save_checkpoint(state, os.path.join(run_dir, checkpoint.member_checkpoint_name(slot)))
+                if phase_ends and entry.phase in ("grown", "plain"):
+                    checkpoint.save_checkpoint(state, os.path.join(run_dir, checkpoint.GROWN_FINAL_NAME))
+            distributed.barrier()
+
+        final = history[-1] if history else {}
+        if ctx.main_process and history:
+            boundaries = [e for e in (plan.member_1_epoch, plan.growth_epoch) if e]
+            plot = plot_accuracy(history, os.path.join(run_dir, "accuracy.png"), growth_epochs=boundaries,
+                                 title=f"{args.dataset} {args.tag} seed {args.manualSeed}")
+            rows = [dict(row) for row in summary]
+            from custom_log import format_seconds, humanize
+
+            log.info("summary:\n" + format_table(rows, ["network", "top1", "top5", "params", "flops", "epoch"],
+                                                 formats={"params": humanize, "flops": humanize})
+                     + f"\ntotal training FLOPs {humanize(final['train_flops_cumulative'])}, "
+                     f"wall time this session {format_seconds(time.time() - started)}\n"
+                     f"accuracy curves: {plot}")
+            from utils import atomic_write_text
+
+            atomic_write_text(os.path.join(run_dir, "summary.json"), json.dumps(summary, indent=1))
+        return {"final": final, "summary": summary, "run_dir": run_dir, "history": history}
+    finally:
+        log.close()
+        distributed.cleanup()
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def run_evaluation(args: argparse.Namespace) -> dict:
+    """``--evaluate --resume PATH``: the checkpoint's members (pre-growth) or its grown network.
+
+    ``--evaluate_ensemble``: members from ``--resume_member_0/1`` and their averaged-logit ensemble.
+    The network is rebuilt from the checkpoint's own arguments; the CLI only says where the data is.
+    """
+    import checkpoint
+    import distributed
+    import engine
+    import models
+    from custom_log import format_table
+
+    ctx = start(args, None)
+    try:
+        if args.evaluate_ensemble:
+            member_0, state = load_member_checkpoint(args.resume_member_0, "--resume_member_0")
+            member_1, _ = load_member_checkpoint(args.resume_member_1, "--resume_member_1")
+            model = member_0
+            models.transplant_member(model, member_1, 1)
+            keys = (0, 1)
+        else:
+            path = args.resume
+            if path == "auto":
+                path = checkpoint.latest_checkpoint(run_directory(args))
+                if path is None:
+                    raise ConfigError(f"--resume auto: no checkpoint in {os.path.abspath(run_directory(args))}")
+            state = checkpoint.load_checkpoint(path)
+            model = restore_model(state["args"], state, ctx.device)
+            if not models.is_template_model(model) or state.get("grown"):
+                keys = (None,)
+            else:
+                keys = (0, 1)
+        model = model.to(ctx.device)
+        _, test_loader, _ = build_data(args, ctx, state["args"]["dataset"])
+        results = engine.evaluate(model, test_loader, ctx.device, keys, amp=args.amp,
+                                  ensemble=args.evaluate_ensemble, show_progress=ctx.main_process)
+        names = {0: "member 0", 1: "member 1", None: "grown" if state.get("grown") else "network",
+                 "ensemble": "ensemble (mean logits)"}
+        rows = [{"network": names[key], "top1": r["top1"], "top5": r["top5"], "loss": r["loss"]}
+                for key, r in results.items()]
+        ctx.logger.info("evaluation:\n" + format_table(rows))
+        return {"results": {names[k]: v for k, v in results.items()}, "epoch": state.get("epoch")}
+    finally:
+        ctx.logger.close()
+        distributed.cleanup()
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    sys.exit(cli())

@@ -1,0 +1,194 @@
+"""The loops: one training epoch, one evaluation pass, and the optimizer plumbing.
+
+Everything here is a plain function of its arguments (model, loader, optimizer,
+the epoch's plan entry); ``main.py`` decides what runs when.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import distributed
+from custom_log import progress
+from utils import AverageMeter, correct_topk
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite: training stops rather than learn from garbage."""
+
+
+class MembersForward(nn.Module):
+    """One forward that runs several members, so DDP sees exactly one forward per backward.
+
+    ``members`` is a tuple of member ids (``None`` = the grown / plain network).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, members: tuple) -> list[torch.Tensor]:
+        return [self.model(x, member) for member in members]
+
+
+def autocast_context(device: torch.device, enabled: bool):
+    """bf16 autocast on CPU, fp16 on CUDA (with a GradScaler), nothing when off."""
+    if not enabled:
+        return nullcontext()
+    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def build_optimizer(model: nn.Module, *, lr: float, momentum: float, nesterov: bool, weight_decay: float,
+                    no_bn_decay: bool = False) -> torch.optim.SGD:
+    """SGD over every parameter: templates, plain weights and BN with weight decay, coefficients without.
+
+    Parameters a phase does not train have ``requires_grad=False``; their
+    gradient stays ``None`` so SGD leaves them (and their momentum) untouched.
+    """
+    decay, no_decay = [], []
+    for module_name, module in model.named_modules():
+        for name, param in module.named_parameters(recurse=False):
+            is_coefficient = module_name.endswith("coefficients")
+            is_bn = isinstance(module, nn.modules.batchnorm._BatchNorm)
+            (no_decay if is_coefficient or (no_bn_decay and is_bn) else decay).append(param)
+    groups = [{"params": _unique(decay), "weight_decay": weight_decay, "name": "decay"},
+              {"params": _unique(no_decay), "weight_decay": 0.0, "name": "no_decay"}]
+    return torch.optim.SGD([g for g in groups if g["params"]], lr=lr, momentum=momentum,
+                           nesterov=nesterov and momentum > 0)
+
+
+def _unique(params):
+    return list({id(p): p for p in params}.values())
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def optimizer_state_by_name(optimizer: torch.optim.Optimizer, model: nn.Module) -> dict:
+    """The optimizer state keyed by parameter *name*, so it survives changes of the parameter set."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    return {
+        "state": {names[id(p)]: {k: v for k, v in state.items()} for p, state in optimizer.state.items()},
+        "hyper": [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups],
+    }
+
+
+def load_optimizer_state_by_name(optimizer: torch.optim.Optimizer, model: nn.Module, saved: dict) -> int:
+    """Restore what ``optimizer_state_by_name`` saved; entries whose shape changed are dropped.
+
+    Returns how many parameters got their state back.
+    """
+    for group, hyper in zip(optimizer.param_groups, saved["hyper"]):
+        group.update(hyper)
+    restored = 0
+    optimizer.state.clear()
+    for name, param in model.named_parameters():
+        state = saved["state"].get(name)
+        if state is None:
+            continue
+        buffer = state.get("momentum_buffer")
+        if buffer is not None and buffer.shape != param.shape:
+            continue
+        optimizer.state[param] = {k: (v.to(param.device) if torch.is_tensor(v) else v) for k, v in state.items()}
+        restored += 1
+    return restored
+
+
+def set_trainable(model: nn.Module, trainable: list[nn.Parameter]) -> int:
+    """``requires_grad`` on exactly these parameters; returns how many scalars train."""
+    chosen = {id(p) for p in trainable}
+    count = 0
+    for param in model.parameters():
+        param.requires_grad_(id(param) in chosen)
+        count += param.numel() if id(param) in chosen else 0
+    return count
+
+
+def train_one_epoch(net: nn.Module, loader, optimizer: torch.optim.Optimizer, device: torch.device, *,
+                    members: tuple, loss_weights: tuple[float, ...], epoch: int, phase: str,
+                    label_smoothing: float = 0.0, amp: bool = False, scaler=None,
+                    show_progress: bool = True) -> dict:
+    """One pass over ``loader``. ``net`` is a (possibly DDP-wrapped) ``MembersForward``.
+
+    The loss is the mean over ``members`` of each member's cross-entropy times
+    its weight (member 0's weight is ``--member_0_loss_weight``, reference
+    behaviour). Reported accuracy is that of the last member in ``members``.
+    """
+    net.train()
+    loss_meter, correct, seen, skipped = AverageMeter(), 0, 0, 0
+    bar = progress(loader, desc=f"epoch {epoch} {phase}", total=len(loader), enabled=show_progress)
+    for step, (images, target) in enumerate(bar):
+        images = images.to(device, non_blocking=True)
+        target = target.to(device, non_blocking=True)
+        with autocast_context(device, amp):
+            outputs = net(images, members)
+            losses = [w * F.cross_entropy(o.float(), target, label_smoothing=label_smoothing)
+                      for o, w in zip(outputs, loss_weights)]
+            loss = sum(losses) / len(losses)
+        if not math.isfinite(loss.item()):
+            raise NonFiniteLossError(
+                f"the training loss became {loss.item()} at epoch {epoch}, step {step}, phase {phase}; "
+                "the last good checkpoint is kept: lower the learning rate or check the data, then resume"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scale_before = scaler.get_scale()
+            scaler.step(optimizer)
+            scaler.update()
+            skipped += int(scaler.get_scale() < scale_before)
+        else:
+            loss.backward()
+            optimizer.step()
+        batch = target.size(0)
+        loss_meter.update(loss.item(), batch)
+        correct += int((outputs[-1].argmax(1) == target).sum())
+        seen += batch
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{loss_meter.avg:.3f}", top1=f"{100.0 * correct / max(seen, 1):.1f}")
+    loss_sum, correct_sum, seen_sum = distributed.all_reduce_sum([loss_meter.sum, correct, seen], device)
+    return {"train_loss": loss_sum / max(seen_sum, 1), "train_top1": 100.0 * correct_sum / max(seen_sum, 1),
+            "train_samples": int(seen_sum), "amp_skipped_steps": skipped}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, device: torch.device, members: tuple = (None,), *,
+             amp: bool = False, ensemble: bool = False, show_progress: bool = False) -> dict:
+    """Top-1 / top-5 / loss of each member in ``members`` over the whole (sharded) data set.
+
+    Returns ``{member: {"top1", "top5", "loss"}}``; with ``ensemble`` also the
+    averaged-logit ensemble of the members under the key ``"ensemble"``. Counts
+    are summed over processes, so every sample counts exactly once.
+    """
+    model.eval()
+    keys = list(members) + (["ensemble"] if ensemble else [])
+    sums = {key: [0.0, 0.0, 0.0] for key in keys}  # loss, top1 hits, top5 hits
+    total = 0
+    for images, target in progress(loader, desc="eval", total=len(loader), enabled=show_progress):
+        images = images.to(device, non_blocking=True)
+        target = target.to(device, non_blocking=True)
+        with autocast_context(device, amp):
+            logits = {member: model(images, member).float() for member in members}
+        if ensemble:
+            logits["ensemble"] = torch.stack([logits[m] for m in members]).mean(0)
+        for key in keys:
+            top1, top5 = correct_topk(logits[key], target, (1, 5))
+            sums[key][0] += F.cross_entropy(logits[key], target, reduction="sum").item()
+            sums[key][1] += top1
+            sums[key][2] += top5
+        total += target.size(0)
+    flat = distributed.all_reduce_sum([v for key in keys for v in sums[key]] + [total], device)
+    total = max(flat[-1], 1)
+    results = {}
+    for i, key in enumerate(keys):
+        loss, top1, top5 = flat[3 * i: 3 * i + 3]
+        results[key] = {"loss": loss / total, "top1": 100.0 * top1 / total, "top5": 100.0 * top5 / total}
+    return results
