@@ -291,17 +291,22 @@ def train_loader_for(args, ctx: Context, train_set, fraction: float):
 
 
 def load_member_checkpoint(path: str, flag: str):
-    """A network trained by another run, rebuilt from its checkpoint alone."""
+    """A member trained by another run: (its network, the member it trained, the checkpoint).
+
+    The member is the one the checkpoint's phase was training (``member_1.pth``
+    holds member 1), so runs that trained one member each can be combined.
+    """
     import checkpoint
     import models
 
     state = checkpoint.load_checkpoint(path, flag=flag)
+    if state.get("grown") or state.get("phase") not in ("member_0", "member_1"):
+        raise ConfigError(f"{flag}: {os.path.abspath(path)} holds a {state.get('phase')} network, not a member; "
+                          "pass a member checkpoint such as member_0.pth")
     source_args = argparse.Namespace(**state["args"])
     source = models.create_model(source_args, _num_classes(source_args.dataset))
-    if state.get("grown"):
-        models.grow(source, source_args)
     source.load_state_dict(state["model"])
-    return source, state
+    return source, int(state["phase"][-1]), state
 
 
 def _num_classes(dataset: str) -> int:
@@ -359,8 +364,8 @@ def run_training(args: argparse.Namespace) -> dict:
         if resumed is None:
             for slot, path in ((0, args.resume_member_0), (1, args.resume_member_1)):
                 if path:
-                    source, _ = load_member_checkpoint(path, f"--resume_member_{slot}")
-                    models.transplant_member(model, source.to(ctx.device), slot)
+                    source, source_member, _ = load_member_checkpoint(path, f"--resume_member_{slot}")
+                    models.transplant_member(model, source.to(ctx.device), slot, source_member)
                     log.info(f"member {slot} loaded from {path}")
 
         def new_optimizer():
@@ -541,26 +546,27 @@ def run_evaluation(args: argparse.Namespace) -> dict:
     import models
     from custom_log import format_table
 
+    path = args.resume
+    if args.evaluate and path == "auto":
+        run_dir = run_directory(args)
+        path = checkpoint.latest_checkpoint(run_dir)
+        if path is None:
+            raise ConfigError(f"--resume auto: no checkpoint in {os.path.abspath(run_dir)}")
+    if args.manualSeed is None:
+        args.manualSeed = 0  # evaluation draws no random numbers; seed only for tidiness
     ctx = start(args, None)
     try:
         if args.evaluate_ensemble:
-            member_0, state = load_member_checkpoint(args.resume_member_0, "--resume_member_0")
-            member_1, _ = load_member_checkpoint(args.resume_member_1, "--resume_member_1")
-            model = member_0
-            models.transplant_member(model, member_1, 1)
+            member_0, from_0, state = load_member_checkpoint(args.resume_member_0, "--resume_member_0")
+            member_1, from_1, _ = load_member_checkpoint(args.resume_member_1, "--resume_member_1")
+            model = models.create_model(argparse.Namespace(**state["args"]), _num_classes(state["args"]["dataset"]))
+            models.transplant_member(model, member_0, 0, from_0)
+            models.transplant_member(model, member_1, 1, from_1)
             keys = (0, 1)
         else:
-            path = args.resume
-            if path == "auto":
-                path = checkpoint.latest_checkpoint(run_directory(args))
-                if path is None:
-                    raise ConfigError(f"--resume auto: no checkpoint in {os.path.abspath(run_directory(args))}")
             state = checkpoint.load_checkpoint(path)
             model = restore_model(state["args"], state, ctx.device)
-            if not models.is_template_model(model) or state.get("grown"):
-                keys = (None,)
-            else:
-                keys = (0, 1)
+            keys = (None,) if not models.is_template_model(model) or state.get("grown") else (0, 1)
         model = model.to(ctx.device)
         _, test_loader, _ = build_data(args, ctx, state["args"]["dataset"])
         results = engine.evaluate(model, test_loader, ctx.device, keys, amp=args.amp,

@@ -116,12 +116,12 @@ def copy_member_0_to_1(model: nn.Module, noise_std: float) -> None:
 
 
 @torch.no_grad()
-def transplant_member(target: nn.Module, source: nn.Module, slot: int) -> None:
-    """Load member 0 of ``source`` (another run's network) into member ``slot`` of ``target``.
+def transplant_member(target: nn.Module, source: nn.Module, slot: int, source_member: int = 0) -> None:
+    """Load member ``source_member`` of ``source`` (another run's network) into member ``slot`` of ``target``.
 
     ``--resume_member_0/1``: members can be trained in separate runs and grown
-    later. Both networks must have the same architecture; the source's member-0
-    templates (its set of member 0), coefficients and BatchNorms go to the
+    later. Both networks must have the same architecture; the source member's
+    templates (its template set), coefficients and BatchNorms go to the
     target's template set of member ``slot``.
     """
     _require_template_model(target, "--resume_member_0/1")
@@ -132,13 +132,13 @@ def transplant_member(target: nn.Module, source: nn.Module, slot: int) -> None:
         if isinstance(module, TemplateMixed):
             if not isinstance(other, TemplateMixed) or other.block_shape != module.block_shape:
                 raise ConfigError(f"--resume_member_{slot}: layer {name} does not match this run's network")
-            source_set = other.bank.template_sets[other.member_sets[0]]
+            source_set = other.bank.template_sets[other.member_sets[source_member]]
             module.bank.template_sets[module.member_sets[slot]].copy_(source_set)
-            module.coefficients[slot].copy_(other.coefficients[0])
+            module.coefficients[slot].copy_(other.coefficients[source_member])
         elif isinstance(module, SetBatchNorm2d):
             if not isinstance(other, SetBatchNorm2d):
                 raise ConfigError(f"--resume_member_{slot}: layer {name} does not match this run's network")
-            module.select(slot).load_state_dict(other.select(0).state_dict())
+            module.select(slot).load_state_dict(other.select(source_member).state_dict())
 
 
 @torch.no_grad()
