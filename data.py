@@ -370,6 +370,29 @@ def _check_loader_args(batch_size: int, workers: int) -> None:
         raise ConfigError(f"--workers must be 0 or more, got {workers}")
 
 
+class EpochSampler(DistributedSampler):
+    """``DistributedSampler`` that can start an epoch part-way, for resuming an interrupted epoch.
+
+    ``set_epoch(epoch, skip=n)`` drops the first ``n`` samples of that epoch's order (the
+    ones already trained on before the interruption), so the rest of the epoch sees exactly
+    the batches it would have seen.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.skip = 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        super().set_epoch(epoch)
+        self.skip = skip
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(list(super().__iter__())[self.skip:])
+
+    def __len__(self) -> int:
+        return max(super().__len__() - self.skip, 0)
+
+
 def build_train_loader(dataset: Dataset, *, batch_size: int, workers: int, seed: int,
                        drop_last: bool = False, pin_memory: bool = False, rank: int = 0,
                        world_size: int = 1, subset_fraction: float = 1.0) -> DataLoader:
@@ -393,8 +416,8 @@ def build_train_loader(dataset: Dataset, *, batch_size: int, workers: int, seed:
         raise ConfigError(
             f"--batch_size {batch_size} exceeds the {len(dataset) // world_size} training samples "
             f"each of the {world_size} process(es) gets, so every batch would be dropped")
-    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True,
-                                 seed=seed, drop_last=drop_last)
+    sampler = EpochSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True,
+                           seed=seed, drop_last=drop_last)
     # persistent_workers=False: workers are re-created, hence re-seeded from torch's RNG, every
     # epoch, which is what makes a resumed run replay the same augmentations.
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,

@@ -7,6 +7,7 @@ the epoch's plan entry); ``main.py`` decides what runs when.
 from __future__ import annotations
 
 import math
+import signal
 from contextlib import nullcontext
 
 import torch
@@ -20,6 +21,40 @@ from utils import AverageMeter, correct_topk
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite: training stops rather than learn from garbage."""
+
+
+class StopRequest:
+    """Turns SIGTERM / SIGINT into a request to stop after the current step.
+
+    Clusters preempt jobs with SIGTERM; the loop finishes its step, writes a
+    checkpoint and exits. A second Ctrl-C while stopping interrupts at once.
+    """
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+        self._previous = {}
+
+    def install(self) -> "StopRequest":
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.signal_name is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def requested(self, device) -> bool:
+        """True on every rank as soon as any rank got a signal (ranks must stop at the same step)."""
+        local = 1.0 if self.signal_name is not None else 0.0
+        if not distributed.is_dist():
+            return bool(local)
+        return distributed.all_reduce_sum([local], device)[0] > 0
 
 
 class MembersForward(nn.Module):
@@ -115,17 +150,27 @@ def set_trainable(model: nn.Module, trainable: list[nn.Parameter]) -> int:
 def train_one_epoch(net: nn.Module, loader, optimizer: torch.optim.Optimizer, device: torch.device, *,
                     members: tuple, loss_weights: tuple[float, ...], epoch: int, phase: str,
                     label_smoothing: float = 0.0, amp: bool = False, scaler=None,
-                    show_progress: bool = True) -> dict:
+                    show_progress: bool = True, stop: StopRequest | None = None,
+                    resume_from: dict | None = None) -> dict:
     """One pass over ``loader``. ``net`` is a (possibly DDP-wrapped) ``MembersForward``.
 
     The loss is the mean over ``members`` of each member's cross-entropy times
     its weight (member 0's weight is ``--member_0_loss_weight``, reference
     behaviour). Reported accuracy is that of the last member in ``members``.
+
+    When ``stop`` is requested the epoch ends after the current step and the
+    result has ``completed=False`` plus a ``partial`` record; passing that record
+    back as ``resume_from`` (with the loader skipping the samples already seen)
+    finishes the epoch with the same numbers as an uninterrupted one.
     """
     net.train()
-    loss_meter, correct, seen, skipped = AverageMeter(), 0, 0, 0
+    partial = resume_from or {"step": 0, "loss_sum": 0.0, "correct": 0, "seen": 0, "skipped": 0}
+    loss_meter, correct, seen, skipped = AverageMeter(), partial["correct"], partial["seen"], partial["skipped"]
+    loss_meter.sum, loss_meter.count = partial["loss_sum"], partial["seen"]
+    first_step = partial["step"]
     bar = progress(loader, desc=f"epoch {epoch} {phase}", total=len(loader), enabled=show_progress)
-    for step, (images, target) in enumerate(bar):
+    completed = True
+    for step, (images, target) in enumerate(bar, start=first_step):
         images = images.to(device, non_blocking=True)
         target = target.to(device, non_blocking=True)
         with autocast_context(device, amp):
@@ -135,7 +180,7 @@ def train_one_epoch(net: nn.Module, loader, optimizer: torch.optim.Optimizer, de
             loss = sum(losses) / len(losses)
         if not math.isfinite(loss.item()):
             raise NonFiniteLossError(
-                f"the training loss became {loss.item()} at epoch {epoch}, step {step}, phase {phase}; "
+                f"the training loss became non-finite at epoch {epoch}, step {step}, phase {phase}; "
                 "the last good checkpoint is kept: lower the learning rate or check the data, then resume"
             )
         optimizer.zero_grad(set_to_none=True)
@@ -154,9 +199,16 @@ def train_one_epoch(net: nn.Module, loader, optimizer: torch.optim.Optimizer, de
         seen += batch
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{loss_meter.avg:.3f}", top1=f"{100.0 * correct / max(seen, 1):.1f}")
+        if stop is not None and stop.requested(device):
+            completed = step + 1 == first_step + len(loader)
+            if not completed:
+                return {"completed": False, "partial": {"step": step + 1, "loss_sum": loss_meter.sum,
+                                                        "correct": correct, "seen": seen, "skipped": skipped}}
+            break
     loss_sum, correct_sum, seen_sum = distributed.all_reduce_sum([loss_meter.sum, correct, seen], device)
-    return {"train_loss": loss_sum / max(seen_sum, 1), "train_top1": 100.0 * correct_sum / max(seen_sum, 1),
-            "train_samples": int(seen_sum), "amp_skipped_steps": skipped}
+    return {"completed": True, "train_loss": loss_sum / max(seen_sum, 1),
+            "train_top1": 100.0 * correct_sum / max(seen_sum, 1), "train_samples": int(seen_sum),
+            "amp_skipped_steps": skipped}
 
 
 @torch.no_grad()

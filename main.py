@@ -19,7 +19,8 @@ import time
 from utils import ConfigError, parse_list
 
 DATASETS = ("cifar10", "cifar100", "imagenet", "digits")
-ARCHS = ("wrn", "normalwrn")
+ARCHS = ("wrn", "normalwrn", "wrn_imagenet", "wrn_imagenet_bank", "normal_wrn_imagenet")
+PLAIN_ARCHS = ("normalwrn", "normal_wrn_imagenet")
 COEF_GROWTH_MODES = ("orthogonal", "copy", "zero", "random", "none")
 
 
@@ -35,8 +36,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--dataset", default="digits", choices=DATASETS,
                    help="data set; 'digits' is scikit-learn's bundled handwritten digits (no download)")
     g.add_argument("--arch", default="wrn", choices=ARCHS,
-                   help="wrn: template-mixed Wide-ResNet; normalwrn: plain Wide-ResNet")
-    g.add_argument("--depth", type=int, default=28, help="Wide-ResNet depth, 6n+4")
+                   help="wrn: template-mixed Wide-ResNet; normalwrn: plain Wide-ResNet; wrn_imagenet / "
+                        "normal_wrn_imagenet: template-mixed / plain ResNet-50-style bottleneck net; "
+                        "wrn_imagenet_bank: wrn_imagenet with template banks shared across layers")
+    g.add_argument("--depth", type=int, default=28,
+                   help="Wide-ResNet depth, 6n+4; for the *_imagenet archs a bottleneck ResNet depth: "
+                        "26, 38, 50, 101 or 152")
     g.add_argument("--wide", type=float, default=10,
                    help="Wide-ResNet width factor of the full (grown) network")
     g.add_argument("--use_bn", action="store_true",
@@ -55,6 +60,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="template set used by each member (grid cell) of a layer, comma-separated")
     g.add_argument("--cross_layer_sharing", action="store_true",
                    help="the two convs of an equal-width block share one template bank (2x templates)")
+    g.add_argument("--bank_group_size", type=int, default=2,
+                   help="wrn_imagenet_bank: convs of one shape within a stage share a template bank this many "
+                        "at a time (in build order); a bank of n layers holds n x --num_templates_each_set "
+                        "templates per set")
     g.add_argument("--ensemble_growth_type", default="diag", choices=("diag",),
                    help="where members sit in the grown weight grid: diag = [[W0, W2], [W3, W1]]")
 
@@ -165,10 +174,19 @@ def validate_args(args: argparse.Namespace) -> None:
     if len(args.growth_epochs) != 1:
         raise ConfigError("--growth_epochs takes one epoch (MixtureGrowth grows once), "
                           f"got {','.join(map(str, args.growth_epochs))}")
-    if args.growth_epochs[0] >= 0 and args.arch == "normalwrn":
-        raise ConfigError("--arch normalwrn is a plain network and cannot grow; pass --growth_epochs -1")
-    if args.growth_epochs[0] < 0 and args.arch == "wrn":
-        raise ConfigError("--growth_epochs -1 trains a plain network; use --arch normalwrn with it")
+    if args.growth_epochs[0] >= 0 and args.arch in PLAIN_ARCHS:
+        raise ConfigError(f"--arch {args.arch} is a plain network and cannot grow; pass --growth_epochs -1")
+    if args.growth_epochs[0] < 0 and args.arch not in PLAIN_ARCHS:
+        plain = "normalwrn" if args.arch == "wrn" else "normal_wrn_imagenet"
+        raise ConfigError(f"--growth_epochs -1 trains a plain network; use --arch {plain} with it")
+    if args.cross_layer_sharing and args.arch not in ("wrn", "normalwrn"):
+        raise ConfigError("--cross_layer_sharing shares the two convs of a CIFAR Wide-ResNet block; "
+                          "for the ImageNet network use --arch wrn_imagenet_bank")
+    if args.bank_group_size < 1:
+        raise ConfigError(f"--bank_group_size must be at least 1, got {args.bank_group_size}")
+    if args.arch == "wrn_imagenet_bank" and args.add_extra_templates_growing:
+        raise ConfigError("--add_extra_templates_growing would add a random term to wrn_imagenet_bank's input conv "
+                          "and classifier (one template, coefficient fixed to 1); use --arch wrn_imagenet")
     if args.evaluate and not args.resume:
         raise ConfigError("--evaluate needs --resume PATH (a checkpoint, or 'auto' for this run's newest)")
     if args.evaluate_ensemble and not (args.resume_member_0 and args.resume_member_1):
@@ -211,13 +229,21 @@ def ensure_writable(folder: str) -> None:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    """``python main.py``: parse, run, and turn user mistakes into one sentence and exit status 2."""
+    """``python main.py``: parse, run, and turn expected failures into one sentence and an exit status."""
+    from engine import NonFiniteLossError
+
     args = get_args_parser().parse_args(argv)
     try:
         main(args)
     except ConfigError as error:
         print(f"main.py: error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except NonFiniteLossError as error:
+        print(f"main.py: stopped: {error}", file=sys.stderr)
+        return EXIT_NON_FINITE
+    except Preempted as error:
+        print(f"main.py: {error}", file=sys.stderr)
+        return EXIT_PREEMPTED
     return 0
 
 
@@ -231,54 +257,56 @@ def main(args: argparse.Namespace) -> dict:
 
 # --------------------------------------------------------------------------- set-up
 
+EXIT_USAGE = 2  # a mistake in the command line or the files it names
+EXIT_NON_FINITE = 3  # the loss or the weights became NaN / inf
+EXIT_PREEMPTED = 75  # stopped by SIGTERM / SIGINT after writing a checkpoint (EX_TEMPFAIL: run it again)
+
 
 class Context:
-    """What every part of a run needs: the device, the process's rank, the logger, the data shape."""
+    """What every part of a run needs: the device, this process's rank, the logger, the data."""
 
-    def __init__(self, args: argparse.Namespace, run_dir: str | None, dist_info) -> None:
+    def __init__(self, args: argparse.Namespace) -> None:
+        import torch
+
         import distributed
         from custom_log import RunLogger
+        from utils import seed_everything
 
-        self.dist = dist_info
-        self.device = distributed.select_device(args.ngpu, dist_info.local_rank)
+        self.dist = distributed.init_distributed(use_cuda=args.ngpu > 0 and torch.cuda.is_available())
+        if args.dist and not self.dist.enabled:
+            raise ConfigError("--dist needs the processes started by torchrun, e.g. torchrun "
+                              "--nproc_per_node=2 main.py ... (the scripts do this for NUM_GPUS > 1)")
+        self.device = distributed.select_device(args.ngpu, self.dist.local_rank)
         self.main_process = distributed.is_main_process()
-        self.run_dir = run_dir
+        self.logger = RunLogger(None, enabled=self.main_process)  # files once the run folder is checked
+        self.scaler = torch.amp.GradScaler("cuda") if args.amp and self.device.type == "cuda" else None
+        seed_everything(args.manualSeed)
+
+    def log_to(self, run_dir: str) -> None:
+        """From now on also write the log, metrics and TensorBoard files into ``run_dir``."""
+        from custom_log import RunLogger
+
+        self.logger.close()
         self.logger = RunLogger(run_dir, enabled=self.main_process)
-        self.input_size = None
-        self.scaler = None
-        if args.amp and self.device.type == "cuda":
-            import torch
 
-            self.scaler = torch.amp.GradScaler("cuda")
+    def close(self) -> None:
+        import distributed
 
-
-def start(args: argparse.Namespace, run_dir: str | None) -> Context:
-    import torch
-
-    import distributed
-    from utils import seed_everything
-
-    dist_info = distributed.init_distributed(use_cuda=args.ngpu > 0 and torch.cuda.is_available())
-    if args.dist and not dist_info.enabled:
-        raise ConfigError("--dist needs the processes started by torchrun, e.g. "
-                          "torchrun --nproc_per_node=2 main.py ... (the scripts do this for NUM_GPUS > 1)")
-    seed_everything(args.manualSeed)
-    if run_dir is not None and distributed.is_main_process():
-        ensure_writable(run_dir)
-    return Context(args, run_dir, dist_info)
+        self.logger.close()
+        distributed.cleanup()
 
 
 def build_data(args: argparse.Namespace, ctx: Context, dataset: str):
+    """(training set, evaluation loader, input size); a missing data set is a ConfigError, nothing written."""
     import data
 
     train_set, test_set = data.build_datasets(dataset, args.data_path, cutout=args.cutout,
                                               cifar_full=not args.no_cifar_full)
-    size = data.IMAGE_SIZE[dataset]
-    ctx.input_size = (3, size, size)
-    pin = ctx.device.type == "cuda"
     test_loader = data.build_eval_loader(test_set, batch_size=args.eval_batch_size, workers=args.workers,
-                                         pin_memory=pin, rank=ctx.dist.rank, world_size=ctx.dist.world_size)
-    return train_set, test_loader, data.NUM_CLASSES[dataset]
+                                         pin_memory=ctx.device.type == "cuda", rank=ctx.dist.rank,
+                                         world_size=ctx.dist.world_size)
+    size = data.IMAGE_SIZE[dataset]
+    return train_set, test_loader, (3, size, size)
 
 
 def train_loader_for(args, ctx: Context, train_set, fraction: float):
@@ -288,6 +316,25 @@ def train_loader_for(args, ctx: Context, train_set, fraction: float):
                                    seed=args.manualSeed, drop_last=args.drop_last,
                                    pin_memory=ctx.device.type == "cuda", rank=ctx.dist.rank,
                                    world_size=ctx.dist.world_size, subset_fraction=fraction)
+
+
+def ensure_disk_space(folder: str, model) -> None:
+    """A run keeps up to six checkpoints of weights + momentum: refuse to start without room for them."""
+    import shutil
+
+    from compute_flops import count_parameters
+
+    needed = 6 * 2 * 4 * count_parameters(model)
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise ConfigError(f"--save_path: {os.path.abspath(folder)} has {free / 2**20:.0f} MiB free but the "
+                          f"run's checkpoints need about {needed / 2**20:.0f} MiB")
+
+
+def _num_classes(dataset: str) -> int:
+    import data
+
+    return data.NUM_CLASSES[dataset]
 
 
 def load_member_checkpoint(path: str, flag: str):
@@ -309,12 +356,6 @@ def load_member_checkpoint(path: str, flag: str):
     return source, int(state["phase"][-1]), state
 
 
-def _num_classes(dataset: str) -> int:
-    import data
-
-    return data.NUM_CLASSES[dataset]
-
-
 def restore_model(args_dict: dict, state: dict, device):
     """The network saved in ``state``, grown first when it was grown (so every tensor has its shape)."""
     import models
@@ -327,7 +368,26 @@ def restore_model(args_dict: dict, state: dict, device):
     return model.to(device)
 
 
+def find_resume(args: argparse.Namespace, run_dir: str) -> tuple[str | None, dict | None]:
+    """The checkpoint to continue from (``--resume PATH`` or ``auto``), checked against this run's flags."""
+    import checkpoint
+
+    path = checkpoint.latest_checkpoint(run_dir) if args.resume == "auto" else (args.resume or None)
+    if path is None:
+        return None, None
+    state = checkpoint.load_checkpoint(path)
+    requested = checkpoint.args_to_dict(args)
+    fields = checkpoint.MODEL_FIELDS + ("growth_epochs", "ensemble_train_epochs", "epochs",
+                                        "add_extra_templates_growing")
+    checkpoint.check_compatible(state["args"], requested, fields)
+    return path, state
+
+
 # --------------------------------------------------------------------------- training
+
+
+class Preempted(Exception):
+    """SIGTERM / SIGINT arrived; a checkpoint was written and the run can be resumed."""
 
 
 def run_training(args: argparse.Namespace) -> dict:
@@ -338,35 +398,31 @@ def run_training(args: argparse.Namespace) -> dict:
     import engine
     import models
     from compute_flops import count_flops, count_parameters
-    from custom_log import format_table, plot_accuracy
     from schedule import build_plan
     from utils import rng_state, set_rng_state
 
+    # Everything that can be wrong with the command line fails here, before anything is written.
     plan = build_plan(args)
     run_dir = run_directory(args)
-    resume_path = None
-    if args.resume == "auto":
-        resume_path = checkpoint.latest_checkpoint(run_dir)
-    elif args.resume:
-        resume_path = args.resume
-    resumed = checkpoint.load_checkpoint(resume_path) if resume_path else None
-    if resumed is not None:
-        checkpoint.check_compatible(resumed["args"], checkpoint.args_to_dict(args), checkpoint.MODEL_FIELDS)
-        for flag in ("growth_epochs", "ensemble_train_epochs"):
-            checkpoint.check_compatible(resumed["args"], checkpoint.args_to_dict(args), (flag,))
-
-    ctx = start(args, run_dir)
-    log = ctx.logger
+    resume_path, resumed = find_resume(args, run_dir)
+    ctx = Context(args)
+    stop = engine.StopRequest()
     try:
-        train_set, test_loader, num_classes = build_data(args, ctx, args.dataset)
-        model = models.create_model(args, num_classes).to(ctx.device)
+        model = models.create_model(args, _num_classes(args.dataset)).to(ctx.device)
+        train_set, test_loader, input_size = build_data(args, ctx, args.dataset)
         template_net = models.is_template_model(model)
+        sources = {}
         if resumed is None:
             for slot, path in ((0, args.resume_member_0), (1, args.resume_member_1)):
                 if path:
-                    source, source_member, _ = load_member_checkpoint(path, f"--resume_member_{slot}")
-                    models.transplant_member(model, source.to(ctx.device), slot, source_member)
-                    log.info(f"member {slot} loaded from {path}")
+                    sources[slot] = load_member_checkpoint(path, f"--resume_member_{slot}")
+        if ctx.main_process:
+            ensure_writable(run_dir)
+            ensure_disk_space(run_dir, model)
+        ctx.log_to(run_dir)
+        log = ctx.logger
+        if args.arch == "wrn_imagenet_bank":
+            log.info("template banks:\n" + models.describe_banks(model))
 
         def new_optimizer():
             return engine.build_optimizer(model, lr=args.learning_rate, momentum=args.momentum,
@@ -374,7 +430,7 @@ def run_training(args: argparse.Namespace) -> dict:
                                           no_bn_decay=args.no_bn_decay)
 
         optimizer = new_optimizer()
-        history, summary, start_epoch, best_top1 = [], [], 0, 0.0
+        history, summary, start_epoch, best_top1, partial = [], [], 0, 0.0, None
         if resumed is not None:
             if resumed.get("grown"):
                 models.grow(model, args)
@@ -383,11 +439,16 @@ def run_training(args: argparse.Namespace) -> dict:
             engine.load_optimizer_state_by_name(optimizer, model, resumed["optimizer"])
             if ctx.scaler is not None and resumed.get("scaler"):
                 ctx.scaler.load_state_dict(resumed["scaler"])
-            history, summary = list(resumed["metrics"]), list(resumed["summary"])
-            start_epoch, best_top1 = resumed["epoch"] + 1, resumed["best_top1"]
+            history, summary, best_top1 = list(resumed["metrics"]), list(resumed["summary"]), resumed["best_top1"]
+            partial = resumed.get("partial")
+            start_epoch = partial["epoch"] if partial else resumed["epoch"] + 1
             set_rng_state(resumed["rng"])
-            log.info(f"resumed from {resume_path} (epoch {resumed['epoch']} done, phase {resumed['phase']})")
+            where = f"epoch {partial['epoch']} step {partial['step']}" if partial else f"epoch {start_epoch}"
+            log.info(f"resumed from {resume_path}: continuing at {where}")
         else:
+            for slot, (source, source_member, _) in sources.items():
+                models.transplant_member(model, source.to(ctx.device), slot, source_member)
+                log.info(f"member {slot} loaded from --resume_member_{slot} (its member {source_member})")
             log.log_text("args", json.dumps(checkpoint.args_to_dict(args), indent=1))
             log.log_text("plan", plan.format())
             if ctx.main_process:
@@ -398,8 +459,6 @@ def run_training(args: argparse.Namespace) -> dict:
                                   json.dumps(checkpoint.args_to_dict(args), indent=1))
         log.info(f"run folder: {os.path.abspath(run_dir)}  device: {ctx.device}  processes: {ctx.dist.world_size}")
         log.info("training plan:\n" + plan.format())
-        if start_epoch >= len(plan):
-            log.info("nothing left to train: the checkpoint already finished every epoch")
 
         def members_of(entry):
             return tuple(entry.trained_members) if entry.trained_members else (None,)
@@ -409,65 +468,87 @@ def run_training(args: argparse.Namespace) -> dict:
             results = engine.evaluate(model, test_loader, ctx.device, members, amp=args.amp)
             return results, results[entry.forward_member if entry.forward_member in results else members[-1]]
 
-        def summary_row(name, entry, result):
-            member = None if entry.phase in ("grown", "plain") else entry.forward_member
+        def summary_row(name, entry, result, member):
             size_model = models.materialize(model, member) if template_net else model
             return {"network": name, "top1": result["top1"], "top5": result["top5"],
-                    "params": count_parameters(size_model),
-                    "flops": count_flops(model, ctx.input_size, member), "epoch": entry.epoch}
+                    "params": count_parameters(size_model), "flops": count_flops(model, input_size, member),
+                    "epoch": entry.epoch}
+
+        def save(name, state):
+            checkpoint.save_checkpoint(state, os.path.join(run_dir, name), keep_previous=name == checkpoint.LATEST_NAME)
+
+        def state_now(epoch, entry, extra=None):
+            return {"args": checkpoint.args_to_dict(args), "epoch": epoch, "phase": entry.phase,
+                    "grown": models.is_grown(model), "model": model.state_dict(),
+                    "optimizer": engine.optimizer_state_by_name(optimizer, model),
+                    "scaler": ctx.scaler.state_dict() if ctx.scaler is not None else None,
+                    "best_top1": best_top1, "metrics": history, "summary": summary, "rng": rng_state(),
+                    **(extra or {})}
 
         cumulative_flops = history[-1]["train_flops_cumulative"] if history else 0.0
-        data_fraction = 0.5 if args.data_growth else 1.0
-        train_loader = train_loader_for(args, ctx, train_set, data_fraction)
-        net = None
-        step_flops = 0.0
-        started = time.time()
+        grown_data = not args.data_growth or (plan.growth_epoch is not None and start_epoch >= plan.growth_epoch)
+        train_loader = train_loader_for(args, ctx, train_set, 1.0 if grown_data else 0.5)
+        net, step_flops, started = None, 0.0, time.time()
+        stop.install()
         for epoch in range(start_epoch, len(plan)):
             entry = plan[epoch]
             members = members_of(entry)
-            rebuild = (net is None or entry.phase_starts or entry.grow_before
-                       or entry.only_member_01_coefficients != plan[epoch - 1].only_member_01_coefficients)
-            if entry.phase == "member_1" and entry.phase_starts:
+            # Phase-start work already happened before an interrupted epoch was checkpointed.
+            fresh = partial is None
+            if fresh and entry.phase == "member_1" and entry.phase_starts:
                 if args.copy_templates_and_bn_0_to_1:
                     models.copy_member_0_to_1(model, args.copy_templates_and_bn_0_to_1_noise)
                 if args.scale_templates_and_coefs:
                     models.scale_member_0_to_1(model)
-            if entry.grow_before and not models.is_grown(model):
+            if fresh and entry.grow_before:
                 models.grow(model, args)
                 if args.data_growth:
                     train_loader = train_loader_for(args, ctx, train_set, 1.0)
                 saved = engine.optimizer_state_by_name(optimizer, model)
-                optimizer = new_optimizer()
+                optimizer = new_optimizer()  # extra templates replace parameters: carry state by name
                 if not args.reset_optimizer_growing:
                     engine.load_optimizer_state_by_name(optimizer, model, saved)
-                log.info(f"grown at epoch {epoch} with --coefs_growing {args.coefs_growing}")
-                results, primary = evaluate_phase(entry)
-                summary.append(summary_row("grown at growth", entry, primary))
-                log.info(f"grown network before training: top-1 {primary['top1']:.2f}%")
-            elif entry.new_optimizer and entry.phase_starts:
+                _, primary = evaluate_phase(entry)
+                summary.append(summary_row("grown at growth", entry, primary, None))
+                log.info(f"grown before epoch {epoch} (--coefs_growing {args.coefs_growing}): "
+                         f"top-1 {primary['top1']:.2f}% before any training of the grown network")
+            elif fresh and entry.new_optimizer and entry.phase_starts:
                 optimizer = new_optimizer()
-            if rebuild:
+            if (net is None or entry.phase_starts
+                    or entry.only_member_01_coefficients != plan[epoch - 1].only_member_01_coefficients):
                 trainable = models.parameter_groups(
                     model, None if members == (None,) else members, no_bn_decay=args.no_bn_decay,
                     freeze_first_last=args.freeze_first_last_growing and entry.phase == "grown",
                     freeze_coefficients_01=args.freeze_coef_0_1_growing and entry.phase == "grown",
                     only_coefficients_01=entry.only_member_01_coefficients)
                 n_trainable = engine.set_trainable(model, trainable[0] + trainable[1])
-                step_flops = 3.0 * sum(count_flops(model, ctx.input_size, m) for m in members)
+                step_flops = 3.0 * sum(count_flops(model, input_size, m) for m in members)
                 net = engine.MembersForward(model)
                 if ctx.dist.enabled:
                     net = torch.nn.parallel.DistributedDataParallel(
                         net, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
                 log.info(f"phase {entry.phase}: {n_trainable:,} trainable parameters, "
-                         f"{step_flops / 3 / 1e9:.3f} GFLOPs per image forward")
+                         f"{step_flops / 3 / 1e9:.4f} GFLOPs per image and forward")
             engine.set_lr(optimizer, entry.lr)
-            train_loader.sampler.set_epoch(epoch)
+            train_loader.sampler.set_epoch(epoch, skip=partial["step"] * args.batch_size if partial else 0)
             epoch_start = time.time()
             train_metrics = engine.train_one_epoch(
                 net, train_loader, optimizer, ctx.device, members=members,
                 loss_weights=entry.loss_weights or (1.0,), epoch=epoch, phase=entry.phase,
                 label_smoothing=args.label_smoothing, amp=args.amp, scaler=ctx.scaler,
-                show_progress=ctx.main_process)
+                show_progress=ctx.main_process, stop=stop, resume_from=partial)
+            partial = None
+            if not train_metrics["completed"]:
+                step = train_metrics["partial"]["step"]
+                if ctx.main_process:
+                    save(checkpoint.LATEST_NAME, state_now(epoch - 1, entry,
+                                                           {"partial": {"epoch": epoch, **train_metrics["partial"]}}))
+                raise Preempted(f"stopped by {stop.signal_name} at epoch {epoch}, step {step} ({entry.phase}); "
+                                f"checkpoint written to {os.path.abspath(run_dir)}; resume with the same command "
+                                "plus --resume auto")
+            if not all(torch.isfinite(p).all() for p in model.parameters()):
+                raise engine.NonFiniteLossError(f"the weights became non-finite during epoch {epoch} ({entry.phase}); "
+                                                "the last good checkpoint is kept")
             results, primary = evaluate_phase(entry)
             cumulative_flops += step_flops * train_metrics["train_samples"]
             if entry.phase_starts:
@@ -475,60 +556,59 @@ def run_training(args: argparse.Namespace) -> dict:
             is_best = primary["top1"] > best_top1
             best_top1 = max(best_top1, primary["top1"])
             metrics = {"epoch": epoch, "phase": entry.phase, "phase_index": entry.phase_index, "lr": entry.lr,
-                       **train_metrics, "test_loss": primary["loss"], "test_top1": primary["top1"],
-                       "test_top5": primary["top5"], "best_top1": best_top1,
-                       "train_flops_cumulative": cumulative_flops, "epoch_time": time.time() - epoch_start}
-            for member, result in results.items():
-                if len(results) > 1:
-                    metrics[f"test_top1_member_{member}"] = result["top1"]
+                       **{k: v for k, v in train_metrics.items() if k != "completed"},
+                       "test_loss": primary["loss"], "test_top1": primary["top1"], "test_top5": primary["top5"],
+                       "best_top1": best_top1, "train_flops_cumulative": cumulative_flops,
+                       "epoch_time": time.time() - epoch_start}
+            if len(results) > 1:
+                metrics.update({f"test_top1_member_{m}": r["top1"] for m, r in results.items()})
             history.append(metrics)
             log.log_epoch(metrics)
+            amp_note = f", {metrics['amp_skipped_steps']} overflow steps skipped" if metrics["amp_skipped_steps"] else ""
             log.info(f"epoch {epoch:>4} {entry.phase:<8} lr {entry.lr:.2e}  train loss {metrics['train_loss']:.4f} "
                      f"top-1 {metrics['train_top1']:.2f}  test top-1 {primary['top1']:.2f} "
-                     f"top-5 {primary['top5']:.2f}  ({metrics['epoch_time']:.1f}s)")
+                     f"top-5 {primary['top5']:.2f}  ({metrics['epoch_time']:.1f}s{amp_note})")
             phase_ends = epoch + 1 == len(plan) or plan[epoch + 1].phase != entry.phase
             if phase_ends:
+                if entry.phase == "member_1" and 0 in results:
+                    summary.append(summary_row("member 0", entry, results[0], 0))
                 name = {"member_0": "member 0", "member_1": "member 1", "grown": "grown final",
                         "plain": "plain final"}[entry.phase]
-                summary.append(summary_row(name, entry, primary))
-                if entry.phase == "member_1" and len(results) > 1:
-                    summary.append(summary_row("member 0", entry, results[0]))
+                summary.append(summary_row(name, entry, primary, entry.forward_member))
             if ctx.main_process:
-                state = {"args": checkpoint.args_to_dict(args), "epoch": epoch, "phase": entry.phase,
-                         "grown": models.is_grown(model), "model": model.state_dict(),
-                         "optimizer": engine.optimizer_state_by_name(optimizer, model),
-                         "scaler": ctx.scaler.state_dict() if ctx.scaler is not None else None,
-                         "best_top1": best_top1, "metrics": history, "summary": summary, "rng": rng_state()}
-                checkpoint.save_checkpoint(state, os.path.join(run_dir, checkpoint.LATEST_NAME), keep_previous=True)
+                state = state_now(epoch, entry)
+                save(checkpoint.LATEST_NAME, state)
                 if is_best:
-                    checkpoint.save_checkpoint(state, os.path.join(run_dir, checkpoint.BEST_NAME))
+                    save(checkpoint.BEST_NAME, state)
                 if phase_ends and entry.phase in ("member_0", "member_1"):
-                    slot = int(entry.phase[-1])
-                    checkpoint.save_checkpoint(state, os.path.join(run_dir, checkpoint.member_checkpoint_name(slot)))
+                    save(checkpoint.member_checkpoint_name(entry.forward_member), state)
                 if phase_ends and entry.phase in ("grown", "plain"):
-                    checkpoint.save_checkpoint(state, os.path.join(run_dir, checkpoint.GROWN_FINAL_NAME))
+                    save(checkpoint.GROWN_FINAL_NAME, state)
             distributed.barrier()
-
-        final = history[-1] if history else {}
-        if ctx.main_process and history:
-            boundaries = [e for e in (plan.member_1_epoch, plan.growth_epoch) if e]
-            plot = plot_accuracy(history, os.path.join(run_dir, "accuracy.png"), growth_epochs=boundaries,
-                                 title=f"{args.dataset} {args.tag} seed {args.manualSeed}")
-            rows = [dict(row) for row in summary]
-            from custom_log import format_seconds, humanize
-
-            log.info("summary:\n" + format_table(rows, ["network", "top1", "top5", "params", "flops", "epoch"],
-                                                 formats={"params": humanize, "flops": humanize})
-                     + f"\ntotal training FLOPs {humanize(final['train_flops_cumulative'])}, "
-                     f"wall time this session {format_seconds(time.time() - started)}\n"
-                     f"accuracy curves: {plot}")
-            from utils import atomic_write_text
-
-            atomic_write_text(os.path.join(run_dir, "summary.json"), json.dumps(summary, indent=1))
-        return {"final": final, "summary": summary, "run_dir": run_dir, "history": history}
+        if history:
+            finish(args, run_dir, plan, history, summary, ctx, time.time() - started)
+        return {"final": history[-1] if history else {}, "summary": summary, "run_dir": run_dir,
+                "history": history}
     finally:
-        log.close()
-        distributed.cleanup()
+        stop.restore()
+        ctx.close()
+
+
+def finish(args, run_dir: str, plan, history: list, summary: list, ctx: Context, seconds: float) -> None:
+    """The end-of-run report: summary table, summary.json, accuracy PNGs."""
+    if not ctx.main_process:
+        return
+    from custom_log import format_seconds, format_table, humanize, plot_accuracy
+    from utils import atomic_write_text
+
+    boundaries = [e for e in (plan.member_1_epoch, plan.growth_epoch) if e]
+    plot = plot_accuracy(history, os.path.join(run_dir, "accuracy.png"), growth_epochs=boundaries,
+                         title=f"{args.dataset} {args.tag} seed {args.manualSeed}")
+    table = format_table(summary, ["network", "top1", "top5", "params", "flops", "epoch"],
+                         formats={"params": humanize, "flops": humanize})
+    ctx.logger.info(f"summary:\n{table}\ntotal training FLOPs {humanize(history[-1]['train_flops_cumulative'])}, "
+                    f"wall time of this session {format_seconds(seconds)}\naccuracy curves: {plot}")
+    atomic_write_text(os.path.join(run_dir, "summary.json"), json.dumps(summary, indent=1))
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -554,7 +634,7 @@ def run_evaluation(args: argparse.Namespace) -> dict:
             raise ConfigError(f"--resume auto: no checkpoint in {os.path.abspath(run_dir)}")
     if args.manualSeed is None:
         args.manualSeed = 0  # evaluation draws no random numbers; seed only for tidiness
-    ctx = start(args, None)
+    ctx = Context(args)
     try:
         if args.evaluate_ensemble:
             member_0, from_0, state = load_member_checkpoint(args.resume_member_0, "--resume_member_0")
@@ -578,8 +658,7 @@ def run_evaluation(args: argparse.Namespace) -> dict:
         ctx.logger.info("evaluation:\n" + format_table(rows))
         return {"results": {names[k]: v for k, v in results.items()}, "epoch": state.get("epoch")}
     finally:
-        ctx.logger.close()
-        distributed.cleanup()
+        ctx.close()
 
 
 if __name__ == "__main__":
