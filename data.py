@@ -381,10 +381,16 @@ class EpochSampler(DistributedSampler):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.skip = 0
+        # The loader draws its workers' base seed from this generator, not from torch's global
+        # RNG: a resumed epoch then replays the same draws (the global RNG is restored from the
+        # checkpoint and must not be consumed by creating the iterator).
+        self.loader_generator = torch.Generator()
+        self.set_epoch(0)
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
         super().set_epoch(epoch)
         self.skip = skip
+        self.loader_generator.manual_seed(self.seed * 1_000_003 + epoch)
 
     def __iter__(self) -> Iterator[int]:
         return iter(list(super().__iter__())[self.skip:])
@@ -418,11 +424,11 @@ def build_train_loader(dataset: Dataset, *, batch_size: int, workers: int, seed:
             f"each of the {world_size} process(es) gets, so every batch would be dropped")
     sampler = EpochSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True,
                            seed=seed, drop_last=drop_last)
-    # persistent_workers=False: workers are re-created, hence re-seeded from torch's RNG, every
+    # persistent_workers=False: workers are re-created, hence re-seeded from (seed, epoch), every
     # epoch, which is what makes a resumed run replay the same augmentations.
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                       pin_memory=pin_memory, drop_last=drop_last, worker_init_fn=seed_worker,
-                      persistent_workers=False)
+                      persistent_workers=False, generator=sampler.loader_generator)
 
 
 def build_eval_loader(dataset: Dataset, *, batch_size: int, workers: int,

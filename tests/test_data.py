@@ -210,19 +210,40 @@ def test_eval_loader_is_in_order_and_unpadded():
     assert seen == [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]]
 
 
-def test_loader_with_workers_replays_augmentation_under_torch_seed(digits):
+def test_loader_with_workers_replays_an_epochs_augmentation_whatever_the_global_rng(digits):
     train, _ = digits
     loader = data.build_train_loader(train, batch_size=64, workers=2, seed=0)
 
-    def first_batch():
-        torch.manual_seed(11)
-        images, labels = next(iter(loader))
-        return images, labels
+    def first_batch(epoch, global_seed):
+        torch.manual_seed(global_seed)  # must not matter: workers are seeded from (seed, epoch)
+        loader.sampler.set_epoch(epoch)
+        return next(iter(loader))
 
-    images, labels = first_batch()
-    images2, labels2 = first_batch()
+    images, labels = first_batch(1, global_seed=11)
+    images2, labels2 = first_batch(1, global_seed=12)
     assert images.shape == (64, 3, 32, 32)
     assert torch.equal(labels, labels2) and torch.equal(images, images2)
+    images3, _ = first_batch(2, global_seed=11)
+    assert not torch.equal(images, images3)
+
+
+def test_creating_the_training_iterator_draws_nothing_from_the_global_rng(digits):
+    train, _ = digits
+    loader = data.build_train_loader(train, batch_size=64, workers=0, seed=0)
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    iter(loader)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_a_skipped_epoch_start_yields_the_rest_of_the_same_order(digits):
+    train, _ = digits
+    loader = data.build_train_loader(train, batch_size=64, workers=0, seed=0)
+    loader.sampler.set_epoch(3)
+    full = list(loader.sampler)
+    loader.sampler.set_epoch(3, skip=128)
+    assert list(loader.sampler) == full[128:] and len(loader.sampler) == len(full) - 128
 
 
 # ------------------------------------------------------------------------------ missing data

@@ -10,26 +10,8 @@ import torch
 import checkpoint
 import engine
 import main
+from conftest import tiny_args
 from schedule import build_plan
-
-TINY = ["--dataset", "digits", "--depth", "10", "--wide", "1", "--epochs", "9", "--growth_epochs", "3",
-        "--ensemble_train_epochs", "3", "--reset_scheduler", "--reset_lr_scheduler_growing", "none",
-        "--cosine_lr_warmup", "0", "--lr_growing", "0.05", "--lr_warmup_growing", "0",
-        "--member_0_loss_weight", "1", "--batch_size", "64", "--workers", "0", "--ngpu", "0",
-        "--manualSeed", "3", "--tag", "e2e"]
-
-
-def tiny_args(save_path, *extra):
-    return main.get_args_parser().parse_args(TINY + ["--save_path", str(save_path), *map(str, extra)])
-
-
-@pytest.fixture(scope="module")
-def full_run(tmp_path_factory):
-    save_path = tmp_path_factory.mktemp("full")
-    args = tiny_args(save_path)
-    result = main.main(args)
-    return args, result
-
 
 def test_phases_switch_at_the_planned_epochs(full_run):
     _, result = full_run

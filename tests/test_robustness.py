@@ -1,0 +1,187 @@
+"""Nothing saved is ever lost: bad input, preemption, hard kills mid-save, corrupt files, NaNs."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import checkpoint
+import engine
+import main
+from conftest import ROOT, TINY_RUN, tiny_args
+
+
+def final_state(run_dir):
+    return checkpoint.load_checkpoint(os.path.join(run_dir, "grown_final.pth"))
+
+
+def assert_same_final_parameters(run_dir, reference_run_dir):
+    saved, expected = final_state(run_dir), final_state(reference_run_dir)
+    assert [m["test_top1"] for m in saved["metrics"]] == [m["test_top1"] for m in expected["metrics"]]
+    for name, tensor in expected["model"].items():
+        assert torch.equal(saved["model"][name], tensor), name
+
+
+def entries(folder):
+    return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+
+
+BAD_INPUTS = [
+    (["--template_size", "0.5,x"], "--template_size"),
+    (["--growth_epochs", "200", "--ensemble_train_epochs", "200", "--epochs", "300"], "--epochs"),
+    (["--dataset", "svhn"], "--dataset"),
+    (["--arch", "resnet9"], "--arch"),
+    (["--template_size", "0.5,0.5,1", "--member_template_sets", "0,3,0,1"], "--member_template_sets"),
+    (["--template_size", "1.5,1.5,1"], "--template_size"),
+    (["--depth", "12"], "--depth"),
+    (["--dataset", "imagenet", "--arch", "wrn"], "--arch wrn"),
+    (["--dataset", "cifar100"], "CIFAR-100"),
+    (["--resume", "/nonexistent/checkpoint.pth"], "--resume"),
+    (["--arch", "normalwrn"], "--growth_epochs -1"),
+    (["--evaluate"], "--resume"),
+    (["--growth_epochs", "3,5"], "--growth_epochs"),
+    (["--batch_size", "0"], "--batch_size"),
+]
+
+
+@pytest.mark.parametrize("flags, needle", BAD_INPUTS, ids=[" ".join(f) for f, _ in BAD_INPUTS])
+def test_bad_input_exits_2_with_one_sentence_and_writes_nothing(tmp_path, capsys, flags, needle):
+    argv = ["--save_path", str(tmp_path / "runs"), "--depth", "10", "--wide", "1", "--epochs", "6",
+            "--growth_epochs", "2", "--ensemble_train_epochs", "2", "--reset_lr_scheduler_growing", "1",
+            "--ngpu", "0", "--workers", "0", *flags]
+    try:
+        status = main.cli(argv)
+    except SystemExit as exit:  # argparse's own errors (unknown choice, malformed list)
+        status = exit.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2
+    assert any(needle in line for line in err), err
+    assert "Traceback" not in "\n".join(err)
+    assert entries(tmp_path / "runs") == []
+
+
+def test_the_real_entry_point_exits_2_without_a_traceback(tmp_path):
+    done = subprocess.run([sys.executable, "main.py", "--template_size", "0.5,0.4,1", "--save_path", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and "--template_size" in done.stderr
+    assert entries(tmp_path) == []
+
+
+def test_a_checkpoint_of_another_architecture_is_refused_naming_the_field(full_run, tmp_path, capsys):
+    _, result = full_run
+    path = os.path.join(result["run_dir"], "checkpoint.pth")
+    argv = TINY_RUN[:] + ["--save_path", str(tmp_path), "--resume", path]
+    argv[argv.index("--wide") + 1] = "2"
+    assert main.cli(argv) == 2
+    assert "--wide 1" in capsys.readouterr().err
+
+
+def test_a_corrupt_resume_file_exits_2(tmp_path, capsys):
+    broken = tmp_path / "broken.pth"
+    broken.write_bytes(b"not a checkpoint at all")
+    assert main.cli(TINY_RUN + ["--save_path", str(tmp_path / "runs"), "--resume", str(broken)]) == 2
+    assert "broken.pth" in capsys.readouterr().err
+
+
+def test_an_unwritable_save_path_fails_at_start(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the run folder would go")
+    assert main.cli(TINY_RUN + ["--save_path", str(blocker)]) == 2
+    assert "--save_path" in capsys.readouterr().err
+
+
+def run_main_subprocess(save_path, *extra, prelude=""):
+    code = prelude + "\nimport sys, main\nsys.exit(main.cli(sys.argv[1:]))"
+    return subprocess.Popen([sys.executable, "-c", code, *TINY_RUN, "--save_path", str(save_path), *extra],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": ROOT})
+
+
+def test_sigterm_mid_phase_checkpoints_and_resume_matches_the_uninterrupted_run(full_run, tmp_path):
+    _, reference = full_run
+    process = run_main_subprocess(tmp_path)
+    for line in process.stdout:  # wait until member 1 is training, then preempt
+        if line.startswith("epoch    3 member_1"):
+            process.send_signal(signal.SIGTERM)
+            break
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == main.EXIT_PREEMPTED, stderr
+    assert "SIGTERM" in stderr and "--resume auto" in stderr
+    interrupted = checkpoint.load_checkpoint(os.path.join(str(tmp_path), "digits", "e2e", "seed_3", "checkpoint.pth"))
+    assert interrupted["epoch"] >= 3 and interrupted["phase"] == "member_1"
+
+    resumed = main.main(tiny_args(tmp_path, "--resume", "auto"))
+    assert_same_final_parameters(resumed["run_dir"], reference["run_dir"])
+
+
+def test_a_hard_kill_in_the_middle_of_a_save_loses_nothing(full_run, tmp_path):
+    _, reference = full_run
+    # The 8th checkpoint write dies half-way through, as under SIGKILL or a power cut.
+    prelude = (
+        "import os, torch, checkpoint\n"
+        "calls = [0]\n"
+        "real_save = torch.save\n"
+        "def dying_save(obj, handle, *a, **k):\n"
+        "    calls[0] += 1\n"
+        "    if calls[0] == 8:\n"
+        "        handle.write(b'PK\\x03\\x04 half a checkpoint'); handle.flush(); os._exit(137)\n"
+        "    return real_save(obj, handle, *a, **k)\n"
+        "checkpoint.torch.save = dying_save\n"
+    )
+    process = run_main_subprocess(tmp_path, prelude=prelude)
+    process.communicate(timeout=300)
+    assert process.returncode == 137
+    run_dir = os.path.join(str(tmp_path), "digits", "e2e", "seed_3")
+    assert checkpoint.latest_checkpoint(run_dir) is not None
+    resumed = main.main(tiny_args(tmp_path, "--resume", "auto"))
+    assert_same_final_parameters(resumed["run_dir"], reference["run_dir"])
+
+
+def test_a_corrupt_newest_checkpoint_is_skipped_on_resume(full_run, tmp_path, monkeypatch):
+    _, reference = full_run
+    original = engine.train_one_epoch
+
+    def crash_in_epoch_5(*a, epoch, **kw):
+        if epoch == 5:
+            raise RuntimeError("simulated crash")
+        return original(*a, epoch=epoch, **kw)
+
+    monkeypatch.setattr(engine, "train_one_epoch", crash_in_epoch_5)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        main.main(tiny_args(tmp_path))
+    monkeypatch.setattr(engine, "train_one_epoch", original)
+    run_dir = os.path.join(str(tmp_path), "digits", "e2e", "seed_3")
+    newest = os.path.join(run_dir, "checkpoint.pth")
+    with open(newest, "r+b") as handle:  # flip bytes in the middle of the newest file
+        handle.seek(os.path.getsize(newest) // 2)
+        handle.write(b"\x00" * 64)
+    with pytest.warns(UserWarning, match="checkpoint.pth"):
+        resumed = main.main(tiny_args(tmp_path, "--resume", "auto"))
+    assert_same_final_parameters(resumed["run_dir"], reference["run_dir"])
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    real_cross_entropy, real_train = engine.F.cross_entropy, engine.train_one_epoch
+    current_epoch = [None]
+
+    def poisoned(*args, **kwargs):
+        loss = real_cross_entropy(*args, **kwargs)
+        return loss * float("nan") if current_epoch[0] == 4 else loss  # member 1's phase
+
+    def tracking(*args, epoch, **kwargs):
+        current_epoch[0] = epoch
+        return real_train(*args, epoch=epoch, **kwargs)
+
+    monkeypatch.setattr(engine.F, "cross_entropy", poisoned)
+    monkeypatch.setattr(engine, "train_one_epoch", tracking)
+    status = main.cli(TINY_RUN + ["--save_path", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert status == main.EXIT_NON_FINITE
+    assert "non-finite" in err and "phase member_1" in err and "epoch 4" in err
+    kept = checkpoint.load_checkpoint(os.path.join(str(tmp_path), "digits", "e2e", "seed_3", "checkpoint.pth"))
+    assert kept["epoch"] == 3
+    assert all(torch.isfinite(t).all() for t in kept["model"].values() if t.is_floating_point())
