@@ -185,8 +185,8 @@ def validate_args(args: argparse.Namespace) -> None:
     if args.bank_group_size < 1:
         raise ConfigError(f"--bank_group_size must be at least 1, got {args.bank_group_size}")
     if args.arch == "wrn_imagenet_bank" and args.add_extra_templates_growing:
-        raise ConfigError("--add_extra_templates_growing would add a random term to wrn_imagenet_bank's input conv "
-                          "and classifier (one template, coefficient fixed to 1); use --arch wrn_imagenet")
+        raise ConfigError("--add_extra_templates_growing would add a random term to wrn_imagenet_bank's input "
+                          "conv and classifier (one template, coefficient fixed to 1); use --arch wrn_imagenet")
     if args.evaluate and not args.resume:
         raise ConfigError("--evaluate needs --resume PATH (a checkpoint, or 'auto' for this run's newest)")
     if args.evaluate_ensemble and not (args.resume_member_0 and args.resume_member_1):

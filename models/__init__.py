@@ -15,19 +15,23 @@ import torch.nn as nn
 
 from utils import ConfigError
 
+from .banks import describe_banks, has_fixed_coefficients
 from .growth import (copy_member_0_to_1, grow, grow_network, is_grown, is_template_model, materialize,
                      scale_member_0_to_1, set_batchnorms, template_banks, template_layers,
                      transplant_member)
 from .layers import PlainLayers, SetBatchNorm2d, TemplateConfig, TemplateLayers, TemplateMixed
+from .resnet_imagenet import BottleneckResNet, resnet_widths
 from .wrn import WideResNet, wrn_channels
 
-TEMPLATE_ARCHS = ("wrn",)
-PLAIN_ARCHS = ("normalwrn",)
+TEMPLATE_ARCHS = ("wrn", "wrn_imagenet", "wrn_imagenet_bank")
+PLAIN_ARCHS = ("normalwrn", "normal_wrn_imagenet")
+IMAGENET_ARCHS = ("wrn_imagenet", "wrn_imagenet_bank", "normal_wrn_imagenet")
 
 __all__ = [
     "create_model", "grow", "grow_network", "materialize", "parameter_groups", "template_config_from_args",
     "is_grown", "is_template_model", "transplant_member", "copy_member_0_to_1", "scale_member_0_to_1",
     "template_layers", "set_batchnorms", "template_banks", "TemplateConfig", "WideResNet",
+    "BottleneckResNet", "describe_banks",
 ]
 
 
@@ -58,6 +62,10 @@ def create_model(args: argparse.Namespace, num_classes: int) -> nn.Module:
         layers = PlainLayers()
     else:
         raise ConfigError(f"--arch {args.arch!r} is not one of {', '.join(TEMPLATE_ARCHS + PLAIN_ARCHS)}")
+    if args.arch in IMAGENET_ARCHS:
+        bank_group_size = args.bank_group_size if args.arch == "wrn_imagenet_bank" else None
+        return BottleneckResNet(args.depth, resnet_widths(args.wide), num_classes, layers,
+                                bank_group_size=bank_group_size)
     return WideResNet(args.depth, wrn_channels(args.wide), num_classes, layers,
                       use_bn=args.use_bn, cross_layer_sharing=args.cross_layer_sharing)
 
@@ -69,7 +77,8 @@ def parameter_groups(model: nn.Module, members: tuple[int, ...] | None, *, no_bn
 
     members: the members being trained, e.g. (0,) or (0, 1); ``None`` trains the
     grown network (all templates, all coefficients, the grown BatchNorms) or,
-    for a plain network, everything. Coefficients never get weight decay.
+    for a plain network, everything. Coefficients never get weight decay; fixed
+    ones (``wrn_imagenet_bank``'s input conv and classifier) never train.
     """
     if not is_template_model(model):
         decay, no_decay = [], []
@@ -87,6 +96,8 @@ def parameter_groups(model: nn.Module, members: tuple[int, ...] | None, *, no_bn
             used_members = members
         for m in used_members:
             if frozen or (members is None and freeze_coefficients_01 and m in (0, 1)):
+                continue
+            if has_fixed_coefficients(layer):
                 continue
             if only_coefficients_01 and m not in (0, 1):
                 continue
