@@ -64,6 +64,7 @@ MODEL_FIELDS = (
     "num_templates_each_set",
     "member_template_sets",
     "cross_layer_sharing",
+    "bank_group_size",
 )
 
 
