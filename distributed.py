@@ -132,6 +132,20 @@ def broadcast_object(obj, src: int = 0):
     return box[0]
 
 
+def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
+    """Give every rank ``src``'s buffers (BatchNorm running statistics).
+
+    DDP broadcasts buffers at the start of each forward, but the forward then
+    updates them from the local batch, so after an epoch the ranks differ. Call
+    this before evaluating and saving, so that every rank evaluates the network
+    that the checkpoint holds.
+    """
+    if not is_dist():
+        return
+    for buffer in module.buffers():
+        dist.broadcast(buffer, src)
+
+
 def cleanup() -> None:
     if is_dist():
         dist.destroy_process_group()

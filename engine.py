@@ -151,7 +151,7 @@ def train_one_epoch(net: nn.Module, loader, optimizer: torch.optim.Optimizer, de
                     members: tuple, loss_weights: tuple[float, ...], epoch: int, phase: str,
                     label_smoothing: float = 0.0, amp: bool = False, scaler=None,
                     show_progress: bool = True, stop: StopRequest | None = None,
-                    resume_from: dict | None = None) -> dict:
+                    resume_from: dict | None = None, channels_last: bool = False) -> dict:
     """One pass over ``loader``. ``net`` is a (possibly DDP-wrapped) ``MembersForward``.
 
     The loss is the mean over ``members`` of each member's cross-entropy times
@@ -170,8 +170,9 @@ def train_one_epoch(net: nn.Module, loader, optimizer: torch.optim.Optimizer, de
     first_step = partial["step"]
     bar = progress(loader, desc=f"epoch {epoch} {phase}", total=len(loader), enabled=show_progress)
     completed = True
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     for step, (images, target) in enumerate(bar, start=first_step):
-        images = images.to(device, non_blocking=True)
+        images = images.to(device, non_blocking=True, memory_format=memory_format)
         target = target.to(device, non_blocking=True)
         with autocast_context(device, amp):
             outputs = net(images, members)

@@ -159,7 +159,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--workers", type=int, default=2, help="data-loading worker processes")
     g.add_argument("--dist", action="store_true",
                    help="distributed training; launch with torchrun (set automatically under torchrun)")
-    g.add_argument("--amp", action="store_true", help="automatic mixed precision")
+    g.add_argument("--amp", action="store_true",
+                   help="automatic mixed precision: fp16 with loss scaling on CUDA, bf16 on CPU")
+    g.add_argument("--channels_last", action="store_true",
+                   help="keep activations in channels-last memory format (faster convolutions on recent GPUs)")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the training step; recompiled after growth (FLOPs use the eager model); "
+                        "implies --drop_last so that each phase compiles one batch shape")
     g.add_argument("--no_dp", action="store_true", help="accepted for the paper's scripts; no effect")
     g.add_argument("--manualSeed", type=int, default=None,
                    help="seed of Python, NumPy, torch and the data loaders; random if not given")
@@ -312,8 +318,10 @@ def build_data(args: argparse.Namespace, ctx: Context, dataset: str):
 def train_loader_for(args, ctx: Context, train_set, fraction: float):
     import data
 
+    # --compile: one batch shape per phase. Recompiling the template-mixed step for the short
+    # last batch crashes inductor on CPU (torch 2.14), and a second graph costs time anyway.
     return data.build_train_loader(train_set, batch_size=args.batch_size, workers=args.workers,
-                                   seed=args.manualSeed, drop_last=args.drop_last,
+                                   seed=args.manualSeed, drop_last=args.drop_last or args.compile,
                                    pin_memory=ctx.device.type == "cuda", rank=ctx.dist.rank,
                                    world_size=ctx.dist.world_size, subset_fraction=fraction)
 
@@ -409,6 +417,13 @@ def run_training(args: argparse.Namespace) -> dict:
     stop = engine.StopRequest()
     try:
         model = models.create_model(args, _num_classes(args.dataset)).to(ctx.device)
+        if args.channels_last:
+            if ctx.device.type != "cuda":
+                raise ConfigError("--channels_last is a CUDA optimisation; on the CPU, torch 2.14's convolution "
+                                  "backward aborts on channels-last inputs whose batch size changes")
+            for param in model.parameters():  # plain conv weights; template weights are generated per step
+                if param.dim() == 4:
+                    param.data = param.data.contiguous(memory_format=torch.channels_last)
         train_set, test_loader, input_size = build_data(args, ctx, args.dataset)
         template_net = models.is_template_model(model)
         sources = {}
@@ -524,6 +539,8 @@ def run_training(args: argparse.Namespace) -> dict:
                 n_trainable = engine.set_trainable(model, trainable[0] + trainable[1])
                 step_flops = 3.0 * sum(count_flops(model, input_size, m) for m in members)
                 net = engine.MembersForward(model)
+                if args.compile:
+                    net = torch.compile(net)
                 if ctx.dist.enabled:
                     net = torch.nn.parallel.DistributedDataParallel(
                         net, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
@@ -536,7 +553,8 @@ def run_training(args: argparse.Namespace) -> dict:
                 net, train_loader, optimizer, ctx.device, members=members,
                 loss_weights=entry.loss_weights or (1.0,), epoch=epoch, phase=entry.phase,
                 label_smoothing=args.label_smoothing, amp=args.amp, scaler=ctx.scaler,
-                show_progress=ctx.main_process, stop=stop, resume_from=partial)
+                show_progress=ctx.main_process, stop=stop, resume_from=partial,
+                channels_last=args.channels_last)
             partial = None
             if not train_metrics["completed"]:
                 step = train_metrics["partial"]["step"]
@@ -546,6 +564,7 @@ def run_training(args: argparse.Namespace) -> dict:
                 raise Preempted(f"stopped by {stop.signal_name} at epoch {epoch}, step {step} ({entry.phase}); "
                                 f"checkpoint written to {os.path.abspath(run_dir)}; resume with the same command "
                                 "plus --resume auto")
+            distributed.broadcast_buffers(model)
             if not all(torch.isfinite(p).all() for p in model.parameters()):
                 raise engine.NonFiniteLossError(f"the weights became non-finite during epoch {epoch} ({entry.phase}); "
                                                 "the last good checkpoint is kept")
@@ -588,7 +607,7 @@ def run_training(args: argparse.Namespace) -> dict:
         if history:
             finish(args, run_dir, plan, history, summary, ctx, time.time() - started)
         return {"final": history[-1] if history else {}, "summary": summary, "run_dir": run_dir,
-                "history": history}
+                "history": history, "model": model}
     finally:
         stop.restore()
         ctx.close()
