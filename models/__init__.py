@@ -19,7 +19,7 @@ from .banks import describe_banks, has_fixed_coefficients
 from .growth import (copy_member_0_to_1, grow, grow_network, is_grown, is_template_model, materialize,
                      scale_member_0_to_1, set_batchnorms, template_banks, template_layers,
                      transplant_member)
-from .layers import PlainLayers, SetBatchNorm2d, TemplateConfig, TemplateLayers, TemplateMixed
+from .layers import PlainLayers, TemplateConfig, TemplateLayers
 from .resnet_imagenet import BottleneckResNet, resnet_widths
 from .wrn import WideResNet, wrn_channels
 

@@ -1,7 +1,5 @@
 """Template-mixed layers, the Wide-ResNet and growth: the promises of SPEC sections 2-4 and 6."""
 
-import copy
-
 import pytest
 import torch
 import torch.nn as nn
