@@ -21,7 +21,7 @@ from utils import ConfigError, parse_list
 DATASETS = ("cifar10", "cifar100", "imagenet", "digits")
 ARCHS = ("wrn", "normalwrn", "wrn_imagenet", "wrn_imagenet_bank", "normal_wrn_imagenet")
 PLAIN_ARCHS = ("normalwrn", "normal_wrn_imagenet")
-COEF_GROWTH_MODES = ("orthogonal", "copy", "zero", "random", "none")
+COEF_GROWTH_MODES = ("orthogonal", "copy", "zero", "random", "none", "random_blocks")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -93,13 +93,23 @@ def get_args_parser() -> argparse.ArgumentParser:
 
     g = parser.add_argument_group("Growth")
     g.add_argument("--coefs_growing", default="orthogonal", choices=COEF_GROWTH_MODES,
-                   help="initial value of the new coefficients at growth")
+                   help="initial value of the new coefficients at growth; random_blocks is the naive-growth "
+                        "baseline: members 0 and 1 keep their blocks, every new off-diagonal block gets fresh "
+                        "Kaiming-normal weights (no templates), and the run goes on with that plain network")
     g.add_argument("--coefs_noise_growing", type=float, default=1.0,
                    help="scale of the new coefficients / of the noise added to copied ones")
     g.add_argument("--add_extra_templates_growing", type=int, default=0,
                    help="extra Kaiming-initialised templates added to each set at growth")
     g.add_argument("--scale_templates_and_coefs_growing", action="store_true",
                    help="at growth, rescale set 0 templates and member 0 coefficients to set 1's norms")
+    g.add_argument("--net2net_epoch", type=int, default=0,
+                   help="Net2Net baseline (with --arch normalwrn --growth_epochs -1): train the plain network at "
+                        "the member width (--wide x template_size[0]) and before this epoch widen it "
+                        "function-preservingly (Net2WiderNet) to --wide; the lr follows the plain run's cosine "
+                        "throughout; 0 = off")
+    g.add_argument("--net2net_noise", type=float, default=0.0,
+                   help="Net2Net: std of the symmetry-breaking Gaussian noise added to the widened weights, "
+                        "relative to each layer's weight std (0 = exactly function-preserving)")
     g.add_argument("--lr_growing", type=float, default=1e-4, help="peak learning rate after growth")
     g.add_argument("--lr_growing_min", type=float, default=3e-5,
                    help="learning-rate floor of the post-growth cosine cycles")
@@ -185,6 +195,21 @@ def validate_args(args: argparse.Namespace) -> None:
     if args.growth_epochs[0] < 0 and args.arch not in PLAIN_ARCHS:
         plain = "normalwrn" if args.arch == "wrn" else "normal_wrn_imagenet"
         raise ConfigError(f"--growth_epochs -1 trains a plain network; use --arch {plain} with it")
+    if args.net2net_epoch < 0:
+        raise ConfigError(f"--net2net_epoch must be >= 0 (0 = off), got {args.net2net_epoch}")
+    if args.net2net_epoch:
+        if args.arch != "normalwrn" or args.growth_epochs[0] != -1:
+            raise ConfigError("--net2net_epoch widens a plain CIFAR Wide-ResNet: use it with --arch normalwrn "
+                              "--growth_epochs -1")
+        if args.net2net_epoch >= args.epochs:
+            raise ConfigError(f"--net2net_epoch ({args.net2net_epoch}) must be below --epochs ({args.epochs})")
+        if not 0 < args.template_size[0] < 1:
+            raise ConfigError("--net2net_epoch starts at the width --wide x template_size[0]; that fraction must "
+                              f"be between 0 and 1, got {args.template_size[0]}")
+    if args.net2net_noise < 0:
+        raise ConfigError(f"--net2net_noise must be >= 0, got {args.net2net_noise}")
+    if args.coefs_growing == "random_blocks" and args.arch != "wrn":
+        raise ConfigError("--coefs_growing random_blocks grows the CIFAR template Wide-ResNet; use --arch wrn")
     if args.cross_layer_sharing and args.arch not in ("wrn", "normalwrn"):
         raise ConfigError("--cross_layer_sharing shares the two convs of a CIFAR Wide-ResNet block; "
                           "for the ImageNet network use --arch wrn_imagenet_bank")
@@ -364,11 +389,52 @@ def load_member_checkpoint(path: str, flag: str):
     return source, int(state["phase"][-1]), state
 
 
+def model_config(model) -> dict | None:
+    """What a checkpoint records about a network that its args alone do not determine.
+
+    A plain Wide-ResNet (``normalwrn``, Net2Net's small or widened net, the plain net that
+    ``--coefs_growing random_blocks`` trains after growth) is rebuilt from its widths; any other
+    network from the run's args (``None``).
+    """
+    from models import WideResNet
+
+    if not isinstance(model, WideResNet) or model.takes_member:
+        return None
+    return {"depth": model.depth, "channels": list(model.channels), "num_classes": model.num_classes,
+            "use_bn": model.use_bn}
+
+
+def plain_wrn_from_config(config: dict):
+    from models import WideResNet
+    from models.layers import PlainLayers
+
+    return WideResNet(config["depth"], tuple(config["channels"]), config["num_classes"], PlainLayers(),
+                      use_bn=config["use_bn"])
+
+
+def initial_model(args: argparse.Namespace):
+    """The network a training run starts with (Net2Net: the plain WRN at the member width)."""
+    import models
+    from models.net2net import small_plain_wrn
+
+    if args.net2net_epoch:
+        return small_plain_wrn(args, _num_classes(args.dataset))
+    return models.create_model(args, _num_classes(args.dataset))
+
+
 def restore_model(args_dict: dict, state: dict, device):
-    """The network saved in ``state``, grown first when it was grown (so every tensor has its shape)."""
+    """The network saved in ``state``, grown first when it was grown (so every tensor has its shape).
+
+    Checkpoints with ``model_kind == "plain_wrn"`` hold a plain Wide-ResNet of the widths in
+    ``model_config`` (Net2Net, random-block growth, normalwrn).
+    """
     import models
 
     model_args = argparse.Namespace(**args_dict)
+    if state.get("model_kind") == "plain_wrn":
+        model = plain_wrn_from_config(state["model_config"])
+        model.load_state_dict(state["model"])
+        return model.to(device)
     model = models.create_model(model_args, _num_classes(model_args.dataset))
     if state.get("grown"):
         models.grow(model, model_args)
@@ -416,16 +482,23 @@ def run_training(args: argparse.Namespace) -> dict:
     ctx = Context(args)
     stop = engine.StopRequest()
     try:
-        model = models.create_model(args, _num_classes(args.dataset)).to(ctx.device)
-        if args.channels_last:
-            if ctx.device.type != "cuda":
-                raise ConfigError("--channels_last is a CUDA optimisation; on the CPU, torch 2.14's convolution "
-                                  "backward aborts on channels-last inputs whose batch size changes")
-            for param in model.parameters():  # plain conv weights; template weights are generated per step
-                if param.dim() == 4:
-                    param.data = param.data.contiguous(memory_format=torch.channels_last)
+        if args.channels_last and ctx.device.type != "cuda":
+            raise ConfigError("--channels_last is a CUDA optimisation; on the CPU, torch 2.14's convolution "
+                              "backward aborts on channels-last inputs whose batch size changes")
+
+        def on_device(network):
+            network = network.to(ctx.device)
+            if args.channels_last:
+                for param in network.parameters():  # plain conv weights; template weights are generated per step
+                    if param.dim() == 4:
+                        param.data = param.data.contiguous(memory_format=torch.channels_last)
+            return network
+
+        if resumed is not None and resumed.get("model_kind") == "plain_wrn":
+            model = on_device(plain_wrn_from_config(resumed["model_config"]))  # replaced mid-run, see the loop
+        else:
+            model = on_device(initial_model(args))
         train_set, test_loader, input_size = build_data(args, ctx, args.dataset)
-        template_net = models.is_template_model(model)
         sources = {}
         if resumed is None:
             for slot, path in ((0, args.resume_member_0), (1, args.resume_member_1)):
@@ -447,7 +520,7 @@ def run_training(args: argparse.Namespace) -> dict:
         optimizer = new_optimizer()
         history, summary, start_epoch, best_top1, partial = [], [], 0, 0.0, None
         if resumed is not None:
-            if resumed.get("grown"):
+            if resumed.get("grown") and models.is_template_model(model):
                 models.grow(model, args)
             model.load_state_dict(resumed["model"])
             optimizer = new_optimizer()
@@ -484,7 +557,7 @@ def run_training(args: argparse.Namespace) -> dict:
             return results, results[entry.forward_member if entry.forward_member in results else members[-1]]
 
         def summary_row(name, entry, result, member):
-            size_model = models.materialize(model, member) if template_net else model
+            size_model = models.materialize(model, member) if models.is_template_model(model) else model
             return {"network": name, "top1": result["top1"], "top5": result["top5"],
                     "params": count_parameters(size_model), "flops": count_flops(model, input_size, member),
                     "epoch": entry.epoch}
@@ -493,8 +566,11 @@ def run_training(args: argparse.Namespace) -> dict:
             checkpoint.save_checkpoint(state, os.path.join(run_dir, name), keep_previous=name == checkpoint.LATEST_NAME)
 
         def state_now(epoch, entry, extra=None):
+            config = model_config(model)
             return {"args": checkpoint.args_to_dict(args), "epoch": epoch, "phase": entry.phase,
-                    "grown": models.is_grown(model), "model": model.state_dict(),
+                    "grown": models.is_grown(model) or (config is not None and entry.phase == "grown"),
+                    "model_kind": "args" if config is None else "plain_wrn", "model_config": config,
+                    "model": model.state_dict(),
                     "optimizer": engine.optimizer_state_by_name(optimizer, model),
                     "scaler": ctx.scaler.state_dict() if ctx.scaler is not None else None,
                     "best_top1": best_top1, "metrics": history, "summary": summary, "rng": rng_state(),
@@ -515,7 +591,17 @@ def run_training(args: argparse.Namespace) -> dict:
                     models.copy_member_0_to_1(model, args.copy_templates_and_bn_0_to_1_noise)
                 if args.scale_templates_and_coefs:
                     models.scale_member_0_to_1(model)
-            if fresh and entry.grow_before:
+            if fresh and entry.grow_before and args.coefs_growing == "random_blocks":
+                # Baseline: the run goes on with a plain network; its parameters are new tensors, so
+                # the optimizer starts fresh (no momentum), at the plan's post-growth lr.
+                from models.growth import grow_random_blocks
+
+                model = on_device(grow_random_blocks(
+                    model, scale_templates_and_coefs_growing=args.scale_templates_and_coefs_growing))
+                if args.data_growth:
+                    train_loader = train_loader_for(args, ctx, train_set, 1.0)
+                optimizer, net = new_optimizer(), None
+            elif fresh and entry.grow_before:
                 models.grow(model, args)
                 if args.data_growth:
                     train_loader = train_loader_for(args, ctx, train_set, 1.0)
@@ -523,12 +609,26 @@ def run_training(args: argparse.Namespace) -> dict:
                 optimizer = new_optimizer()  # extra templates replace parameters: carry state by name
                 if not args.reset_optimizer_growing:
                     engine.load_optimizer_state_by_name(optimizer, model, saved)
+            if fresh and entry.grow_before:
                 _, primary = evaluate_phase(entry)
                 summary.append(summary_row("grown at growth", entry, primary, None))
                 log.info(f"grown before epoch {epoch} (--coefs_growing {args.coefs_growing}): "
                          f"top-1 {primary['top1']:.2f}% before any training of the grown network")
             elif fresh and entry.new_optimizer and entry.phase_starts:
                 optimizer = new_optimizer()
+            if fresh and args.net2net_epoch and epoch == args.net2net_epoch:
+                from models.net2net import net2wider
+                from models.wrn import wrn_channels
+
+                small_channels = model.channels
+                model = on_device(net2wider(model, wrn_channels(args.wide), args.net2net_noise))
+                # Fresh optimizer (the momentum buffers have the small shapes); the lr goes on along the
+                # plain run's cosine. net = None rebuilds the trainable set, FLOPs and the DDP wrapper.
+                optimizer, net = new_optimizer(), None
+                _, primary = evaluate_phase(entry)
+                summary.append(summary_row("widened (Net2Net)", entry, primary, None))
+                log.info(f"Net2Net: widened {small_channels} -> {model.channels} before epoch {epoch} "
+                         f"(noise {args.net2net_noise}): top-1 {primary['top1']:.2f}% before training on")
             if (net is None or entry.phase_starts
                     or entry.only_member_01_coefficients != plan[epoch - 1].only_member_01_coefficients):
                 trainable = models.parameter_groups(
@@ -621,6 +721,8 @@ def finish(args, run_dir: str, plan, history: list, summary: list, ctx: Context,
     from utils import atomic_write_text
 
     boundaries = [e for e in (plan.member_1_epoch, plan.growth_epoch) if e]
+    if args.net2net_epoch:
+        boundaries = {args.net2net_epoch: "Net2Net widening"}
     plot = plot_accuracy(history, os.path.join(run_dir, "accuracy.png"), growth_epochs=boundaries,
                          title=f"{args.dataset} {args.tag} seed {args.manualSeed}")
     table = format_table(summary, ["network", "top1", "top5", "params", "flops", "epoch"],
@@ -640,7 +742,6 @@ def run_evaluation(args: argparse.Namespace) -> dict:
     The network is rebuilt from the checkpoint's own arguments; the CLI only says where the data is.
     """
     import checkpoint
-    import distributed
     import engine
     import models
     from custom_log import format_table

@@ -8,6 +8,8 @@ concatenating the members' BatchNorms. No data, no analysis: milliseconds.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 
@@ -196,3 +198,35 @@ def materialize(model: nn.Module, member_id: int | None = None) -> nn.Module:
     plain.load_state_dict(state, strict=True)
     reference = next(model.parameters())
     return plain.to(device=reference.device, dtype=reference.dtype).train(model.training)
+
+
+@torch.no_grad()
+def grow_random_blocks(model: nn.Module, generator: torch.Generator | None = None, *,
+                       scale_templates_and_coefs_growing: bool = False) -> nn.Module:
+    """The "naive" growth baseline (``--coefs_growing random_blocks``): a plain grown network.
+
+    Members 0 and 1 keep their trained blocks on the grid's diagonal and the BatchNorms are
+    concatenated exactly as in MixtureGrowth, but every other grid cell gets a fresh
+    Kaiming-normal block (std ``sqrt(2 / fan_in)`` of the block) instead of a new combination of
+    the trained templates. Returns a new network of plain torch layers (``materialize``); the
+    template network ``model`` is grown in place (with zero new coefficients) on the way.
+    """
+    grow_network(model, coefs_growing="zero", scale_templates_and_coefs_growing=scale_templates_and_coefs_growing)
+    plain = materialize(model, None)
+    plain_layers = dict(plain.named_modules())
+    for name, layer in model.named_modules():
+        if not isinstance(layer, TemplateMixed):
+            continue
+        weight = plain_layers[name].weight
+        block_out, block_in, *kernel = layer.block_shape
+        std = (2.0 / (block_in * math.prod(kernel))) ** 0.5
+        for cell, member in enumerate(layer.cell_members):
+            if member in (0, 1):
+                continue
+            row, column = divmod(cell, layer.grid[1])
+            rows = slice(row * block_out, min((row + 1) * block_out, weight.shape[0]))
+            columns = slice(column * block_in, min((column + 1) * block_in, weight.shape[1]))
+            block = torch.randn(layer.block_shape, generator=generator) * std
+            target = weight[rows, columns]
+            target.copy_(block[: target.shape[0], : target.shape[1]])
+    return plain

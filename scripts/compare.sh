@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The comparison report: scratch-small, scratch-large, Net2Net, random-block growth and
+# MixtureGrowth (--coefs_growing orthogonal, copy, zero), every method over every seed with the
+# same total epochs; writes results.md, results.csv, runs.csv, accuracy.png,
+# accuracy_vs_flops.png and config.json into --out (default runs/compare).
+#
+#   usage: scripts/compare.sh [compare.py flags] [main.py flags passed to every run]
+#   e.g.   scripts/compare.sh                                   # digits, WRN-10-2, 15 epochs, seeds 0,1,2 (CPU)
+#          scripts/compare.sh --seeds 0 --epochs 9 --member_epochs 3 --out runs/compare_quick
+#          scripts/compare.sh --dataset cifar100 --data_path data --ngpu 1 --workers 4 --depth 28 --wide 10 \
+#              --epochs 440 --member_epochs 200 --cutout --reset_scheduler   # the paper's budget, on a GPU
+#
+# PYTHON=/path/to/python skips the virtual environment (see scripts/env.sh).
+set -euo pipefail
+export PYTHONUNBUFFERED=1
+cd "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source scripts/env.sh
+exec "$PYTHON" compare.py "$@"
