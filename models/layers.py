@@ -15,12 +15,19 @@ templates, which is what makes growth cost nothing.
 Layers are built through a *layer factory* (``TemplateLayers`` or
 ``PlainLayers``) so one network definition serves both the template-mixed
 network and its plain twin (see ``models.materialize``).
+
+Cost: generating a weight is one small matrix product per template set (and,
+for the grown weight, one concatenation), a few million multiply-adds against
+billions for the convolutions; without autograd (evaluation) each weight is
+generated once and reused until a parameter it comes from changes.
+``benchmarks/`` measures the step time against the plain twin.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -94,6 +101,18 @@ class TemplateBank(nn.Module):
         nn.init.kaiming_normal_(templates)
         return templates
 
+    def _apply(self, fn, recurse=True):
+        # ``model.to(memory_format=torch.channels_last)`` converts every 4-D and 5-D
+        # tensor, and a [K, out, in, kh, kw] stack of conv templates is no 3-D image:
+        # torch would raise. Hand conversions a 3-D view, which they move and cast but
+        # never re-layout; the generated weight gets the input's layout instead.
+        def keep_layout(tensor: torch.Tensor) -> torch.Tensor:
+            if tensor.dim() != 5 or not tensor.is_contiguous():
+                return fn(tensor)
+            return fn(tensor.flatten(2)).view(tensor.shape)
+
+        return super()._apply(keep_layout, recurse)
+
     def num_templates(self, template_set: int) -> int:
         return self.template_sets[template_set].shape[0]
 
@@ -130,6 +149,43 @@ def _diag_cell_members(rows: int, cols: int) -> list[int]:
             members.append(next_new)
             next_new += 1
     return members
+
+
+class _GridRow(NamedTuple):
+    """Where one row of the grown grid finds its cells (see ``_assembly_plan``).
+
+    cells: ``(set index, block index)`` of each cell, left to right.
+    set_index: the template set of every cell, when they share one: the cells
+        are then consecutive blocks of that set's contraction and the row a view.
+    whole_set: those blocks are all of the set's blocks (the view needs no slice).
+    """
+
+    cells: tuple[tuple[int, int], ...]
+    set_index: int | None
+    whole_set: bool
+
+
+def _assembly_plan(cell_members: list[int], member_sets: tuple[int, ...],
+                   columns: int) -> tuple[tuple[tuple[int, tuple[int, ...]], ...], tuple[_GridRow, ...]]:
+    """Which members each template set's contraction computes, and where each grid row finds its cells.
+
+    Members of a set are listed in grid (row-major) order, so a row whose cells
+    all use one set finds them side by side in that set's output.
+    """
+    position = {member: cell for cell, member in enumerate(cell_members)}
+    set_members = tuple(
+        (s, tuple(sorted((m for m in position if member_sets[m] == s), key=position.get)))
+        for s in sorted(set(member_sets))
+    )
+    block_of = {m: (i, j) for i, (_, members) in enumerate(set_members) for j, m in enumerate(members)}
+    rows = []
+    for start in range(0, len(cell_members), columns):
+        cells = tuple(block_of[m] for m in cell_members[start:start + columns])
+        sets = {i for i, _ in cells}
+        set_index = sets.pop() if len(sets) == 1 else None
+        whole_set = set_index is not None and len(cells) == len(set_members[set_index][1])
+        rows.append(_GridRow(cells, set_index, whole_set))
+    return set_members, tuple(rows)
 
 
 class TemplateMixed(nn.Module):
@@ -179,20 +235,12 @@ class TemplateMixed(nn.Module):
             rows = [torch.randn(k) for k in sizes]
         self.coefficients = nn.ParameterList([nn.Parameter(row.clone()) for row in rows])
 
-        # Grown weight assembly: one contraction per template set gives the
-        # members grouped by set; one index_select puts them in grid order.
-        self._members_by_set = [
-            (s, [m for m in range(num_members) if self.member_sets[m] == s])
-            for s in sorted(set(self.member_sets))
-        ]
-        set_grouped = [m for _, members in self._members_by_set for m in members]
         cell_members = _diag_cell_members(*self.grid)
-        self.register_buffer(
-            "_cell_order",
-            torch.tensor([set_grouped.index(m) for m in cell_members], dtype=torch.long),
-            persistent=False,
-        )
         self.cell_members = tuple(cell_members)
+        self._set_members, self._grid_rows = _assembly_plan(cell_members, self.member_sets, self.grid[1])
+        # Weights generated without autograd, kept until a parameter they come from
+        # changes (see ``_weight``): evaluation generates each weight once per pass.
+        self._weight_cache: dict = {}
 
     @property
     def num_members(self) -> int:
@@ -205,26 +253,105 @@ class TemplateMixed(nn.Module):
 
     def grown_weight(self) -> torch.Tensor:
         """The full weight: every member's block placed in the grid, cropped to ``full_shape``."""
-        per_set = []
-        for template_set, members in self._members_by_set:
-            coefficients = torch.stack([self.coefficients[m] for m in members])
-            per_set.append(coefficients @ self.bank.template_sets[template_set].flatten(1))
-        cells = torch.cat(per_set).index_select(0, self._cell_order)
-        rows, cols = self.grid
+        return self._grown_weight(channels_last=False)
+
+    def _grown_weight(self, channels_last: bool) -> torch.Tensor:
+        """``grown_weight``, optionally laid out channels_last, at the cost of one copy.
+
+        One contraction per template set gives that set's blocks, in grid order, as
+        ``[members, *block]``. A grid row, ``[block_out, columns, block_in, *kernel]``,
+        is then a view of consecutive blocks when all its cells use one set (only
+        rows that mix sets are stacked), and one ``torch.cat`` of the rows writes the
+        full weight. For channels_last the views put ``block_in`` last, so the same
+        copy writes ``[out, *kernel, in]`` memory order.
+        """
         block_out, block_in, *kernel = self.block_shape
-        weight = (
-            cells.view(rows, cols, block_out, block_in, *kernel)
-            .transpose(1, 2)
-            .reshape(rows * block_out, cols * block_in, *kernel)
-        )
+        channels_last = channels_last and len(kernel) == 2
+        # The grid column's dimension in a row: just before the blocks' input channels.
+        column_dim = len(kernel) + 1 if channels_last else 1
+        blocks = []
+        for template_set, members in self._set_members:
+            templates = self.bank.template_sets[template_set]
+            coefficients = torch.stack([self.coefficients[m] for m in members])
+            set_blocks = (coefficients @ templates.flatten(1)).view(len(members), *self.block_shape)
+            blocks.append(set_blocks.movedim(2, -1) if channels_last else set_blocks)
+        rows, cells = [], None
+        for row in self._grid_rows:
+            if row.set_index is None:
+                # unbind, not indexing: its backward is one stack, not a zero-filled copy per cell
+                cells = cells or [set_blocks.unbind(0) for set_blocks in blocks]
+                rows.append(torch.stack([cells[i][j] for i, j in row.cells], dim=column_dim))
+                continue
+            set_blocks = blocks[row.set_index]
+            if not row.whole_set:  # a full-range slice would still cost a copy in backward
+                first = row.cells[0][1]
+                set_blocks = set_blocks[first:first + len(row.cells)]
+            rows.append(set_blocks.movedim(0, column_dim))
+        weight = torch.cat(rows) if len(rows) > 1 else rows[0].contiguous()
+        grid_out, grid_in = self.grid[0] * block_out, self.grid[1] * block_in
+        if channels_last:
+            weight = weight.view(grid_out, *kernel, grid_in).movedim(-1, 1)
+        else:
+            weight = weight.view(grid_out, grid_in, *kernel)
         out_features, in_features = self.full_shape[:2]
-        if weight.shape[:2] != (out_features, in_features):
+        if (grid_out, grid_in) != (out_features, in_features):
             weight = weight[:out_features, :in_features]
         return weight
 
     def weight(self, member_id: int | None) -> torch.Tensor:
-        """The weight used by ``forward``: one member's block, or the grown grid for ``None``."""
-        return self.grown_weight() if member_id is None else self.member_weight(member_id)
+        """The weight used by ``forward``: one member's block, or the grown grid for ``None``.
+
+        Under ``torch.no_grad`` the result may be a cached tensor shared by later
+        calls: read it, do not modify it in place.
+        """
+        return self._weight(member_id, channels_last=False)
+
+    def _weight(self, member_id: int | None, channels_last: bool) -> torch.Tensor:
+        """``weight``, cached while autograd is off.
+
+        The cache is keyed by the identity, version counter and storage of every
+        parameter the weight comes from: an optimizer step, ``load_state_dict``,
+        growth and any in-place write bump a version, replaced parameters
+        (extra templates) change identity, and ``.to()`` / ``.train()`` /
+        ``.eval()`` empty the cache. Writes through ``param.data`` bypass version
+        counters: call ``.train()`` or ``.eval()`` after those.
+        """
+        if torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling():
+            return self._generate(member_id, channels_last)
+        sources = self._weight_sources(member_id)
+        stamp = tuple((id(p), p._version, p.data_ptr()) for p in sources)
+        key = (member_id, channels_last)
+        cached = self._weight_cache.get(key)
+        if cached is None or cached[0] != stamp:
+            # The sources are held so that their ids cannot be reused while cached.
+            cached = (stamp, sources, self._generate(member_id, channels_last))
+            self._weight_cache[key] = cached
+        return cached[2]
+
+    def _generate(self, member_id: int | None, channels_last: bool) -> torch.Tensor:
+        return self._grown_weight(channels_last) if member_id is None else self.member_weight(member_id)
+
+    def _weight_sources(self, member_id: int | None) -> tuple[torch.Tensor, ...]:
+        if member_id is None:
+            return (*self.bank.template_sets, *self.coefficients)
+        return (self.bank.template_sets[self.member_sets[member_id]], self.coefficients[member_id])
+
+    def _apply(self, fn, recurse=True):
+        self._weight_cache.clear()  # .to(), .cuda(), .half(): the parameters' data is swapped
+        return super()._apply(fn, recurse)
+
+    def train(self, mode: bool = True):
+        self._weight_cache.clear()  # releases evaluation's weights; each pass starts afresh
+        return super().train(mode)
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        self._weight_cache.clear()
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state["_weight_cache"] = {}  # never pickled or deep-copied
+        return state
 
     @torch.no_grad()
     def extend_coefficients(self, count: int) -> None:
@@ -242,7 +369,8 @@ class TemplateConv2d(TemplateMixed):
         self.stride, self.padding = stride, padding
 
     def forward(self, x: torch.Tensor, member_id: int | None = None) -> torch.Tensor:
-        return F.conv2d(x, self.weight(member_id), None, self.stride, self.padding)
+        channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+        return F.conv2d(x, self._weight(member_id, channels_last), None, self.stride, self.padding)
 
     def extra_repr(self) -> str:
         out_c, in_c, k, _ = self.full_shape
@@ -257,7 +385,7 @@ class TemplateLinear(TemplateMixed):
         super().__init__((out_features, in_features), config, full_out=True)
 
     def forward(self, x: torch.Tensor, member_id: int | None = None) -> torch.Tensor:
-        return F.linear(x, self.weight(member_id))
+        return F.linear(x, self._weight(member_id, channels_last=False))
 
     def extra_repr(self) -> str:
         out_f, in_f = self.full_shape
