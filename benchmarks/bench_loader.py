@@ -10,7 +10,8 @@ For each worker count and pin_memory setting the script times whole epochs (work
 start-up included, as in training) and prints images/s; then it times training steps
 of the chosen network on a fixed batch and says whether the loader would be the
 bottleneck. On a machine with few cores the loader's workers and the step share the
-cores, so ``--end-to-end`` also times steps fed by the loader.
+cores, so ``--end-to-end`` also runs steps fed by the loader and reports the share of
+the time spent waiting for batches.
 
     python benchmarks/bench_loader.py --workers 0,2,4 --out loader.json
 """
@@ -76,30 +77,38 @@ def step_images_per_second(network: str, case: str, batch_size: int, steps: int,
     """Images/s of training steps on one fixed batch (no loader): what a loader must keep up with."""
     runner = build_runner(network, case, "template", batch_size, device)
     runner.step()
-    return batch_size / seconds_per_call(runner.step, steps, device)
+    return batch_size / median([seconds_per_call(runner.step, 1, device) for _ in range(steps)])
 
 
-def fed_step_images_per_second(network: str, case: str, dataset: Dataset, *, batch_size: int,
-                               workers: int, pin_memory: bool, steps: int, device: torch.device) -> float:
-    """Images/s of the same steps when every batch comes from the loader (after its first batch)."""
+def fed_steps(network: str, case: str, dataset: Dataset, *, batch_size: int, workers: int,
+              pin_memory: bool, steps: int, device: torch.device) -> dict:
+    """The same steps fed by the loader: images/s, and how long each step waited for its batch.
+
+    The wait is the loader's whole cost when it keeps up only partly; the step time
+    while fed shows what its workers take from the step by sharing the cores.
+    """
     runner = build_runner(network, case, "template", batch_size, device)
     loader = data.build_train_loader(dataset, batch_size=batch_size, workers=workers, seed=0,
                                      pin_memory=pin_memory, drop_last=True)
     if len(loader) <= steps:
         raise SystemExit(f"--images {len(dataset)} gives {len(loader)} batches; --steps {steps} needs more")
-    # The runner trains on its own batch tensor: feeding it is copying each loaded batch
-    # into it, which is what a training loop's ``.to(device)`` costs too.
-    start = None
-    for done, (images, _) in enumerate(loader):
+    batches = iter(loader)
+    waits, step_times = [], []
+    for done in range(steps + 1):  # the first batch starts the workers and warms the step: untimed
+        start = time.perf_counter()
+        images, _ = next(batches)
+        loaded = time.perf_counter()
+        # The runner trains on its own batch tensor: feeding it is copying each loaded
+        # batch into it, which is what a training loop's ``.to(device)`` costs too.
         runner.inputs.copy_(images, non_blocking=True)
         runner.step()
-        if done == 0:  # workers started and the step warmed up: time from here
-            synchronize(device)
-            start = time.perf_counter()
-        elif done == steps:
-            break
-    synchronize(device)
-    return steps * batch_size / (time.perf_counter() - start)
+        synchronize(device)
+        if done:
+            waits.append(loaded - start)
+            step_times.append(time.perf_counter() - loaded)
+    total = sum(waits) + sum(step_times)
+    return {"workers": workers, "pin_memory": pin_memory, "images_per_s": steps * batch_size / total,
+            "wait_share": sum(waits) / total, "step_s": median(step_times)}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -152,13 +161,12 @@ def main(args: argparse.Namespace) -> dict:
 
     fed = []
     for workers in args.workers if args.end_to_end else ():
-        pin_memory = bool(max(args.pin_memory))
-        rate = fed_step_images_per_second(args.network, args.case, dataset, batch_size=args.batch_size,
-                                          workers=workers, pin_memory=pin_memory, steps=args.steps,
-                                          device=device)
-        fed.append({"workers": workers, "pin_memory": pin_memory, "images_per_s": rate})
-        print(f"steps fed by the loader, {workers} workers: {rate:.0f} images/s "
-              f"({rate / model_rate:.2f}x the fixed-batch rate)", flush=True)
+        row = fed_steps(args.network, args.case, dataset, batch_size=args.batch_size, workers=workers,
+                        pin_memory=bool(max(args.pin_memory)), steps=args.steps, device=device)
+        fed.append(row)
+        print(f"steps fed by the loader, {workers} workers: {row['images_per_s']:.0f} images/s, "
+              f"{row['wait_share']:.1%} of the time waiting for batches, step {row['step_s']:.3f} s "
+              f"(fixed batch: {args.batch_size / model_rate:.3f} s)", flush=True)
     payload = {"machine": machine, "settings": {k: v for k, v in vars(args).items() if k != "out"},
                "step_images_per_s": model_rate, "loaders": loaders, "fed_steps": fed}
     write_json(args.out, payload)
