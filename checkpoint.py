@@ -65,6 +65,7 @@ MODEL_FIELDS = (
     "member_template_sets",
     "cross_layer_sharing",
     "bank_group_size",
+    "split_edge_layers",
 )
 
 

@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from utils import ConfigError
 
-from .banks import describe_banks, has_fixed_coefficients
+from .banks import describe_banks
 from .growth import (copy_member_0_to_1, grow, grow_network, is_grown, is_template_model, materialize,
                      scale_member_0_to_1, set_batchnorms, template_banks, template_layers,
                      transplant_member)
@@ -51,6 +51,7 @@ def template_config_from_args(args: argparse.Namespace) -> TemplateConfig:
         member_fraction=sizes[0],
         templates_per_set=tuple(args.num_templates_each_set),
         member_template_sets=tuple(args.member_template_sets),
+        split_edges=getattr(args, "split_edge_layers", False),  # absent from older checkpoints' args
     )
 
 
@@ -97,7 +98,7 @@ def parameter_groups(model: nn.Module, members: tuple[int, ...] | None, *, no_bn
         for m in used_members:
             if frozen or (members is None and freeze_coefficients_01 and m in (0, 1)):
                 continue
-            if has_fixed_coefficients(layer):
+            if layer.fixed_coefficients:
                 continue
             if only_coefficients_01 and m not in (0, 1):
                 continue

@@ -9,9 +9,9 @@ sharing keeps the number of template weights of the unshared network and lets
 every layer mix ``n`` times more templates. Each layer keeps its own
 coefficients.
 
-Layers whose coefficients are *fixed* (the bank network's input conv and
-classifier: one template per set, coefficient 1) are plain split weights; they
-are marked so that ``models.parameter_groups`` never trains their coefficients.
+The bank network's input conv and classifier are plain weights split between
+their members (``TemplateConfig.split_edges``: one template per grid cell, fixed
+one-hot coefficients); they share no bank.
 """
 
 from __future__ import annotations
@@ -53,21 +53,6 @@ def plan_banks(stages: Sequence[Sequence[tuple[Hashable, Hashable]]], group_size
     return shares
 
 
-@torch.no_grad()
-def fix_coefficients(layer: TemplateMixed, value: float = 1.0) -> None:
-    """Set every coefficient of ``layer`` to ``value`` and never train them."""
-    for coefficients in layer.coefficients:
-        coefficients.fill_(value)
-        coefficients.requires_grad_(False)
-    # A mark on the layer, not on the tensors: the training loop toggles
-    # requires_grad per phase, so requires_grad cannot tell "fixed" from "not now".
-    layer.fixed_coefficients = True
-
-
-def has_fixed_coefficients(layer: TemplateMixed) -> bool:
-    return getattr(layer, "fixed_coefficients", False)
-
-
 def _count(params) -> int:
     return sum(p.numel() for p in {id(p): p for p in params}.values())
 
@@ -84,13 +69,13 @@ def describe_banks(model: nn.Module) -> str:
                 "templates/set": "/".join(str(module.bank.num_templates(s))
                                           for s in range(len(module.bank.template_sets))),
                 "weights": _count(module.bank.parameters()), "layers": []})
-            row["layers"].append(name + (" (fixed coefficients)" if has_fixed_coefficients(module) else ""))
+            row["layers"].append(name + (" (fixed coefficients)" if module.fixed_coefficients else ""))
     rows = [{**row, "layers": ", ".join(row["layers"])} for row in banks.values()]
 
     layers = [m for m in model.modules() if isinstance(m, TemplateMixed)]
     templates = _count(p for m in layers for p in m.bank.parameters())
-    trained = _count(c for m in layers if not has_fixed_coefficients(m) for c in m.coefficients)
-    fixed = _count(c for m in layers if has_fixed_coefficients(m) for c in m.coefficients)
+    trained = _count(c for m in layers if not m.fixed_coefficients for c in m.coefficients)
+    fixed = _count(c for m in layers if m.fixed_coefficients for c in m.coefficients)
     batchnorm = _count(p for m in model.modules() if isinstance(m, SetBatchNorm2d) for p in m.parameters())
     with torch.device("meta"):  # the plain network only to count it: no memory, no init cost
         plain = _count(model.plain_twin(1.0).parameters())

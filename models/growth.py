@@ -52,7 +52,7 @@ def init_new_coefficients(layer: TemplateMixed, mode: str, noise_scale: float) -
     """Set the coefficients of the members the grown layer adds (2, 3, ...), per ``--coefs_growing``."""
     coefficients = layer.coefficients
     new_members = range(2, layer.num_members)
-    if mode == "none" or not new_members:
+    if mode == "none" or not new_members or layer.fixed_coefficients:
         return
     if mode == "orthogonal":
         # Member 2 keeps its construction-time row (orthogonal to the *initial*
@@ -98,6 +98,8 @@ def scale_member_0_to_1(model: nn.Module) -> None:
         set_0, set_1 = bank.template_sets
         set_0.mul_(set_1.norm() / (set_0.norm() + 1e-6))
     for layer in template_layers(model):
+        if layer.fixed_coefficients:
+            continue
         c0, c1 = layer.coefficients[0], layer.coefficients[1]
         c0.mul_(c1.norm() / (c0.norm() + 1e-5))
 
@@ -154,9 +156,11 @@ def grow_network(model: nn.Module, *, coefs_growing: str = "orthogonal", coefs_n
     if scale_templates_and_coefs_growing:
         scale_member_0_to_1(model)
     if add_extra_templates_growing > 0:
-        for bank in template_banks(model):
+        # Split edge layers (fixed coefficients) have nothing to mix: they get no templates.
+        mixing = [layer for layer in template_layers(model) if not layer.fixed_coefficients]
+        for bank in {id(layer.bank): layer.bank for layer in mixing}.values():
             bank.add_templates(add_extra_templates_growing)
-        for layer in template_layers(model):
+        for layer in mixing:
             layer.extend_coefficients(add_extra_templates_growing)
     for layer in template_layers(model):
         init_new_coefficients(layer, coefs_growing, coefs_noise_growing)

@@ -45,11 +45,16 @@ class TemplateConfig:
     templates_per_set: templates in each template set (``--num_templates_each_set``).
     member_template_sets: template set of each member, cycled when a layer has more
         members than entries (``--member_template_sets``).
+    split_edges: the input conv and the classifier are plain weights split between
+        their members (``--split_edge_layers``): one template per grid cell and a
+        fixed one-hot coefficient, so they store exactly the plain layer's weights.
+        Off, they hold ``templates_per_set`` templates like every layer (SPEC 2).
     """
 
     member_fraction: float = 0.5
     templates_per_set: tuple[int, ...] = (2, 2)
     member_template_sets: tuple[int, ...] = (0, 1, 0, 1)
+    split_edges: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 < self.member_fraction <= 0.5:
@@ -217,8 +222,15 @@ class TemplateMixed(nn.Module):
         if num_members < 2:
             raise ConfigError("--template_size: every layer needs at least two members")
         self.member_sets = tuple(config.set_of(m) for m in range(num_members))
+        # Never trained (see ``TemplateConfig.split_edges``); ``models.parameter_groups`` skips them.
+        self.fixed_coefficients = config.split_edges and (full_in or full_out)
 
-        if share is None:
+        if self.fixed_coefficients:
+            if share is not None:
+                raise ValueError("a split edge layer keeps its own templates")
+            cells = tuple(self.member_sets.count(s) for s in range(len(config.templates_per_set)))
+            self.bank = TemplateBank(self.block_shape, cells)
+        elif share is None:
             self.bank = TemplateBank(self.block_shape, config.templates_per_set)
         else:
             if share.bank is None:
@@ -228,12 +240,17 @@ class TemplateMixed(nn.Module):
             self.bank = share.bank
 
         sizes = [self.bank.num_templates(s) for s in self.member_sets]
-        if len(set(sizes)) == 1:
+        if self.fixed_coefficients:
+            # Member m selects its own template: the j-th member of a set owns its j-th template.
+            rows = [F.one_hot(torch.tensor(self.member_sets[:m].count(s)), k).float()
+                    for m, (s, k) in enumerate(zip(self.member_sets, sizes))]
+        elif len(set(sizes)) == 1:
             rows = torch.empty(num_members, sizes[0])
             nn.init.orthogonal_(rows)
         else:
             rows = [torch.randn(k) for k in sizes]
-        self.coefficients = nn.ParameterList([nn.Parameter(row.clone()) for row in rows])
+        self.coefficients = nn.ParameterList(
+            [nn.Parameter(row.clone(), requires_grad=not self.fixed_coefficients) for row in rows])
 
         cell_members = _diag_cell_members(*self.grid)
         self.cell_members = tuple(cell_members)

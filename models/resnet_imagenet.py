@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from utils import ConfigError
 
-from .banks import fix_coefficients, plan_banks
+from .banks import plan_banks
 from .layers import PlainLayers, TemplateLayers
 
 # Bottlenecks per stage for each depth (1 stem conv + 3 convs per bottleneck + the
@@ -134,7 +134,7 @@ class BottleneckResNet(nn.Module):
     bank_group_size: ``None`` for one template bank per layer; otherwise the
         ``wrn_imagenet_bank`` rule (``models.banks``): same-shape convs of a
         stage share banks this many at a time, and the input conv and the
-        classifier hold one template per set with a fixed coefficient of 1.
+        classifier are split plain weights (``TemplateConfig.split_edges``).
     """
 
     def __init__(self, depth: int, widths: ResNetWidths, num_classes: int, layers,
@@ -147,14 +147,14 @@ class BottleneckResNet(nn.Module):
         self.takes_member = layers.takes_member
         self.template_config = getattr(layers, "config", None)
         banked = bank_group_size is not None and self.takes_member
-        # One template per set for the layers whose coefficients are fixed: their
-        # weight is then exactly a split plain weight (no redundant scalar to learn).
-        edge_layers = (TemplateLayers(dataclasses.replace(layers.config, templates_per_set=(1, 1)))
-                       if banked else layers)
+        if banked and not layers.config.split_edges:
+            # The bank network's input conv and classifier are always split plain weights.
+            layers = TemplateLayers(dataclasses.replace(layers.config, split_edges=True))
+            self.template_config = layers.config
 
         stem_mid, stem_out = widths.stem
         self.stem = nn.ModuleList([
-            ConvBN(edge_layers, 3, stem_mid, 3, 2, is_input=True),
+            ConvBN(layers, 3, stem_mid, 3, 2, is_input=True),
             ConvBN(layers, stem_mid, stem_mid, 3),
             ConvBN(layers, stem_mid, stem_out, 3),
         ])
@@ -170,10 +170,7 @@ class BottleneckResNet(nn.Module):
             stages.append(nn.ModuleList(Bottleneck(layers, block, share) for block, share in zip(convs, shares)))
             in_planes = out_planes
         self.stage_1, self.stage_2, self.stage_3, self.stage_4 = stages
-        self.classifier = edge_layers.linear(in_planes, num_classes)
-        if banked:
-            fix_coefficients(self.stem[0].conv)
-            fix_coefficients(self.classifier)
+        self.classifier = layers.linear(in_planes, num_classes)
         if self.takes_member:
             # Part of the state dict, so a checkpoint says whether it holds a grown network.
             self.register_buffer("grown", torch.tensor(False))

@@ -16,7 +16,6 @@ import torch.nn as nn
 import compute_flops
 import main
 import models
-from models.banks import has_fixed_coefficients
 from models.layers import SetBatchNorm2d, TemplateMixed
 from test_models import assert_grown_is_the_sum_of_the_members, randomize_batchnorm_statistics
 from utils import ConfigError
@@ -72,9 +71,23 @@ def test_grown_wide_4_costs_what_resnet_50_costs_and_a_member_a_quarter(parse):
     assert compute_flops.count_parameters(models.materialize(model)) == compute_flops.count_parameters(plain)
     # ... and its templates hold the plain weights once, except the layers whose block keeps the
     # image channels (input conv) or the classes (classifier): K=2 such blocks per set, 2x the plain
-    # layer. For ImageNet's 1000 classes that is +2.05M (+8%); wrn_imagenet_bank avoids it (below).
+    # layer. For ImageNet's 1000 classes that is +2.05M (+8%); --split_edge_layers avoids it (below).
     templates = sum(p.numel() for bank in models.template_banks(model) for p in bank.parameters())
     assert templates == weights(plain) + plain.stem[0].conv.weight.numel() + plain.classifier.weight.numel()
+
+
+def test_grown_wide_4_with_split_edge_layers_stores_what_resnet_50_stores(parse):
+    plain, _ = build(parse, "normal_wrn_imagenet", "--wide", 4, num_classes=1000)
+    model, args = build(parse, "wrn_imagenet", "--wide", 4, "--split_edge_layers", num_classes=1000)
+    models.grow(model, args)
+    templates = sum(p.numel() for bank in models.template_banks(model) for p in bank.parameters())
+    assert templates == weights(plain)
+    total, reference = compute_flops.count_parameters(model), compute_flops.count_parameters(plain)
+    assert 1.0 <= total / reference < 1.01  # + coefficients and the members' BatchNorms
+    size = (3, 224, 224)
+    flops = compute_flops.flops_breakdown(model, size, None)
+    flops.pop("weight_generation")
+    assert flops == compute_flops.flops_breakdown(plain, size)
 
 
 def test_bank_wide_4_holds_as_many_parameters_as_resnet_50(parse):
@@ -129,7 +142,7 @@ def test_bank_rule_shares_one_bank_per_group_of_same_shape_convs_of_a_stage(pars
         assert len(group) <= 3 and len({name.split(".")[0] for name in names}) == 1, names
         assert len({module.full_shape for _, module in group}) == 1
         bank = group[0][1].bank
-        if not has_fixed_coefficients(group[0][1]):
+        if not group[0][1].fixed_coefficients:
             assert (bank.num_templates(0), bank.num_templates(1)) == (2 * len(group), 3 * len(group))
         coefficients = [c for _, module in group for c in module.coefficients]
         assert len({id(c) for c in coefficients}) == len(coefficients)  # each layer its own
@@ -139,9 +152,10 @@ def test_bank_rule_shares_one_bank_per_group_of_same_shape_convs_of_a_stage(pars
     assert len(models.template_banks(single)) == len(models.template_layers(single))
 
 
-def test_bank_input_conv_and_classifier_coefficients_are_one_and_never_train(parse):
-    model, args = build(parse, "wrn_imagenet_bank")
-    fixed = [layer for layer in models.template_layers(model) if has_fixed_coefficients(layer)]
+@pytest.mark.parametrize("arch, flags", [("wrn_imagenet_bank", ()), ("wrn_imagenet", ("--split_edge_layers",))])
+def test_split_input_conv_and_classifier_coefficients_are_one_and_never_train(parse, arch, flags):
+    model, args = build(parse, arch, *flags)
+    fixed = [layer for layer in models.template_layers(model) if layer.fixed_coefficients]
     assert fixed == [model.stem[0].conv, model.classifier]
     for layer in fixed:
         assert layer.bank.num_templates(0) == layer.bank.num_templates(1) == 1
@@ -165,8 +179,8 @@ def test_bank_input_conv_and_classifier_coefficients_are_one_and_never_train(par
     (("--arch", "normal_wrn_imagenet"), "--growth_epochs -1"),
     (("--arch", "wrn_imagenet", "--growth_epochs", "-1"), "normal_wrn_imagenet"),
     (("--arch", "wrn_imagenet", "--cross_layer_sharing"), "wrn_imagenet_bank"),
-    (("--arch", "wrn_imagenet_bank", "--add_extra_templates_growing", "1"), "--add_extra_templates_growing"),
     (("--arch", "wrn_imagenet_bank", "--bank_group_size", "0"), "--bank_group_size"),
+    (("--arch", "normal_wrn_imagenet", "--growth_epochs", "-1", "--split_edge_layers"), "--split_edge_layers"),
 ])
 def test_impossible_imagenet_configurations_fail_before_anything_runs(parse, flags, match):
     with pytest.raises(ConfigError, match=match):

@@ -184,6 +184,33 @@ def test_extra_templates_at_growth_extend_every_set_and_keep_the_old_ones(parse)
         assert model(torch.randn(1, 3, 32, 32), None).shape == (1, 10)
 
 
+def test_split_edge_layers_store_the_plain_weights_and_keep_the_invariant(parse):
+    model, args = small_model(parse, "--split_edge_layers", "--coefs_growing", "zero")
+    edges = [model.conv_3x3, model.classifier]
+    assert [layer for layer in models.template_layers(model) if layer.fixed_coefficients] == edges
+    for layer in edges:  # one template per grid cell: exactly the plain layer's weights
+        stored = sum(t.numel() for t in layer.bank.template_sets)
+        assert stored == torch.Size(layer.full_shape).numel()
+    assert_grown_is_the_sum_of_the_members(model, args)
+
+
+@pytest.mark.parametrize("fraction", ["0.5", "0.25"])
+def test_split_edge_layer_members_are_distinct_blocks_that_growth_leaves_alone(parse, fraction):
+    model, args = small_model(parse, "--split_edge_layers", "--template_size", f"{fraction},{fraction},1",
+                              "--coefs_growing", "random", "--add_extra_templates_growing", "1")
+    layer = model.conv_3x3
+    blocks = [layer.member_weight(m).detach().clone() for m in range(layer.num_members)]
+    for set_index, templates in enumerate(layer.bank.template_sets):  # each cell owns one template
+        assert templates.shape[0] == layer.member_sets.count(set_index)
+    assert sorted(torch.cat([c.detach() for c in layer.coefficients]).tolist()) == \
+        [0.0] * (layer.num_members * (layer.num_members // 2 - 1)) + [1.0] * layer.num_members
+    models.grow(model, args)
+    for m, block in enumerate(blocks):
+        torch.testing.assert_close(layer.member_weight(m), block, rtol=0, atol=0)
+    plain_cells = layer.grown_weight().reshape(layer.num_members, -1)
+    assert torch.linalg.matrix_rank(plain_cells) == layer.num_members  # no two cells tied
+
+
 def test_grown_batchnorm_concatenates_the_set_batchnorms():
     bn = SetBatchNorm2d(8, TemplateConfig())
     randomize_batchnorm_statistics(bn)
