@@ -4,15 +4,19 @@
 ImageNet (an ``ImageFolder`` tree) or ``digits`` (scikit-learn's bundled 8x8 handwritten
 digits, upsampled to 32x32; no download, used by the tests and the demo).
 ``build_train_loader`` / ``build_eval_loader`` wrap them with samplers that are
-deterministic and shard correctly across distributed ranks.
+deterministic and shard correctly across distributed ranks; a training sample's augmentation
+depends only on (seed, epoch, sample index), not on the number of loader workers.
+``batch_transforms`` gives the per-batch work that runs on the device after the copy
+(ImageNet's colour augmentation and normalisation).
 
 Nothing is downloaded: a missing data set is a ``ConfigError`` that says where we looked.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-from typing import Callable, Iterator, Sized
+from collections.abc import Callable, Iterator, Sized
 
 import numpy as np
 import torch
@@ -42,6 +46,9 @@ IMAGENET_EIGVEC = (
     (-0.5836, -0.6948, 0.4203),
 )
 
+IMAGENET_JITTER = 0.4  # brightness, contrast and saturation factors uniform in [1 - 0.4, 1 + 0.4]
+IMAGENET_LIGHTING_STD = 0.1
+
 CUTOUT_SIZE = 16
 HOLDOUT_FRACTION = 0.1  # --no_cifar_full: share of the CIFAR train set used for evaluation
 # The held-out split must not move with --seed, otherwise runs with different seeds would be
@@ -63,7 +70,7 @@ class Cutout:
 
     The centre is uniform over the whole image, so the hole is clipped at the borders and is
     sometimes smaller than ``size`` — the reference behaviour. Applied after ``Normalize``, so
-    the hole holds the data set mean. Uses torch's RNG, which DataLoader seeds per worker.
+    the hole holds the data set mean. Uses torch's RNG, which the training loader seeds per sample.
     """
 
     def __init__(self, size: int = CUTOUT_SIZE) -> None:
@@ -82,30 +89,6 @@ class Cutout:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(size={self.size})"
-
-
-class Lighting:
-    """AlexNet-style PCA lighting noise on a CHW RGB tensor in [0, 1] (before ``Normalize``).
-
-    Adds ``eigvec @ (alpha * eigval)`` to every pixel, ``alpha ~ N(0, alpha_std)`` per image:
-    a random shift along the principal colour axes of the data set.
-    """
-
-    def __init__(self, alpha_std: float = 0.1, eigval: tuple = IMAGENET_EIGVAL,
-                 eigvec: tuple = IMAGENET_EIGVEC) -> None:
-        self.alpha_std = alpha_std
-        self.eigval = torch.tensor(eigval, dtype=torch.float32)
-        self.eigvec = torch.tensor(eigvec, dtype=torch.float32)
-
-    def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        if self.alpha_std == 0:
-            return image
-        alpha = torch.randn(3) * self.alpha_std
-        rgb = self.eigvec @ (alpha * self.eigval)
-        return image + rgb.to(image.dtype).view(3, 1, 1)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(alpha_std={self.alpha_std})"
 
 
 class _Transformed(Dataset):
@@ -186,7 +169,7 @@ def _build_cifar(dataset: str, data_path: str | None, cutout: bool,
 
     order = torch.randperm(len(full_train),
                            generator=torch.Generator().manual_seed(HOLDOUT_SPLIT_SEED)).tolist()
-    n_holdout = int(round(HOLDOUT_FRACTION * len(full_train)))
+    n_holdout = round(HOLDOUT_FRACTION * len(full_train))
     holdout, kept = sorted(order[:n_holdout]), sorted(order[n_holdout:])
     return _Transformed(full_train, kept, train_tf), _Transformed(full_train, holdout, test_tf)
 
@@ -195,18 +178,16 @@ def _build_cifar(dataset: str, data_path: str | None, cutout: bool,
 
 
 def _imagenet_transforms() -> tuple[Callable, Callable]:
+    """The per-image part (crop, flip) as uint8 CHW tensors; the rest runs per batch on the device.
+
+    Colour jitter, PCA lighting and normalisation are in ``ImageNetTrainBatch`` /
+    ``imagenet_eval_batch``: they are cheap elementwise work that a GPU does for a whole batch
+    at once, and uint8 batches are a quarter of the bytes to copy to it.
+    """
     from torchvision import transforms as T
 
-    normalize = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
-    train = T.Compose([
-        T.RandomResizedCrop(224),
-        T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4),
-        T.RandomHorizontalFlip(),
-        T.ToTensor(),
-        Lighting(0.1),
-        normalize,
-    ])
-    test = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), normalize])
+    train = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.PILToTensor()])
+    test = T.Compose([T.Resize(256), T.CenterCrop(224), T.PILToTensor()])
     return train, test
 
 
@@ -248,6 +229,144 @@ def _build_imagenet(data_path: str | None) -> tuple[Dataset, Dataset]:
     return train, test
 
 
+# --------------------------------------------------------------------------- ImageNet on the device
+
+
+def _to_device(values, device: torch.device) -> torch.Tensor:
+    """Small CPU numbers (a tensor, or floats) copied to ``device``.
+
+    ``non_blocking`` spares the stream synchronisation that torch adds after a blocking copy to
+    a GPU (which would wait for the previous step's work); from pageable memory it is safe.
+    """
+    return torch.as_tensor(values).to(device, non_blocking=True)
+
+
+def _grayscale(images: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) -> (N, 1, H, W) luma, with torchvision's ``rgb_to_grayscale`` weights."""
+    red, green, blue = images.unbind(dim=-3)
+    return (0.2989 * red + 0.587 * green + 0.114 * blue).unsqueeze(-3)
+
+
+def _blend(images: torch.Tensor, other, factor: torch.Tensor) -> torch.Tensor:
+    """torchvision's float ``_blend`` with one factor per image: mix, then clamp to [0, 1]."""
+    factor = factor.view(-1, 1, 1, 1)
+    return (factor * images + (1 - factor) * other).clamp_(0, 1)
+
+
+def _brightness(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    return _blend(images, 0.0, factor)
+
+
+def _contrast(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    return _blend(images, _grayscale(images).mean(dim=(-3, -2, -1), keepdim=True), factor)
+
+
+def _saturation(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    return _blend(images, _grayscale(images), factor)
+
+
+JITTER_OPS = (_brightness, _contrast, _saturation)  # the column order of ``factors`` below
+
+
+def color_jitter(images: torch.Tensor, factors: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """torchvision's ``ColorJitter(brightness, contrast, saturation)`` on a float batch in [0, 1].
+
+    Image i gets factors ``factors[i]`` (brightness, contrast, saturation) applied in the order
+    ``order[i]`` (a permutation of 0, 1, 2), exactly as ``adjust_brightness`` / ``adjust_contrast``
+    / ``adjust_saturation`` would one image at a time. At each of the three positions every op
+    runs on the whole batch, with factor 1 (the identity) for images whose order puts another op
+    there: no per-image loop.
+    """
+    for position in range(3):
+        for op_index, op in enumerate(JITTER_OPS):
+            factor = torch.where(order[:, position] == op_index, factors[:, op_index], 1.0)
+            images = op(images, factor)
+    return images
+
+
+def lighting(images: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """AlexNet's PCA lighting: adds ``eigvec @ (alpha[i] * eigval)`` to every pixel of image i.
+
+    A random shift along the principal colour axes of ImageNet, on images in [0, 1] before
+    normalising; not clamped (the reference behaviour).
+    """
+    eigval = _to_device(IMAGENET_EIGVAL, images.device)
+    eigvec = _to_device(IMAGENET_EIGVEC, images.device)
+    shift = (alpha * eigval) @ eigvec.T  # row i = eigvec @ (alpha[i] * eigval)
+    return images + shift.view(-1, 3, 1, 1)
+
+
+def _normalize(images: torch.Tensor) -> torch.Tensor:
+    mean = _to_device(IMAGENET_MEAN, images.device).view(1, 3, 1, 1)
+    std = _to_device(IMAGENET_STD, images.device).view(1, 3, 1, 1)
+    return (images - mean) / std
+
+
+def imagenet_eval_batch(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 3, H, W) -> floats in [0, 1] -> normalised: torchvision's ToTensor + Normalize."""
+    return _normalize(images.float().div_(255))
+
+
+def imagenet_train_batch(images: torch.Tensor, factors: torch.Tensor, order: torch.Tensor,
+                         alpha: torch.Tensor) -> torch.Tensor:
+    """SPEC's ImageNet colour augmentation of a uint8 batch with the given per-image numbers.
+
+    Floats in [0, 1], colour jitter (``color_jitter``), PCA lighting (``lighting``), normalise.
+    """
+    images = color_jitter(images.float().div_(255), factors, order)
+    return _normalize(lighting(images, alpha))
+
+
+def _derived_seed(*keys) -> int:
+    """A 63-bit seed that depends on all of ``keys`` and on nothing else (no global RNG)."""
+    digest = hashlib.sha256(repr(keys).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+class ImageNetTrainBatch:
+    """The training batch transform: ``images = transform(images, epoch=epoch, step=step)``.
+
+    Runs on whatever device ``images`` are on. The per-image random numbers (jitter factors
+    uniform in [1 - ``jitter``, 1 + ``jitter``], a random order of the three jitter ops, lighting
+    ``alpha ~ N(0, lighting_std)``) are drawn on the CPU from a generator seeded by
+    (seed, epoch, rank, step), then moved to the device: a CPU and a CUDA run draw the same
+    numbers, a resumed epoch replays them, and torch's global RNG is neither used nor disturbed.
+    """
+
+    def __init__(self, seed: int, rank: int, jitter: float = IMAGENET_JITTER,
+                 lighting_std: float = IMAGENET_LIGHTING_STD) -> None:
+        self.seed = seed
+        self.rank = rank
+        self.jitter = jitter
+        self.lighting_std = lighting_std
+
+    def random_numbers(self, batch_size: int, epoch: int, step: int) -> tuple[torch.Tensor, ...]:
+        """(factors, order, alpha), each (batch_size, 3), on the CPU."""
+        generator = torch.Generator().manual_seed(
+            _derived_seed("imagenet batch", self.seed, epoch, self.rank, step))
+        factors = torch.empty(batch_size, 3).uniform_(1 - self.jitter, 1 + self.jitter,
+                                                      generator=generator)
+        order = torch.rand(batch_size, 3, generator=generator).argsort(dim=1)  # permutations
+        alpha = torch.randn(batch_size, 3, generator=generator) * self.lighting_std
+        return factors, order, alpha
+
+    def __call__(self, images: torch.Tensor, *, epoch: int, step: int) -> torch.Tensor:
+        numbers = self.random_numbers(images.shape[0], epoch, step)
+        return imagenet_train_batch(images, *(_to_device(t, images.device) for t in numbers))
+
+
+def batch_transforms(dataset: str, seed: int,
+                     rank: int = 0) -> tuple[Callable | None, Callable | None]:
+    """(train, eval) transforms to run on each batch once it is on the device, or None.
+
+    ImageNet loaders yield uint8 images; ``train(images, epoch=, step=)`` and ``eval(images)``
+    finish them on the device. CIFAR and digits loaders yield finished images: (None, None).
+    """
+    if dataset == "imagenet":
+        return ImageNetTrainBatch(seed, rank), imagenet_eval_batch
+    return None, None
+
+
 # --------------------------------------------------------------------------- digits
 
 
@@ -258,14 +377,13 @@ class DigitsDataset(Dataset):
     raw image by up to ``max_shift`` pixels, filling with blank, *then* normalises, so the
     uncovered border looks like paper rather than like the mean grey. No flips: a mirrored
     digit is a different (or no) digit. Randomness comes from torch's global RNG, so seeding
-    torch (the main process, or DataLoader's per-worker seeding) makes it reproducible.
+    torch (as the training loader does per sample) makes it reproducible.
     """
-
-    classes = [str(d) for d in range(10)]
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: torch.Tensor,
                  std: torch.Tensor, max_shift: int = 0,
                  source_indices: torch.Tensor | None = None) -> None:
+        self.classes = [str(d) for d in range(10)]
         self.images = images
         self.labels = labels
         self.targets = labels.tolist()
@@ -370,30 +488,57 @@ def _check_loader_args(batch_size: int, workers: int) -> None:
         raise ConfigError(f"--workers must be 0 or more, got {workers}")
 
 
-class EpochSampler(DistributedSampler):
-    """``DistributedSampler`` that can start an epoch part-way, for resuming an interrupted epoch.
+def sample_seeds(seed: int, epoch: int, num_samples: int) -> list[int]:
+    """Each sample's augmentation seed in ``epoch``: a function of (seed, epoch, index) only."""
+    generator = torch.Generator().manual_seed(_derived_seed("samples", seed, epoch))
+    return torch.randint(2**63 - 1, (num_samples,), generator=generator).tolist()
 
-    ``set_epoch(epoch, skip=n)`` drops the first ``n`` samples of that epoch's order (the
-    ones already trained on before the interruption), so the rest of the epoch sees exactly
-    the batches it would have seen.
+
+class SeededSamples(Dataset):
+    """Item ``(index, seed)`` is ``dataset[index]`` computed with torch's RNG seeded by ``seed``.
+
+    A sample's augmentation is then the same whichever process loads it: with 0 or N workers,
+    in whichever worker, persistent or not. The CPU generator's state is restored afterwards,
+    so loading in the main process (``workers=0``) leaves its RNG as it was. Python's ``random``
+    and NumPy are not seeded: every random transform here (torchvision's crops and flips,
+    ``Cutout``, ``DigitsDataset.translate``) draws from torch's CPU generator only.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        index, sample_seed = key
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(sample_seed)
+            return self.dataset[index]
+
+
+class EpochSampler(DistributedSampler):
+    """This rank's shuffled ``(index, sample_seed)`` keys for ``SeededSamples``, epoch by epoch.
+
+    The order is ``DistributedSampler``'s (from seed and epoch); the seeds come from
+    ``sample_seeds``. ``set_epoch(epoch, skip=n)`` drops the first ``n`` keys of that epoch
+    (the samples already trained on before an interruption), so the rest of the epoch sees
+    exactly the batches, augmentation included, it would have seen. The samples that
+    ``DistributedSampler`` repeats to even out the ranks are augmented like their originals.
     """
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.skip = 0
-        # The loader draws its workers' base seed from this generator, not from torch's global
-        # RNG: a resumed epoch then replays the same draws (the global RNG is restored from the
-        # checkpoint and must not be consumed by creating the iterator).
-        self.loader_generator = torch.Generator()
-        self.set_epoch(0)
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
         super().set_epoch(epoch)
         self.skip = skip
-        self.loader_generator.manual_seed(self.seed * 1_000_003 + epoch)
 
-    def __iter__(self) -> Iterator[int]:
-        return iter(list(super().__iter__())[self.skip:])
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        seeds = sample_seeds(self.seed, self.epoch, len(self.dataset))
+        indices = list(super().__iter__())[self.skip:]
+        return iter([(index, seeds[index]) for index in indices])
 
     def __len__(self) -> int:
         return max(super().__len__() - self.skip, 0)
@@ -402,33 +547,37 @@ class EpochSampler(DistributedSampler):
 def build_train_loader(dataset: Dataset, *, batch_size: int, workers: int, seed: int,
                        drop_last: bool = False, pin_memory: bool = False, rank: int = 0,
                        world_size: int = 1, subset_fraction: float = 1.0) -> DataLoader:
-    """Shuffled training loader whose order depends only on (seed, epoch, rank, world_size).
+    """Shuffled training loader whose batches depend only on (seed, epoch, rank, world_size).
 
-    A ``DistributedSampler`` is used even on one process so that the loop has one code path:
-    call ``loader.sampler.set_epoch(epoch)`` before each epoch. ``subset_fraction < 1``
-    (``--data_growth``) trains on a fixed random part of the data chosen from ``seed`` —
-    the same part every epoch and on every rank. ``drop_last`` drops the uneven tail both
-    across ranks and in the last batch.
+    Call ``loader.sampler.set_epoch(epoch)`` before each epoch (a ``DistributedSampler`` is
+    used even on one process, so the loop has one code path). Each sample is augmented with
+    torch's RNG seeded from (seed, epoch, sample index) (``SeededSamples``), so the batches are
+    bit-identical for any number of ``workers``, and the workers persist across epochs.
+    ``subset_fraction < 1`` (``--data_growth``) trains on a fixed random part of the data
+    chosen from ``seed`` — the same part every epoch and on every rank. ``drop_last`` drops
+    the uneven tail both across ranks and in the last batch.
     """
     _check_loader_args(batch_size, workers)
     _check_rank(rank, world_size)
     if not 0.0 < subset_fraction <= 1.0:
         raise ConfigError(f"the training subset fraction must be in (0, 1], got {subset_fraction}")
     if subset_fraction < 1.0:
-        size = max(1, int(round(subset_fraction * len(dataset))))
+        size = max(1, round(subset_fraction * len(dataset)))
         chosen = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
         dataset = Subset(dataset, sorted(chosen[:size].tolist()))
     if drop_last and len(dataset) // world_size < batch_size:
         raise ConfigError(
             f"--batch_size {batch_size} exceeds the {len(dataset) // world_size} training samples "
             f"each of the {world_size} process(es) gets, so every batch would be dropped")
+    dataset = SeededSamples(dataset)
     sampler = EpochSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True,
                            seed=seed, drop_last=drop_last)
-    # persistent_workers=False: workers are re-created, hence re-seeded from (seed, epoch), every
-    # epoch, which is what makes a resumed run replay the same augmentations.
+    # The loader draws its workers' base seed from ``generator`` (else from the global RNG, which
+    # a resumed run restores from the checkpoint and must not consume); the augmentation does not
+    # depend on that seed.
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                       pin_memory=pin_memory, drop_last=drop_last, worker_init_fn=seed_worker,
-                      persistent_workers=False, generator=sampler.loader_generator)
+                      persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed))
 
 
 def build_eval_loader(dataset: Dataset, *, batch_size: int, workers: int,

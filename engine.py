@@ -11,8 +11,8 @@ import signal
 from contextlib import nullcontext
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 import distributed
 from custom_log import progress
@@ -34,7 +34,7 @@ class StopRequest:
         self.signal_name: str | None = None
         self._previous = {}
 
-    def install(self) -> "StopRequest":
+    def install(self) -> StopRequest:
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._previous[sig] = signal.signal(sig, self._handle)
         return self
@@ -151,7 +151,8 @@ def train_one_epoch(net: nn.Module, loader, optimizer: torch.optim.Optimizer, de
                     members: tuple, loss_weights: tuple[float, ...], epoch: int, phase: str,
                     label_smoothing: float = 0.0, amp: bool = False, scaler=None,
                     show_progress: bool = True, stop: StopRequest | None = None,
-                    resume_from: dict | None = None, channels_last: bool = False) -> dict:
+                    resume_from: dict | None = None, channels_last: bool = False,
+                    batch_transform=None) -> dict:
     """One pass over ``loader``. ``net`` is a (possibly DDP-wrapped) ``MembersForward``.
 
     The loss is the mean over ``members`` of each member's cross-entropy times
@@ -162,6 +163,10 @@ def train_one_epoch(net: nn.Module, loader, optimizer: torch.optim.Optimizer, de
     result has ``completed=False`` plus a ``partial`` record; passing that record
     back as ``resume_from`` (with the loader skipping the samples already seen)
     finishes the epoch with the same numbers as an uninterrupted one.
+
+    ``batch_transform(images, epoch=, step=)``, if given, runs on the device right after the
+    copy (ImageNet's colour augmentation, ``data.batch_transforms``); its random numbers come
+    from (epoch, step), and ``step`` counts on from the resumed step, so a resumed epoch replays them.
     """
     net.train()
     partial = resume_from or {"step": 0, "loss_sum": 0.0, "correct": 0, "seen": 0, "skipped": 0}
@@ -172,7 +177,10 @@ def train_one_epoch(net: nn.Module, loader, optimizer: torch.optim.Optimizer, de
     completed = True
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     for step, (images, target) in enumerate(bar, start=first_step):
-        images = images.to(device, non_blocking=True, memory_format=memory_format)
+        images = images.to(device, non_blocking=True)
+        if batch_transform is not None:
+            images = batch_transform(images, epoch=epoch, step=step)
+        images = images.contiguous(memory_format=memory_format)
         target = target.to(device, non_blocking=True)
         with autocast_context(device, amp):
             outputs = net(images, members)
@@ -214,12 +222,14 @@ def train_one_epoch(net: nn.Module, loader, optimizer: torch.optim.Optimizer, de
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, device: torch.device, members: tuple = (None,), *,
-             amp: bool = False, ensemble: bool = False, show_progress: bool = False) -> dict:
+             amp: bool = False, ensemble: bool = False, show_progress: bool = False,
+             batch_transform=None) -> dict:
     """Top-1 / top-5 / loss of each member in ``members`` over the whole (sharded) data set.
 
     Returns ``{member: {"top1", "top5", "loss"}}``; with ``ensemble`` also the
     averaged-logit ensemble of the members under the key ``"ensemble"``. Counts
     are summed over processes, so every sample counts exactly once.
+    ``batch_transform(images)``, if given, runs on the device right after the copy.
     """
     model.eval()
     keys = list(members) + (["ensemble"] if ensemble else [])
@@ -227,6 +237,8 @@ def evaluate(model: nn.Module, loader, device: torch.device, members: tuple = (N
     total = 0
     for images, target in progress(loader, desc="eval", total=len(loader), enabled=show_progress):
         images = images.to(device, non_blocking=True)
+        if batch_transform is not None:
+            images = batch_transform(images)
         target = target.to(device, non_blocking=True)
         with autocast_context(device, amp):
             logits = {member: model(images, member).float() for member in members}

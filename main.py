@@ -332,7 +332,11 @@ class Context:
 
 
 def build_data(args: argparse.Namespace, ctx: Context, dataset: str):
-    """(training set, evaluation loader, input size); a missing data set is a ConfigError, nothing written."""
+    """(training set, evaluation loader, input size, (train, eval) batch transforms).
+
+    The batch transforms run on the device (``data.batch_transforms``; None for CIFAR and digits).
+    A missing data set is a ConfigError, nothing written.
+    """
     import data
 
     train_set, test_set = data.build_datasets(dataset, args.data_path, cutout=args.cutout,
@@ -341,7 +345,8 @@ def build_data(args: argparse.Namespace, ctx: Context, dataset: str):
                                          pin_memory=ctx.device.type == "cuda", rank=ctx.dist.rank,
                                          world_size=ctx.dist.world_size)
     size = data.IMAGE_SIZE[dataset]
-    return train_set, test_loader, (3, size, size)
+    transforms = data.batch_transforms(dataset, args.manualSeed, ctx.dist.rank)
+    return train_set, test_loader, (3, size, size), transforms
 
 
 def train_loader_for(args, ctx: Context, train_set, fraction: float):
@@ -502,7 +507,7 @@ def run_training(args: argparse.Namespace) -> dict:
             model = on_device(plain_wrn_from_config(resumed["model_config"]))  # replaced mid-run, see the loop
         else:
             model = on_device(initial_model(args))
-        train_set, test_loader, input_size = build_data(args, ctx, args.dataset)
+        train_set, test_loader, input_size, (train_transform, eval_transform) = build_data(args, ctx, args.dataset)
         sources = {}
         if resumed is None:
             for slot, path in ((0, args.resume_member_0), (1, args.resume_member_1)):
@@ -557,7 +562,8 @@ def run_training(args: argparse.Namespace) -> dict:
 
         def evaluate_phase(entry):
             members = members_of(entry)
-            results = engine.evaluate(model, test_loader, ctx.device, members, amp=args.amp)
+            results = engine.evaluate(model, test_loader, ctx.device, members, amp=args.amp,
+                                      batch_transform=eval_transform)
             return results, results[entry.forward_member if entry.forward_member in results else members[-1]]
 
         def summary_row(name, entry, result, member):
@@ -658,7 +664,7 @@ def run_training(args: argparse.Namespace) -> dict:
                 loss_weights=entry.loss_weights or (1.0,), epoch=epoch, phase=entry.phase,
                 label_smoothing=args.label_smoothing, amp=args.amp, scaler=ctx.scaler,
                 show_progress=ctx.main_process, stop=stop, resume_from=partial,
-                channels_last=args.channels_last)
+                channels_last=args.channels_last, batch_transform=train_transform)
             partial = None
             if not train_metrics["completed"]:
                 step = train_metrics["partial"]["step"]
@@ -772,9 +778,10 @@ def run_evaluation(args: argparse.Namespace) -> dict:
             model = restore_model(state["args"], state, ctx.device)
             keys = (None,) if not models.is_template_model(model) or state.get("grown") else (0, 1)
         model = model.to(ctx.device)
-        _, test_loader, _ = build_data(args, ctx, state["args"]["dataset"])
+        _, test_loader, _, (_, eval_transform) = build_data(args, ctx, state["args"]["dataset"])
         results = engine.evaluate(model, test_loader, ctx.device, keys, amp=args.amp,
-                                  ensemble=args.evaluate_ensemble, show_progress=ctx.main_process)
+                                  ensemble=args.evaluate_ensemble, show_progress=ctx.main_process,
+                                  batch_transform=eval_transform)
         names = {0: "member 0", 1: "member 1", None: "grown" if state.get("grown") else "network",
                  "ensemble": "ensemble (mean logits)"}
         rows = [{"network": names[key], "top1": r["top1"], "top5": r["top5"], "loss": r["loss"]}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -41,7 +41,11 @@ def seed_everything(seed: int) -> None:
 
 
 def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: derive NumPy/Python seeds from torch's per-worker seed."""
+    """DataLoader ``worker_init_fn``: derive NumPy/Python seeds from torch's per-worker seed.
+
+    Only for transforms that use NumPy or Python's ``random``: the project's own draw from torch,
+    which the training loader seeds per sample (``data.SeededSamples``).
+    """
     worker_seed = torch.initial_seed() % 2**32
     np.random.seed(worker_seed)
     random.seed(worker_seed)

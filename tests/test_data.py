@@ -1,21 +1,22 @@
 """Data promises: fixed splits, reproducible augmentation, deterministic sharded loaders,
-and one-sentence errors when data is missing. CPU only, generated data only."""
+ImageNet's colour augmentation on the device, and one-sentence errors when data is missing.
+CPU only (one CUDA comparison where a GPU exists), generated data only."""
 
 from __future__ import annotations
 
 import os
 import pickle
-import sys
+import random
 
 import numpy as np
 import pytest
 import torch
+from torch import nn
 from torch.utils.data import Dataset
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import data  # noqa: E402
-from utils import ConfigError  # noqa: E402
+import data
+import engine
+from utils import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +37,44 @@ class _Indices(Dataset):
         return torch.tensor(float(index)), index
 
 
+class _WithIndex(Dataset):
+    """(base[i] image, i): the batches say which sample each augmented image is."""
+
+    def __init__(self, base: Dataset) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int):
+        return self.base[index][0], index
+
+
+class _Pids(_Indices):
+    """Item i is (i, id of the process that loaded it)."""
+
+    def __getitem__(self, index: int):
+        return torch.tensor(float(index)), os.getpid()
+
+
 def _order(loader, epoch: int) -> list[int]:
     loader.sampler.set_epoch(epoch)
     return [int(i) for _, labels in loader for i in labels]
+
+
+def _batches(loader, epoch: int, skip: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    loader.sampler.set_epoch(epoch, skip=skip)
+    return list(loader)
+
+
+def _by_index(batches) -> dict[int, torch.Tensor]:
+    return {int(i): image for images, indices in batches for image, i in zip(images, indices)}
+
+
+def _assert_same_batches(batches, expected) -> None:
+    assert len(batches) == len(expected)
+    for (images, labels), (images2, labels2) in zip(batches, expected):
+        assert torch.equal(labels, labels2) and torch.equal(images, images2)
 
 
 def _raw(dataset: data.DigitsDataset, image: torch.Tensor) -> torch.Tensor:
@@ -199,7 +235,7 @@ def test_shard_sampler_counts_every_item_exactly_once():
     shards = [list(data.ShardSampler(items, rank=r, world_size=3)) for r in range(3)]
     assert shards == [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]]
     assert [len(data.ShardSampler(items, rank=r, world_size=3)) for r in range(3)] == [4, 3, 3]
-    assert sorted(sum(shards, [])) == list(range(10))
+    assert sorted(i for shard in shards for i in shard) == list(range(10))
 
 
 def test_eval_loader_is_in_order_and_unpadded():
@@ -215,7 +251,7 @@ def test_loader_with_workers_replays_an_epochs_augmentation_whatever_the_global_
     loader = data.build_train_loader(train, batch_size=64, workers=2, seed=0)
 
     def first_batch(epoch, global_seed):
-        torch.manual_seed(global_seed)  # must not matter: workers are seeded from (seed, epoch)
+        torch.manual_seed(global_seed)  # must not matter: the loader seeds every sample
         loader.sampler.set_epoch(epoch)
         return next(iter(loader))
 
@@ -227,16 +263,6 @@ def test_loader_with_workers_replays_an_epochs_augmentation_whatever_the_global_
     assert not torch.equal(images, images3)
 
 
-def test_creating_the_training_iterator_draws_nothing_from_the_global_rng(digits):
-    train, _ = digits
-    loader = data.build_train_loader(train, batch_size=64, workers=0, seed=0)
-    torch.manual_seed(5)
-    expected = torch.rand(3)
-    torch.manual_seed(5)
-    iter(loader)
-    assert torch.equal(torch.rand(3), expected)
-
-
 def test_a_skipped_epoch_start_yields_the_rest_of_the_same_order(digits):
     train, _ = digits
     loader = data.build_train_loader(train, batch_size=64, workers=0, seed=0)
@@ -244,6 +270,63 @@ def test_a_skipped_epoch_start_yields_the_rest_of_the_same_order(digits):
     full = list(loader.sampler)
     loader.sampler.set_epoch(3, skip=128)
     assert list(loader.sampler) == full[128:] and len(loader.sampler) == len(full) - 128
+
+
+def test_batches_are_bit_identical_with_0_and_2_workers_over_two_epochs(digits):
+    train, _ = digits
+    indexed = _WithIndex(train)
+    in_process = data.build_train_loader(indexed, batch_size=64, workers=0, seed=0)
+    with_workers = data.build_train_loader(indexed, batch_size=64, workers=2, seed=0)
+    epochs = [_batches(in_process, epoch) for epoch in (1, 2)]
+    for epoch, expected in zip((1, 2), epochs):
+        _assert_same_batches(_batches(with_workers, epoch), expected)
+    # The next epoch augments every sample anew, not only in a new order.
+    first, second = _by_index(epochs[0]), _by_index(epochs[1])
+    assert sorted(first) == sorted(second) == list(range(len(train)))
+    same = sum(torch.equal(first[i], second[i]) for i in first)
+    assert same < len(train) // 10  # a translation is one of 81, so a few coincide
+
+
+def test_training_workers_persist_across_epochs():
+    loader = data.build_train_loader(_Pids(16), batch_size=4, workers=2, seed=0)
+    assert loader.persistent_workers
+    pids = [set(_order(loader, epoch)) for epoch in range(2)]
+    assert pids[0] == pids[1] and os.getpid() not in pids[0]
+    in_process = data.build_train_loader(_Pids(16), batch_size=4, workers=0, seed=0)
+    assert not in_process.persistent_workers
+
+
+def test_a_resumed_epoch_reproduces_the_tail_exactly(digits):
+    train, _ = digits
+    loader = data.build_train_loader(train, batch_size=64, workers=2, seed=0)
+    full = _batches(loader, 3)
+    _assert_same_batches(_batches(loader, 3, skip=2 * 64), full[2:])
+
+
+def test_a_samples_augmentation_does_not_depend_on_rank_or_world_size(digits):
+    train, _ = digits
+    indexed = _WithIndex(train)
+    alone = data.build_train_loader(indexed, batch_size=64, workers=0, seed=0)
+    images = _by_index(_batches(alone, 1))
+    for rank in range(2):
+        loader = data.build_train_loader(indexed, batch_size=64, workers=0, seed=0,
+                                         rank=rank, world_size=2)
+        for index, image in _by_index(_batches(loader, 1)).items():
+            assert torch.equal(image, images[index])
+
+
+def test_loading_with_no_workers_leaves_every_global_rng_untouched(digits):
+    train, _ = digits
+    loader = data.build_train_loader(train, batch_size=64, workers=0, seed=0)
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    for _ in loader:
+        pass
+    assert torch.equal(torch.rand(3), expected)
+    assert random.getstate() == python_state
+    assert all(np.array_equal(a, b) for a, b in zip(np.random.get_state(), numpy_state))
 
 
 # ------------------------------------------------------------------------------ missing data
@@ -312,9 +395,9 @@ def test_generated_imagefolder_tree_yields_224_images(tmp_path):
     train, test = data.build_datasets("imagenet", str(tmp_path))
     assert len(train) == len(test) == 6
     image, label = train[0]
-    assert image.shape == (3, 224, 224) and label == 0
+    assert image.shape == (3, 224, 224) and image.dtype == torch.uint8 and label == 0
     image, label = test[5]
-    assert image.shape == (3, 224, 224) and label == 1
+    assert image.shape == (3, 224, 224) and image.dtype == torch.uint8 and label == 1
 
 
 def test_imagenet_class_folders_must_match_between_splits(tmp_path):
@@ -345,19 +428,128 @@ def test_cutout_zeroes_one_clipped_16px_square():
     assert full_holes > 0
 
 
-def test_lighting_shifts_each_channel_by_a_constant_along_the_pca_axes():
-    image = torch.rand(3, 8, 8)
-    torch.manual_seed(2)
-    out = data.Lighting(0.1)(image)
-    delta = out - image
-    per_channel = delta[:, 0, 0]
-    assert torch.allclose(delta, per_channel.view(3, 1, 1).expand_as(delta), atol=1e-6)
-    assert per_channel.abs().sum() > 0
-    # The shift must be eigvec @ (alpha * eigval) with the alpha drawn from torch's RNG.
-    torch.manual_seed(2)
-    alpha = torch.randn(3) * 0.1
-    expected = torch.tensor(data.IMAGENET_EIGVEC) @ (alpha * torch.tensor(data.IMAGENET_EIGVAL))
-    assert torch.allclose(per_channel, expected, atol=1e-6)
+# ------------------------------------------------------------------------------ ImageNet batches
+
+
+def _uint8_batch(n=4, size=16, seed=0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(256, (n, 3, size, size), dtype=torch.uint8, generator=generator)
+
+
+def test_batched_color_jitter_is_torchvisions_per_image_in_each_images_order():
+    from torchvision.transforms import functional as TF
+
+    images = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    images[0] = 0.9 + 0.1 * images[0]  # bright: brightness 1.4 must clamp at 1
+    factors = torch.tensor([[1.4, 1.0, 1.0], [0.6, 1.4, 0.7], [1.0, 1.2, 0.6],
+                            [0.8, 1.0, 1.4], [1.3, 0.7, 1.0], [0.65, 1.35, 1.1]])
+    orders = torch.tensor([[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]])
+    ops = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation)
+    expected = []
+    for image, factor, order in zip(images, factors, orders):
+        for op_index in order.tolist():
+            image = ops[op_index](image, float(factor[op_index]))
+        expected.append(image)
+    out = data.color_jitter(images, factors, orders)
+    torch.testing.assert_close(out, torch.stack(expected), rtol=0, atol=1e-6)
+    assert out[0].max() == 1.0
+
+
+def test_lighting_adds_eigvec_times_scaled_eigval_to_each_image():
+    images = torch.rand(4, 3, 8, 8)
+    alpha = 0.1 * torch.randn(4, 3, generator=torch.Generator().manual_seed(2))
+    delta = data.lighting(images, alpha) - images
+    eigvec, eigval = torch.tensor(data.IMAGENET_EIGVEC), torch.tensor(data.IMAGENET_EIGVAL)
+    for i in range(4):
+        expected = eigvec @ (alpha[i] * eigval)
+        torch.testing.assert_close(delta[i], expected.view(3, 1, 1).expand(3, 8, 8),
+                                   rtol=0, atol=1e-6)
+
+
+def test_eval_batch_transform_is_scaling_to_unit_range_then_normalising():
+    images = _uint8_batch()
+    mean = torch.tensor(data.IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(data.IMAGENET_STD).view(1, 3, 1, 1)
+    torch.testing.assert_close(data.imagenet_eval_batch(images), (images / 255 - mean) / std,
+                               rtol=0, atol=1e-6)
+
+
+def test_factors_of_one_and_zero_lighting_give_plain_normalisation():
+    images = _uint8_batch()
+    orders = torch.tensor([[0, 1, 2], [2, 1, 0], [1, 2, 0], [0, 2, 1]])
+    out = data.imagenet_train_batch(images, torch.ones(4, 3), orders, torch.zeros(4, 3))
+    assert torch.equal(out, data.imagenet_eval_batch(images))
+
+
+def test_train_batch_transform_depends_only_on_seed_epoch_step_and_rank():
+    images = _uint8_batch()
+    transform = data.ImageNetTrainBatch(seed=3, rank=0)
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    out = transform(images, epoch=1, step=7)
+    assert torch.equal(torch.rand(3), expected)  # the global RNG is neither used nor moved
+    assert torch.equal(out, data.imagenet_train_batch(images, *transform.random_numbers(4, 1, 7)))
+    torch.manual_seed(6)
+    assert torch.equal(data.ImageNetTrainBatch(seed=3, rank=0)(images, epoch=1, step=7), out)
+    for other in (transform(images, epoch=1, step=8), transform(images, epoch=2, step=7),
+                  data.ImageNetTrainBatch(seed=3, rank=1)(images, epoch=1, step=7),
+                  data.ImageNetTrainBatch(seed=4, rank=0)(images, epoch=1, step=7)):
+        assert not torch.equal(other, out)
+    factors, order, alpha = transform.random_numbers(1000, epoch=1, step=7)
+    assert 0.6 <= factors.min() < 0.62 and 1.38 < factors.max() <= 1.4
+    assert torch.equal(order.sort(dim=1).values, torch.arange(3).expand(1000, 3))
+    assert len({tuple(row) for row in order.tolist()}) == 6
+    assert abs(alpha.std() - 0.1) < 0.01
+
+
+def test_only_imagenet_has_batch_transforms():
+    assert data.batch_transforms("cifar10", seed=0) == (None, None)
+    assert data.batch_transforms("digits", seed=0) == (None, None)
+    train, evaluate = data.batch_transforms("imagenet", seed=2, rank=1)
+    assert isinstance(train, data.ImageNetTrainBatch) and (train.seed, train.rank) == (2, 1)
+    assert evaluate is data.imagenet_eval_batch
+
+
+def test_imagenet_evaluation_images_are_torchvisions_resize_crop_to_tensor_normalize(tmp_path):
+    from PIL import Image
+    from torchvision import transforms as T
+
+    _make_image_tree(tmp_path / "train")
+    _make_image_tree(tmp_path / "val")
+    _, test = data.build_datasets("imagenet", str(tmp_path))
+    _, evaluate = data.batch_transforms("imagenet", seed=0)
+    images, _ = next(iter(data.build_eval_loader(test, batch_size=6, workers=0)))
+    assert images.dtype == torch.uint8
+    reference = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(),
+                           T.Normalize(data.IMAGENET_MEAN, data.IMAGENET_STD)])
+    expected = torch.stack([reference(Image.open(path).convert("RGB")) for path, _ in test.samples])
+    torch.testing.assert_close(evaluate(images), expected, rtol=0, atol=1e-6)
+
+
+def test_train_one_epoch_gives_the_batch_transform_the_epoch_and_the_resumed_step():
+    class Linear(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3 * 4 * 4, 2)
+
+        def forward(self, x, member):
+            return self.fc(x.flatten(1))
+
+    calls = []
+
+    def transform(images, *, epoch, step):
+        calls.append((epoch, step, images.dtype))
+        return images.float()
+
+    net = engine.MembersForward(Linear())
+    batches = [(_uint8_batch(n=2, size=4, seed=s), torch.tensor([0, 1])) for s in range(5)]
+    resume = {"step": 2, "loss_sum": 0.0, "correct": 0, "seen": 4, "skipped": 0}
+    engine.train_one_epoch(net, batches[2:], torch.optim.SGD(net.parameters(), lr=0.1),
+                           torch.device("cpu"), members=(None,), loss_weights=(1.0,), epoch=6,
+                           phase="plain", show_progress=False, resume_from=resume,
+                           batch_transform=transform)
+    assert calls == [(6, 2, torch.uint8), (6, 3, torch.uint8), (6, 4, torch.uint8)]
 
 
 # ------------------------------------------------------------------------------ fake CIFAR
@@ -388,7 +580,7 @@ def fake_cifar10(tmp_path, monkeypatch):
     torchvision verifies the md5 of the real files, which generated files cannot match, so the
     checksum test is switched off here; everything after it (our transforms and splits) is real.
     """
-    import torchvision.datasets.cifar as cifar
+    from torchvision.datasets import cifar
 
     monkeypatch.setattr(cifar, "check_integrity", lambda *args, **kwargs: True)
     _write_fake_cifar10(tmp_path)
@@ -424,6 +616,13 @@ def test_cutout_flag_reaches_the_cifar_train_transform(fake_cifar10):
     train, test = data.build_datasets("cifar10", str(fake_cifar10), cutout=True)
     assert any(isinstance(t, data.Cutout) for t in train.transform.transforms)
     assert not any(isinstance(t, data.Cutout) for t in test.transform.transforms)
+
+
+def test_cifar_augmentation_is_bit_identical_with_0_and_2_workers(fake_cifar10):
+    train, _ = data.build_datasets("cifar10", str(fake_cifar10), cutout=True)  # torchvision + Cutout
+    loaders = [data.build_train_loader(train, batch_size=8, workers=w, seed=1) for w in (0, 2)]
+    for epoch in (0, 1):
+        _assert_same_batches(_batches(loaders[1], epoch), _batches(loaders[0], epoch))
 
 
 def test_cifar_folder_itself_is_accepted_as_data_path(fake_cifar10):
