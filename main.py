@@ -460,8 +460,9 @@ def find_resume(args: argparse.Namespace, run_dir: str) -> tuple[str | None, dic
         return None, None
     state = checkpoint.load_checkpoint(path)
     requested = checkpoint.args_to_dict(args)
+    # What decides the network a later epoch holds: its shape after growth / widening, and when.
     fields = checkpoint.MODEL_FIELDS + ("growth_epochs", "ensemble_train_epochs", "epochs",
-                                        "add_extra_templates_growing")
+                                        "add_extra_templates_growing", "coefs_growing", "net2net_epoch")
     checkpoint.check_compatible(state["args"], requested, fields)
     return path, state
 

@@ -71,13 +71,21 @@ def test_the_real_entry_point_exits_2_without_a_traceback(tmp_path):
     assert entries(tmp_path) == []
 
 
-def test_a_checkpoint_of_another_architecture_is_refused_naming_the_field(full_run, tmp_path, capsys):
+@pytest.mark.parametrize("change, named", [
+    (("--wide", "2"), "--wide 1"),  # another architecture
+    (("--coefs_growing", "random_blocks"), "--coefs_growing orthogonal"),  # another grown model
+])
+def test_a_checkpoint_of_another_model_is_refused_naming_the_field(full_run, tmp_path, capsys, change, named):
     _, result = full_run
     path = os.path.join(result["run_dir"], "checkpoint.pth")
     argv = TINY_RUN[:] + ["--save_path", str(tmp_path), "--resume", path]
-    argv[argv.index("--wide") + 1] = "2"
+    flag, value = change
+    if flag in argv:
+        argv[argv.index(flag) + 1] = value
+    else:
+        argv += [flag, value]
     assert main.cli(argv) == 2
-    assert "--wide 1" in capsys.readouterr().err
+    assert named in capsys.readouterr().err
 
 
 def test_a_corrupt_resume_file_exits_2(tmp_path, capsys):
