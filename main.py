@@ -241,6 +241,8 @@ def validate_args(args: argparse.Namespace) -> None:
 
 def run_directory(args: argparse.Namespace) -> str:
     """``<save_path>/<dataset>/<tag>/seed_<seed>``; with ``--resume auto`` and no seed, the newest run of the tag."""
+    import distributed
+
     tag_dir = os.path.join(args.save_path, args.dataset, args.tag)
     if args.manualSeed is None and args.resume == "auto":
         runs = sorted(glob.glob(os.path.join(glob.escape(tag_dir), "seed_*")), key=os.path.getmtime)
@@ -248,6 +250,9 @@ def run_directory(args: argparse.Namespace) -> str:
             args.manualSeed = int(os.path.basename(runs[-1])[len("seed_"):])
     if args.manualSeed is None:
         args.manualSeed = random.randint(100, 1_000_000)
+    # Under torchrun every rank must use rank 0's seed: the same data order (the sampler's shards
+    # partition one permutation) and the same run folder.
+    args.manualSeed = distributed.broadcast_object(args.manualSeed)
     return os.path.join(tag_dir, f"seed_{args.manualSeed}")
 
 
@@ -305,7 +310,6 @@ class Context:
 
         import distributed
         from custom_log import RunLogger
-        from utils import seed_everything
 
         self.dist = distributed.init_distributed(use_cuda=args.ngpu > 0 and torch.cuda.is_available())
         if args.dist and not self.dist.enabled:
@@ -315,7 +319,6 @@ class Context:
         self.main_process = distributed.is_main_process()
         self.logger = RunLogger(None, enabled=self.main_process)  # files once the run folder is checked
         self.scaler = torch.amp.GradScaler("cuda") if args.amp and self.device.type == "cuda" else None
-        seed_everything(args.manualSeed)
 
     def log_to(self, run_dir: str) -> None:
         """From now on also write the log, metrics and TensorBoard files into ``run_dir``."""
@@ -483,15 +486,16 @@ def run_training(args: argparse.Namespace) -> dict:
     import models
     from compute_flops import count_flops, count_parameters
     from schedule import build_plan
-    from utils import rng_state, set_rng_state
+    from utils import rng_state, seed_everything, set_rng_state
 
     # Everything that can be wrong with the command line fails here, before anything is written.
     plan = build_plan(args)
-    run_dir = run_directory(args)
-    resume_path, resumed = find_resume(args, run_dir)
     ctx = Context(args)
     stop = engine.StopRequest()
     try:
+        run_dir = run_directory(args)
+        resume_path, resumed = find_resume(args, run_dir)
+        seed_everything(args.manualSeed)
         if args.channels_last and ctx.device.type != "cuda":
             raise ConfigError("--channels_last is a CUDA optimisation; on the CPU, torch 2.14's convolution "
                               "backward aborts on channels-last inputs whose batch size changes")
@@ -756,17 +760,19 @@ def run_evaluation(args: argparse.Namespace) -> dict:
     import engine
     import models
     from custom_log import format_table
+    from utils import seed_everything
 
-    path = args.resume
-    if args.evaluate and path == "auto":
-        run_dir = run_directory(args)
-        path = checkpoint.latest_checkpoint(run_dir)
-        if path is None:
-            raise ConfigError(f"--resume auto: no checkpoint in {os.path.abspath(run_dir)}")
-    if args.manualSeed is None:
-        args.manualSeed = 0  # evaluation draws no random numbers; seed only for tidiness
     ctx = Context(args)
     try:
+        path = args.resume
+        if args.evaluate and path == "auto":
+            run_dir = run_directory(args)
+            path = checkpoint.latest_checkpoint(run_dir)
+            if path is None:
+                raise ConfigError(f"--resume auto: no checkpoint in {os.path.abspath(run_dir)}")
+        if args.manualSeed is None:
+            args.manualSeed = 0  # evaluation draws no random numbers; seed only for tidiness
+        seed_everything(args.manualSeed)
         if args.evaluate_ensemble:
             member_0, from_0, state = load_member_checkpoint(args.resume_member_0, "--resume_member_0")
             member_1, from_1, _ = load_member_checkpoint(args.resume_member_1, "--resume_member_1")

@@ -82,6 +82,12 @@ WORKER = textwrap.dedent(
         "world": distributed.get_world_size(),
         "broadcast": distributed.broadcast_object({"from": info.rank}, src=0),
     }
+    # Without --manualSeed each rank would draw its own seed (here: differently seeded Pythons).
+    import argparse, random
+    import main
+    random.seed(info.rank)
+    run = argparse.Namespace(save_path="runs", dataset="digits", tag="t", manualSeed=None, resume="")
+    result["run_dir"] = main.run_directory(run)
     distributed.barrier()
     distributed.cleanup()
     result["after_cleanup"] = distributed.is_dist()
@@ -143,3 +149,4 @@ def test_two_gloo_processes_sum_and_agree_on_rank_0():
         assert result["rank"] == rank and result["world"] == 2
         assert result["broadcast"] == {"from": 0}
         assert result["after_cleanup"] is False
+    assert results[0]["run_dir"] == results[1]["run_dir"]  # one seed: one data order, one run folder
