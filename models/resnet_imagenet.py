@@ -145,12 +145,11 @@ class BottleneckResNet(nn.Module):
                               f"choose one of {', '.join(map(str, STAGE_BLOCKS))} (50 = ResNet-50)")
         self.depth, self.widths, self.num_classes = depth, widths, num_classes
         self.takes_member = layers.takes_member
-        self.template_config = getattr(layers, "config", None)
         banked = bank_group_size is not None and self.takes_member
         if banked and not layers.config.split_edges:
             # The bank network's input conv and classifier are always split plain weights.
             layers = TemplateLayers(dataclasses.replace(layers.config, split_edges=True))
-            self.template_config = layers.config
+        self.template_config = getattr(layers, "config", None)
 
         stem_mid, stem_out = widths.stem
         self.stem = nn.ModuleList([

@@ -78,20 +78,13 @@ def recorder(tmp_path):
 # --------------------------------------------------------------------------- NUM GPUS -> launcher
 
 
-def test_zero_gpus_runs_main_py_on_the_cpu(tmp_path):
-    command = dry_run(OURS, "0", "cifar10", "t", cwd=tmp_path)
+@pytest.mark.parametrize("gpus", [0, 1])  # 0: the CPU; 1: one GPU, no torchrun needed
+def test_zero_or_one_gpu_runs_main_py_without_torchrun(tmp_path, gpus):
+    command = dry_run(OURS, str(gpus), "cifar10", "t", cwd=tmp_path)
     assert command[:2] == ["python", "main.py"]
     assert not any("torchrun" in word for word in command)
     args = parsed(command)
-    assert args.ngpu == 0 and not args.dist
-
-
-def test_one_gpu_runs_main_py_on_one_gpu_without_torchrun(tmp_path):
-    command = dry_run(OURS, "1", "cifar10", "t", cwd=tmp_path)
-    assert command[:2] == ["python", "main.py"]
-    assert not any("torchrun" in word for word in command)
-    args = parsed(command)
-    assert args.ngpu == 1 and not args.dist
+    assert args.ngpu == gpus and not args.dist
 
 
 @pytest.mark.parametrize("gpus", [2, 8])
