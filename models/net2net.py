@@ -12,6 +12,9 @@ ONE mapping per stream (the stem's output, then each stage's output), shared by 
 path, the 1x1 shortcut's output and every block's second conv. The inner channels of each block
 (conv1 -> conv2) get a mapping of their own. The stem's input (the 3 image channels) and the
 classifier's output (the classes) are never widened.
+
+``replication``, ``widen_weight`` and ``widened_batchnorm_state`` are the widening itself; the
+``wider`` mutation of the architecture search (``operators/mutations.py``) uses them too.
 """
 
 from __future__ import annotations
@@ -40,7 +43,12 @@ def large_plain_wrn(args: argparse.Namespace, num_classes: int) -> WideResNet:
     return WideResNet(args.depth, wrn_channels(args.wide), num_classes, PlainLayers(), use_bn=args.use_bn)
 
 
-def _replication(old: int, new: int, generator: torch.Generator | None) -> torch.Tensor:
+# --------------------------------------------------------------------------- the widening itself
+# One implementation of Net2WiderNet, used by the baseline below (a whole Wide-ResNet at once) and
+# by the architecture mutations (``operators/mutations.py``: one layer of a cell network).
+
+
+def replication(old: int, new: int, generator: torch.Generator | None) -> torch.Tensor:
     """New unit j copies old unit ``map[j]``: the first ``old`` keep their place, the rest copy random ones."""
     if new < old:
         raise ConfigError(f"Net2WiderNet can only widen: a layer of {old} units cannot become {new}")
@@ -48,10 +56,47 @@ def _replication(old: int, new: int, generator: torch.Generator | None) -> torch
     return torch.cat([torch.arange(old), extra])
 
 
+@torch.no_grad()
+def widen_weight(weight: torch.Tensor, out_map: torch.Tensor | None = None, in_map: torch.Tensor | None = None, *,
+                 noise: float = 0.0, generator: torch.Generator | None = None,
+                 new_rows_only: bool = False) -> torch.Tensor:
+    """A conv / linear weight whose output unit j is old unit ``out_map[j]`` and input j old input ``in_map[j]``.
+
+    Every input column is divided by how many copies its unit now has, so summing over the
+    copies gives the old contribution. ``None`` keeps that side as it is.
+    noise: Gaussian noise of std ``noise`` x the old weight's std, added to the whole widened
+        weight, or with ``new_rows_only`` only to the copied output units (symmetry breaking).
+    """
+    wide = weight
+    if out_map is not None:
+        wide = wide[out_map.to(weight.device)]
+    if in_map is not None:
+        counts = torch.bincount(in_map, minlength=weight.shape[1]).to(weight)
+        shape = (1, -1) + (1,) * (weight.dim() - 2)
+        wide = wide[:, in_map.to(weight.device)] / counts[in_map.to(weight.device)].view(shape)
+    if noise > 0:
+        start = weight.shape[0] if new_rows_only else 0
+        rows = wide[start:]
+        scale = noise * weight.std()
+        wide = torch.cat([wide[:start], rows + scale * torch.randn(rows.shape, generator=generator).to(rows)])
+    return wide
+
+
+def widened_batchnorm_state(bn: torch.nn.modules.batchnorm._BatchNorm, channel_map: torch.Tensor) -> dict:
+    """``state_dict`` entries of ``bn`` with its channels copied along ``channel_map``."""
+    index = channel_map.to(bn.weight.device)
+    state = {key: getattr(bn, key)[index].clone() for key in ("weight", "bias", "running_mean", "running_var")}
+    state["num_batches_tracked"] = bn.num_batches_tracked.clone()
+    return state
+
+
+# --------------------------------------------------------------------------- the Wide-ResNet baseline
+
+
 def _unit_mappings(small: WideResNet, large_channels: tuple[int, ...], generator):
     """{conv/linear name: (output map, input map)} and {BatchNorm name: channel map}."""
     layer_maps, bn_maps = {}, {}
-    stream = _replication(small.channels[0], large_channels[0], generator)
+    stream = replication(small.channels[0], large_channels[0], generator)
     layer_maps["conv_3x3"] = (stream, torch.arange(3))
     for s, stage_name in enumerate(("stage_1", "stage_2", "stage_3")):
         for i, block in enumerate(getattr(small, stage_name)):
@@ -59,8 +104,8 @@ def _unit_mappings(small: WideResNet, large_channels: tuple[int, ...], generator
             width = (small.channels[s + 1], large_channels[s + 1])
             bn_maps[f"{prefix}.bn1"] = stream
             # Without a shortcut the block adds its input: its output stays on the same stream.
-            out_stream = stream if block.shortcut is None else _replication(*width, generator)
-            inner = _replication(*width, generator)
+            out_stream = stream if block.shortcut is None else replication(*width, generator)
+            inner = replication(*width, generator)
             layer_maps[f"{prefix}.conv1"] = (inner, stream)
             if block.bn2 is not None:
                 bn_maps[f"{prefix}.bn2"] = inner
@@ -97,20 +142,11 @@ def net2wider(small: WideResNet, large_channels: tuple[int, int, int, int], nois
     modules = dict(small.named_modules())
     state = {}
     for name, (out_map, in_map) in layer_maps.items():
-        weight = modules[name].weight
-        counts = torch.bincount(in_map, minlength=weight.shape[1]).to(weight)
-        shape = (1, -1) + (1,) * (weight.dim() - 2)
-        wide = weight[out_map.to(weight.device)][:, in_map.to(weight.device)]
-        wide = wide / counts[in_map.to(weight.device)].view(shape)
-        if noise > 0:
-            wide = wide + noise * weight.std() * torch.randn(wide.shape, generator=generator).to(wide)
-        state[f"{name}.weight"] = wide
+        state[f"{name}.weight"] = widen_weight(modules[name].weight, out_map, in_map, noise=noise,
+                                               generator=generator)
     for name, channel_map in bn_maps.items():
-        bn = modules[name]
-        index = channel_map.to(bn.weight.device)
-        for key in ("weight", "bias", "running_mean", "running_var"):
-            state[f"{name}.{key}"] = getattr(bn, key)[index].clone()
-        state[f"{name}.num_batches_tracked"] = bn.num_batches_tracked.clone()
+        state.update({f"{name}.{key}": value
+                      for key, value in widened_batchnorm_state(modules[name], channel_map).items()})
     large.load_state_dict(state, strict=True)
     reference = next(small.parameters())
     return large.to(device=reference.device, dtype=reference.dtype).train(small.training)
