@@ -127,3 +127,62 @@ def test_group_size_must_divide_the_input_channels_and_pools_need_two_vectors():
     with pytest.raises(ConfigError, match="--n_emb must be at least 2"):
         NWSConv2d(4, 4, 3, pool_size=1)
     build_network(NetworkConfig("resnet18", 5, (4, 8, 8, 16), group_size=4))  # the 3-channel input conv uses gs 1
+
+
+# --------------------------------------------------------------------------- pools (EMA k-means)
+
+
+def test_ema_kmeans_step_matches_a_hand_computed_step():
+    from models.nws import nearest_indices
+    from weight_search.pools import ema_kmeans_step
+
+    pool = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    vectors = torch.tensor([[1.0, 1.0], [3.0, 1.0], [9.0, 1.0], [1.0, -1.0]])
+    indices = nearest_indices(vectors, pool)
+    assert indices.tolist() == [0, 0, 1, 0]
+    cluster_size, embed_avg = torch.ones(3), pool.clone()  # the initial EMA state
+    ema_kmeans_step(pool, cluster_size, embed_avg, vectors, indices, decay=0.99, eps=1e-5)
+    # counts = (3, 1, 0), sums = ((5, 1), (9, 1), (0, 0))
+    # cluster_size = 0.99 * 1 + 0.01 * counts = (1.02, 1.00, 0.99)
+    # embed_avg = 0.99 * pool + 0.01 * sums = ((0.05, 0.01), (9.99, 0.01), (0, 9.9))
+    # n = 3.01; smoothed = (cluster_size + 1e-5) / (3.01 + 3e-5) * 3.01
+    #   = (1.01999983, 1.00000003, 0.99000013); pool = embed_avg / smoothed
+    assert torch.allclose(cluster_size, torch.tensor([1.02, 1.00, 0.99]))
+    assert torch.allclose(embed_avg, torch.tensor([[0.05, 0.01], [9.99, 0.01], [0.0, 9.9]]))
+    expected = torch.tensor([[0.04901962, 0.00980392], [9.98999967, 0.01], [0.0, 9.99999866]])
+    assert torch.allclose(pool, expected, rtol=1e-6, atol=1e-8)
+
+
+def test_pool_learner_updates_pools_after_training_forwards_only():
+    from weight_search.pools import PoolLearner, ema_kmeans_step
+
+    torch.manual_seed(6)
+    model = build_network(NetworkConfig("resnet18", 3, (4, 4, 8, 8), pool_size=8))
+    learner = PoolLearner(model)
+    layer = nws_layers(model)["layer2.0.conv1"]
+    pool, cluster_size, embed_avg = layer.pool.clone(), torch.ones(8), layer.pool.clone()
+    vectors = layer.vectors().detach().clone()
+    x = torch.randn(2, 3, 8, 8)
+    model.eval()(x)
+    assert torch.equal(layer.pool, pool)
+    model.train()(x)
+    ema_kmeans_step(pool, cluster_size, embed_avg, vectors, layer.last_indices)
+    assert torch.equal(layer.pool, pool) and not torch.equal(layer.pool, embed_avg)
+    learner.remove()
+    model(x)
+    assert torch.equal(layer.pool, pool)
+
+
+def test_search_and_kmeans_run_in_fp32_on_half_precision_inputs():
+    """fp16 squares overflow above 255: the published code's pool pretraining went NaN."""
+    from models.nws import nearest_indices
+    from weight_search.pools import ema_kmeans_step
+
+    torch.manual_seed(7)
+    pool = torch.randn(16, 9) * 300
+    vectors = (pool[torch.arange(40) % 16] + torch.randn(40, 9)).half()
+    indices = nearest_indices(vectors, pool.half())
+    assert indices.tolist() == (torch.arange(40) % 16).tolist()
+    cluster_size, embed_avg = torch.ones(16), pool.clone()
+    ema_kmeans_step(pool, cluster_size, embed_avg, vectors, indices)
+    assert pool.dtype == torch.float32 and torch.isfinite(pool).all()
