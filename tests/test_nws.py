@@ -186,3 +186,45 @@ def test_search_and_kmeans_run_in_fp32_on_half_precision_inputs():
     cluster_size, embed_avg = torch.ones(16), pool.clone()
     ema_kmeans_step(pool, cluster_size, embed_avg, vectors, indices)
     assert pool.dtype == torch.float32 and torch.isfinite(pool).all()
+
+
+# --------------------------------------------------------------------------- storage
+
+
+@pytest.mark.parametrize("pool_size", [2, 5, 300, 512, 1000])
+def test_pack_lzma_unpack_round_trips_the_indices_exactly(pool_size):
+    from weight_search.storage import compress_indices, decompress_indices, index_bits, pack_indices
+
+    generator = torch.Generator().manual_seed(pool_size)
+    indices = {"a": torch.randint(pool_size, (1001,), generator=generator),
+               "b": torch.tensor([0, pool_size - 1, pool_size - 1]),
+               "c": torch.randint(pool_size, (13,), generator=generator)}
+    bits = index_bits(pool_size)
+    assert 2 ** (bits - 1) < pool_size <= 2 ** bits
+    assert len(pack_indices(indices["a"], bits)) == -(-1001 * bits // 8)
+    blob, counts, stored_bits = compress_indices(indices, pool_size)
+    restored = decompress_indices(blob, counts, stored_bits)
+    assert list(restored) == ["a", "b", "c"]
+    for name in indices:
+        assert torch.equal(restored[name], indices[name])
+
+
+def test_indices_are_packed_least_significant_bit_first():
+    from weight_search.storage import pack_indices, unpack_indices
+
+    # 5 = 101, 3 = 011 -> stream 1,0,1, 1,1,0 -> byte 0b011101 = 29
+    assert pack_indices(torch.tensor([5, 3]), 3) == bytes([29])
+    assert unpack_indices(bytes([29]), 3, 2).tolist() == [5, 3]
+    with pytest.raises(ValueError):
+        pack_indices(torch.tensor([8]), 3)
+
+
+def test_task_file_loads_with_weights_only(tmp_path):
+    from weight_search.storage import as_byte_tensor, compress_indices, read_task, save_task
+
+    blob, counts, bits = compress_indices({"conv": torch.arange(10) % 7}, 7)
+    save_task(str(tmp_path), 3, {"kind": "nws_task", "task": 3, "index_counts": counts, "index_bits": bits,
+                                 "indices_lzma": as_byte_tensor(blob)})
+    raw = torch.load(tmp_path / "task_03.pth", map_location="cpu", weights_only=True)
+    assert bytes(raw["indices_lzma"].numpy()) == blob
+    assert read_task(str(tmp_path), 3)["index_counts"] == {"conv": 10}
