@@ -228,3 +228,78 @@ def test_task_file_loads_with_weights_only(tmp_path):
     raw = torch.load(tmp_path / "task_03.pth", map_location="cpu", weights_only=True)
     assert bytes(raw["indices_lzma"].numpy()) == blob
     assert read_task(str(tmp_path), 3)["index_counts"] == {"conv": 10}
+
+
+# --------------------------------------------------------------------------- splits
+
+
+def write_small_cifar100(root, per_class_train=2, per_class_test=1):
+    """CIFAR-100 python pickles with few images; pixel (0, 0) encodes the fine label.
+
+    The meta file lists the superclasses in reverse order, so a reader that trusted the coarse
+    label ids instead of their names would put the wrong classes in each task.
+    """
+    import pickle
+
+    import numpy as np
+
+    from weight_search.splits import CIFAR100_SUPERCLASSES
+
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    names = list(reversed(CIFAR100_SUPERCLASSES))
+    order = torch.randperm(100, generator=torch.Generator().manual_seed(0)).tolist()
+    coarse_of = {fine: order.index(fine) // 5 for fine in range(100)}  # 5 fine classes per superclass
+    for part, count in (("train", per_class_train), ("test", per_class_test)):
+        fine = [f for f in range(100) for _ in range(count)]
+        images = np.zeros((len(fine), 3, 32, 32), dtype=np.uint8)
+        images[:, 0, 0, 0] = fine
+        entry = {"data": images.reshape(len(fine), -1), "fine_labels": fine,
+                 "coarse_labels": [coarse_of[f] for f in fine]}
+        with open(folder / part, "wb") as handle:
+            pickle.dump(entry, handle)
+    with open(folder / "meta", "wb") as handle:
+        pickle.dump({"fine_label_names": [f"class_{f}" for f in range(100)], "coarse_label_names": names}, handle)
+    return coarse_of, names
+
+
+def test_split_cifar100_has_20_superclass_tasks_in_spec_order(tmp_path):
+    from weight_search.splits import CIFAR100_SUPERCLASSES, load_split
+
+    coarse_of, names = write_small_cifar100(tmp_path)
+    tasks = load_split("cifar100", str(tmp_path))
+    assert [t.task.name for t in tasks] == list(CIFAR100_SUPERCLASSES)
+    seen = set()
+    for task_data in tasks:
+        task = task_data.task
+        assert len(task.classes) == 5 and list(task.classes) == sorted(task.classes)
+        assert all(names[coarse_of[f]] == task.name for f in task.classes)
+        seen.update(task.classes)
+        assert len(task_data.train) == 10 and len(task_data.test) == 5
+        assert sorted(task_data.train.targets) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+        image, label = task_data.test[3]
+        assert image.shape == (3, 32, 32)
+        # the image is that of fine class classes[label]
+        assert task_data.test.base.images[task_data.test.indices[3], 0, 0, 0] == task.classes[label]
+    assert seen == set(range(100))
+
+
+def test_split_cifar100_missing_files_is_one_sentence(tmp_path):
+    from weight_search.splits import load_split
+
+    with pytest.raises(ConfigError, match="CIFAR-100 not found"):
+        load_split("cifar100", str(tmp_path))
+
+
+def test_split_digits_pairs_of_classes_and_balanced_subsets():
+    from weight_search.splits import load_split
+
+    full = load_split("digits", None)
+    assert [t.task.classes for t in full] == [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]
+    assert sum(len(t.train) for t in full) == 1437 and sum(len(t.test) for t in full) == 360
+    assert all(set(t.train.targets) == {0, 1} for t in full)
+    small = load_split("digits", None, train_subset=21)
+    for task_data in small:
+        assert len(task_data.train) == 21 and sorted(set(task_data.train.targets)) == [0, 1]
+        assert task_data.train.targets.count(0) == 11
+        assert len(task_data.test) == len(full[task_data.task.index].test)
