@@ -1,0 +1,439 @@
+"""Architecture search by Neuro-Cell-based evolution with function-preserving mutations (Wistuba 2018).
+
+``get_args_parser()`` returns the parser; ``main(args)`` runs a search: the base cell network
+trains, a population of mutated copies trains, each generation a tournament winner's mutated
+child trains and joins the population, and the champion trains on train + validation and is
+tested once. The rules are in ``evolution/`` and ``operators/mutations.py``; this file is the
+run: data, training through ``engine``, checkpoints after every individual, resume, logs.
+Nothing runs at import time.
+
+    python evolve.py --dataset digits --ngpu 0 --population_size 4 --generations 4 \\
+        --base_epochs 3 --mutation_epochs 3 --final_epochs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import runtime
+from utils import ConfigError, parse_list
+
+CHAMPION_NAME = "champion.pth"
+
+# The flags that decide what a search computes: resuming with any of them changed is refused.
+SEARCH_FIELDS = ("dataset", "val_split", "train_subset", "batch_size", "num_cells", "head_channels", "cell_channels",
+                 "tail_channels", "fc_units", "kernel_size", "dropout_conv", "dropout_fc", "population_size",
+                 "tournament_fraction", "generations", "mutations", "mutation_noise", "base_epochs",
+                 "mutation_epochs", "final_epochs", "base_only", "lr", "momentum", "weight_decay", "no_nesterov")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    from operators.mutations import MUTATIONS
+
+    parser = runtime.new_parser("Neuro-Cell architecture search: evolve a cell network by function-preserving "
+                                "mutations, then train the champion on train + validation and test it once.")
+    runtime.add_run_arguments(parser)
+    parser.set_defaults(val_split=0.2, tag="evolve")
+
+    g = parser.add_argument_group("Base network (cells between a fixed head and tail)")
+    g.add_argument("--num_cells", type=int, default=3,
+                   help="cells, each followed by a 2x2 max-pool (>= 1; the input must survive num_cells + 1 halvings)")
+    g.add_argument("--head_channels", type=int, default=64, help="width of the head conv (>= 1)")
+    g.add_argument("--cell_channels", type=int, default=128, help="width of the base cell's one conv layer (>= 1)")
+    g.add_argument("--kernel_size", type=int, default=3, help="kernel size of the base cell's conv (odd, >= 1)")
+    g.add_argument("--tail_channels", type=int, default=128, help="width of the tail conv (>= 1)")
+    g.add_argument("--fc_units", type=int, default=128, help="units of the hidden fully connected layer (>= 1)")
+    g.add_argument("--dropout_conv", type=float, default=0.7,
+                   help="Dropout2d probability at the end of every cell, in [0, 1)")
+    g.add_argument("--dropout_fc", type=float, default=0.5,
+                   help="dropout probability before each fully connected layer, in [0, 1)")
+
+    g = parser.add_argument_group("Evolution")
+    g.add_argument("--population_size", type=int, default=15,
+                   help="individuals in the population, also the size of the initial population (>= 2)")
+    g.add_argument("--tournament_fraction", type=float, default=0.15,
+                   help="a tournament draws max(2, floor(fraction x population)) individuals; in (0, 1]")
+    g.add_argument("--generations", type=int, default=20,
+                   help="generations after the initial population, one child each (>= 0)")
+    g.add_argument("--mutations", type=parse_list(str, "--mutations"), default=list(MUTATIONS),
+                   help=f"mutations to draw from, uniformly, comma-separated: any of {', '.join(MUTATIONS)}")
+    g.add_argument("--mutation_noise", type=float, default=1e-5,
+                   help="std of the symmetry-breaking noise on widened units, relative to the layer's weight "
+                        "std (>= 0; 0 = exactly function-preserving)")
+    g.add_argument("--base_epochs", type=int, default=63, help="epochs of the base network (>= 1)")
+    g.add_argument("--mutation_epochs", type=int, default=15, help="epochs of every mutated network (>= 1)")
+    g.add_argument("--final_epochs", type=int, default=63,
+                   help="epochs of the champion on train + validation before its one test (the reference's "
+                        "ft_epochs; >= 0, 0 = test it as it is)")
+    g.add_argument("--base_only", action="store_true",
+                   help="no search: train the base network --base_epochs, then --final_epochs on train + "
+                        "validation, and test it (the control for a search with as many epochs in all)")
+
+    g = parser.add_argument_group("Optimization (SGD, cosine warm restarts of 1, 2, 4, ... epochs, per batch)")
+    g.add_argument("--lr", type=float, default=0.05, help="peak learning rate of every cycle (> 0)")
+    g.add_argument("--momentum", type=float, default=0.5, help="SGD momentum, in [0, 1)")
+    g.add_argument("--weight_decay", type=float, default=1e-4, help="weight decay (>= 0)")
+    g.add_argument("--no_nesterov", action="store_true", help="plain momentum instead of Nesterov")
+    return parser
+
+
+def validate_args(args: argparse.Namespace) -> None:
+    """Every check that needs no data, so a mistake fails before anything is loaded or written."""
+    import data
+    from operators.mutations import check_kinds
+
+    for flag in ("population_size", "base_epochs", "mutation_epochs", "batch_size", "eval_batch_size"):
+        minimum = 2 if flag == "population_size" else 1
+        if getattr(args, flag) < minimum:
+            reason = " (a tournament needs two)" if flag == "population_size" else ""
+            raise ConfigError(f"--{flag} must be at least {minimum}{reason}, got {getattr(args, flag)}")
+    for flag in ("generations", "final_epochs", "workers"):
+        if getattr(args, flag) < 0:
+            raise ConfigError(f"--{flag} must be 0 or more, got {getattr(args, flag)}")
+    if not 0.0 < args.tournament_fraction <= 1.0:
+        raise ConfigError(f"--tournament_fraction must be in (0, 1], got {args.tournament_fraction}")
+    check_kinds(args.mutations)
+    if not args.mutations:
+        raise ConfigError("--mutations must name at least one mutation")
+    if args.mutations == ["skip_connection"]:
+        raise ConfigError("--mutations skip_connection alone cannot change the base network: a skip needs a cell "
+                          "of two layers; allow deeper too")
+    if not args.mutation_noise >= 0:
+        raise ConfigError(f"--mutation_noise must be >= 0, got {args.mutation_noise}")
+    if not args.lr > 0:
+        raise ConfigError(f"--lr must be positive, got {args.lr}")
+    if not 0.0 <= args.momentum < 1.0:
+        raise ConfigError(f"--momentum must be in [0, 1), got {args.momentum}")
+    if not args.weight_decay >= 0:
+        raise ConfigError(f"--weight_decay must be >= 0, got {args.weight_decay}")
+    if not 0.0 <= args.val_split < 1.0:
+        raise ConfigError(f"--val_split must be in [0, 1), got {args.val_split}")
+    if args.val_split == 0 and not args.base_only:
+        raise ConfigError("--val_split must be above 0: an individual's fitness is its accuracy on the held-out "
+                          "validation split, never on the test set")
+    if args.resume and args.resume != "auto" and not os.path.isfile(args.resume):
+        raise ConfigError(f"--resume: no checkpoint at {os.path.abspath(args.resume)}")
+    base_config_from_args(args, data.NUM_CLASSES[args.dataset], data.IMAGE_SIZE[args.dataset])  # the net's shape
+
+
+def base_config_from_args(args: argparse.Namespace, num_classes: int, input_size: int) -> dict:
+    from models.cellnet import base_config
+
+    return base_config(num_classes, input_size=input_size, num_cells=args.num_cells,
+                       head_channels=args.head_channels, cell_channels=args.cell_channels,
+                       kernel_size=args.kernel_size, tail_channels=args.tail_channels, fc_units=args.fc_units,
+                       dropout_conv=args.dropout_conv, dropout_fc=args.dropout_fc)
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """``python evolve.py``: parse, run, and turn expected failures into one sentence and an exit status."""
+    return runtime.cli("evolve.py", get_args_parser, main, argv)
+
+
+def main(args: argparse.Namespace) -> dict:
+    """Run (or continue) the search ``args`` describes; returns the final report."""
+    import engine
+
+    validate_args(args)
+    ctx = runtime.Context(args)
+    stop = engine.StopRequest()
+    try:
+        run = EvolutionRun(args, ctx)
+        stop.install()
+        while run.step(stop):
+            pass
+        return run.report()
+    finally:
+        stop.restore()
+        ctx.close()
+
+
+class EvolutionRun:
+    """One search: its folder, data, ``Search`` state, and the training of each individual.
+
+    ``step`` trains the next network the search asks for and checkpoints; a SIGTERM in the
+    middle of a training writes the search plus that training's state (``in_flight``) and
+    raises ``runtime.Preempted``; ``--resume auto`` continues exactly there.
+    """
+
+    def __init__(self, args: argparse.Namespace, ctx: runtime.Context) -> None:
+        import checkpoint
+        from evolution import Search
+        from utils import seed_everything
+
+        self.args, self.ctx = args, ctx
+        self.run_dir = runtime.run_directory(args)
+        resume_path, resumed = self.find_resume()
+        seed_everything(args.manualSeed)
+        self.data = runtime.load_data(args, ctx)
+        self.full_data = None  # train + validation, for the champion (loaded when needed)
+        runtime.open_run_folder(args, ctx, self.run_dir)
+        self.log = ctx.logger
+        self.search = Search("cellnet", base_config_from_args(args, self.data.num_classes, self.data.input_size[1]),
+                             population_size=args.population_size, tournament_fraction=args.tournament_fraction,
+                             generations=args.generations, mutations=args.mutations, noise=args.mutation_noise,
+                             base_epochs=args.base_epochs, mutation_epochs=args.mutation_epochs,
+                             final_epochs=args.final_epochs, seed=args.manualSeed, base_only=args.base_only)
+        self.epochs_done, self.in_flight, self.started = 0, None, time.time()
+        self.train_loader = self.data.train_loader(args.manualSeed)
+        if resumed is not None:
+            from utils import set_rng_state
+
+            self.search.load_state_dict(resumed["search"])
+            self.epochs_done, self.in_flight = resumed["epochs_done"], resumed.get("in_flight")
+            set_rng_state(resumed["rng"])
+            where = (f"in the training of individual {self.in_flight['individual']['id']}, epoch "
+                     f"{self.in_flight['epoch']} step {self.in_flight['partial']['step'] if self.in_flight['partial'] else 0}"
+                     if self.in_flight else f"stage {self.search.stage}")
+            self.log.info(f"resumed from {resume_path}: continuing {where}")
+        else:
+            args_text = json.dumps(checkpoint.args_to_dict(args), indent=1)
+            self.log.log_text("args", args_text)
+            if ctx.main_process:
+                from utils import atomic_write_text
+
+                atomic_write_text(os.path.join(self.run_dir, "args.json"), args_text)
+        self.log.info(f"run folder: {os.path.abspath(self.run_dir)}  device: {ctx.device}  "
+                      f"processes: {ctx.dist.world_size}")
+        self.log.info(f"base network: {self.search.base_config['cell']} x {args.num_cells} cells; "
+                      f"{self.data.selection_split} split for fitness; "
+                      f"{args.population_size} individuals, {args.generations} generations")
+
+    def find_resume(self):
+        import checkpoint
+
+        args = self.args
+        path = checkpoint.latest_checkpoint(self.run_dir) if args.resume == "auto" else (args.resume or None)
+        if path is None:
+            return None, None
+        state = checkpoint.load_checkpoint(path)
+        if "search" not in state:
+            raise checkpoint.CheckpointError(f"--resume: {path} is not a checkpoint of evolve.py")
+        checkpoint.check_compatible(state["args"], checkpoint.args_to_dict(args), SEARCH_FIELDS)
+        return path, state
+
+    # ----------------------------------------------------------------- one individual
+
+    def step(self, stop) -> bool:
+        """Train the next network the search asks for; False when the search is over."""
+        from compute_flops import count_flops, count_parameters
+
+        resume = self.in_flight
+        if resume is not None:
+            task = self.restore_in_flight(resume)
+        else:
+            task = self.search.next_task()
+            if task is None:
+                return False
+        self.in_flight = None
+        first_epoch = resume["first_epoch"] if resume else self.epochs_done
+        model, seconds, train_metrics = self.train(task, stop, first_epoch, resume)
+        self.epochs_done = first_epoch + task.epochs
+        if task.stage == "final":
+            self.finish_champion(task, model, seconds)
+        else:
+            # Fitness: validation top-1 (only --base_only runs without a validation split: NaN).
+            fitness = self.evaluate(model, self.data.val_loader)["top1"] if self.data.val_loader else math.nan
+            params, flops = count_parameters(model), count_flops(model, self.data.input_size)
+            evicted = self.search.complete(task, model, fitness=fitness, params=params, flops=flops,
+                                           epochs=task.epochs, seconds=seconds)
+            self.report_individual(task, evicted, train_metrics)
+        self.save_checkpoint()
+        if stop.requested(self.ctx.device):
+            raise runtime.Preempted(f"stopped by {stop.signal_name} after individual {task.individual.id}; "
+                                    f"checkpoint written to {os.path.abspath(self.run_dir)}; resume with the same "
+                                    "command plus --resume auto")
+        return True
+
+    def restore_in_flight(self, saved: dict):
+        import models
+        from evolution import Individual, Task
+        from utils import set_rng_state
+
+        individual = Individual.from_dict({**saved["individual"], "state": {}})
+        model = models.build_from_config("cellnet", individual.config)
+        model.load_state_dict(saved["model"])
+        set_rng_state(saved["rng"])  # after building: construction draws from the global generator
+        return Task(saved["stage"], individual, model, saved["epochs"])
+
+    def new_optimizer(self, model):
+        import engine
+
+        args = self.args
+        return engine.build_optimizer(model, lr=args.lr, momentum=args.momentum, nesterov=not args.no_nesterov,
+                                      weight_decay=args.weight_decay)
+
+    def loader_for(self, task):
+        if task.stage != "final":
+            return self.train_loader
+        if self.full_data is None:  # the same images as train + validation, all with training augmentation
+            self.full_data = runtime.load_data(argparse.Namespace(**{**vars(self.args), "val_split": 0.0}), self.ctx)
+            self.full_loader = self.full_data.train_loader(self.args.manualSeed)
+        return self.full_loader
+
+    def train(self, task, stop, first_epoch: int, resume: dict | None):
+        """Train ``task.model`` for ``task.epochs`` epochs of SGDR; (model, seconds, last epoch's metrics)."""
+        import torch
+
+        import distributed
+        import engine
+        from evolution import SGDR
+        from utils import rng_state
+
+        args, ctx = self.args, self.ctx
+        model = task.model.to(ctx.device)
+        loader = self.loader_for(task)
+        schedule = SGDR(args.lr, task.epochs, len(loader))
+        net = runtime.wrap_for_training(model, ctx)
+        optimizer = self.new_optimizer(model)
+        start_epoch, partial, seconds = 0, None, 0.0
+        if resume is not None:
+            engine.load_optimizer_state_by_name(optimizer, model, resume["optimizer"])
+            if ctx.scaler is not None and resume.get("scaler"):
+                ctx.scaler.load_state_dict(resume["scaler"])
+            start_epoch, partial, seconds = resume["epoch"], resume["partial"], resume["seconds"]
+        started = time.time() - seconds
+        metrics = {}
+        for epoch in range(start_epoch, task.epochs):
+            if schedule.restarts_at(epoch) and partial is None:
+                optimizer = self.new_optimizer(model)  # a new cycle: the optimizer restarts
+            loader_epoch = first_epoch + epoch  # every epoch of the search sees its own shuffle
+            loader.sampler.set_epoch(loader_epoch, skip=partial["step"] * args.batch_size if partial else 0)
+            epoch_start = time.time()
+            metrics = engine.train_one_epoch(
+                net, loader, optimizer, ctx.device, members=(None,), loss_weights=(1.0,), epoch=loader_epoch,
+                phase=task.stage, amp=args.amp, scaler=ctx.scaler, show_progress=ctx.main_process, stop=stop,
+                resume_from=partial, batch_transform=self.data.train_transform,
+                step_lr=lambda step, epoch=epoch: schedule.lr(epoch, step))
+            partial = None
+            stopping = not metrics["completed"] or (epoch + 1 < task.epochs and stop.requested(ctx.device))
+            if stopping:
+                next_epoch = epoch if not metrics["completed"] else epoch + 1
+                self.in_flight = {
+                    "stage": task.stage, "epochs": task.epochs, "first_epoch": first_epoch, "epoch": next_epoch,
+                    "partial": None if metrics["completed"] else metrics["partial"],
+                    "individual": task.individual.record(), "model": model.state_dict(),
+                    "optimizer": engine.optimizer_state_by_name(optimizer, model),
+                    "scaler": ctx.scaler.state_dict() if ctx.scaler is not None else None,
+                    "rng": rng_state(), "seconds": time.time() - started}
+                self.save_checkpoint()
+                step = metrics["partial"]["step"] if not metrics["completed"] else 0
+                raise runtime.Preempted(
+                    f"stopped by {stop.signal_name} in the training of individual {task.individual.id}, epoch "
+                    f"{next_epoch} step {step}; checkpoint written to {os.path.abspath(self.run_dir)}; resume with "
+                    "the same command plus --resume auto")
+            distributed.broadcast_buffers(model)
+            if not all(torch.isfinite(p).all() for p in model.parameters()):
+                raise engine.NonFiniteLossError(
+                    f"the weights of individual {task.individual.id} became non-finite in its epoch {epoch}; "
+                    "the last good checkpoint is kept: lower --lr, then resume")
+            row = {"epoch": loader_epoch, "individual": task.individual.id, "generation": task.individual.generation,
+                   "stage": task.stage, "lr_start": schedule.lr(epoch, 0),
+                   **{k: v for k, v in metrics.items() if k != "completed"}, "epoch_time": time.time() - epoch_start}
+            self.log.log_epoch(row)
+        return model, time.time() - started, metrics
+
+    def evaluate(self, model, loader) -> dict:
+        import engine
+
+        return engine.evaluate(model, loader, self.ctx.device, amp=self.args.amp,
+                               batch_transform=self.data.eval_transform)[None]
+
+    def report_individual(self, task, evicted, train_metrics: dict) -> None:
+        individual, search = task.individual, self.search
+        best = max(ind.fitness for ind in search.lineage)
+        origin = ("base network" if individual.parent is None
+                  else f"child of {individual.parent} ({individual.description})")
+        left = f"; individual {evicted.id} ({evicted.fitness:.2f}%) left the population" if evicted else ""
+        self.log.info(f"individual {individual.id} (generation {individual.generation}, {origin}): "
+                      f"{self.data.selection_split} top-1 {individual.fitness:.2f}%, {individual.params:,} parameters, "
+                      f"{individual.flops / 1e6:.1f} MFLOPs, {individual.epochs} epochs in {individual.seconds:.1f}s"
+                      f"{left}")
+        self.log.log_epoch({"epoch": self.epochs_done - 1, "fitness": individual.fitness, "best_fitness": best,
+                            "params": individual.params, "flops": individual.flops,
+                            "population_size": len(search.population)})
+
+    def finish_champion(self, task, model, seconds: float) -> None:
+        """The champion, trained on train + validation, tested once; its checkpoint."""
+        import checkpoint
+        from compute_flops import count_flops, count_parameters
+
+        test = self.evaluate(model, self.data.test_loader)
+        champion = next(ind for ind in self.search.lineage if ind.id == task.individual.id)
+        result = {"champion": champion.id, "fitness": champion.fitness, "description": model.describe(),
+                  "params": count_parameters(model), "flops": count_flops(model, self.data.input_size),
+                  "final_epochs": task.epochs, "final_seconds": seconds,
+                  "test_top1": test["top1"], "test_top5": test["top5"], "test_loss": test["loss"]}
+        self.search.finish(result)
+        self.log.info(f"champion: individual {champion.id} ({model.describe()}), {self.data.selection_split} top-1 "
+                      f"{champion.fitness:.2f}%; after {task.epochs} epochs on train + validation: test top-1 "
+                      f"{test['top1']:.2f}%")
+        if self.ctx.main_process:
+            checkpoint.save_checkpoint({"args": checkpoint.args_to_dict(self.args), "epoch": self.epochs_done,
+                                        "model_kind": "cellnet", "model_config": model.config(),
+                                        "model": model.state_dict(), "result": result,
+                                        "individual": champion.record()},
+                                       os.path.join(self.run_dir, CHAMPION_NAME))
+
+    # ----------------------------------------------------------------- checkpoints and outputs
+
+    def save_checkpoint(self) -> None:
+        """The search after the last finished individual (plus the one in training, when stopping)."""
+        import checkpoint
+        import distributed
+        from evolution import plot_lineage, write_lineage
+        from evolution.lineage import LINEAGE_FILE
+        from utils import rng_state
+
+        if self.ctx.main_process:
+            state = {"args": checkpoint.args_to_dict(self.args), "epoch": self.epochs_done,
+                     "epochs_done": self.epochs_done, "search": self.search.state_dict(),
+                     "rng": rng_state(), "in_flight": self.in_flight}
+            if self.in_flight is not None:  # ranks the newest checkpoint above the last finished individual's
+                state["epoch"] = self.in_flight["first_epoch"] + self.in_flight["epoch"]
+            checkpoint.save_checkpoint(state, os.path.join(self.run_dir, checkpoint.LATEST_NAME), keep_previous=True)
+            records = self.search.records()
+            write_lineage(os.path.join(self.run_dir, LINEAGE_FILE), records)
+            plot_lineage(records, self.run_dir, title=f"{self.args.dataset} {self.args.tag} seed {self.args.manualSeed}")
+        distributed.barrier()
+
+    def report(self) -> dict:
+        """The summary table (log and summary.json) and what ``main`` returns."""
+        from custom_log import format_table, humanize
+        from utils import atomic_write_text
+
+        search = self.search
+        base = search.lineage[0] if search.lineage else None
+        rows = []
+        if base is not None:
+            rows.append({"network": "base network", "split": "val", "top1": base.fitness, "params": base.params,
+                         "flops": base.flops})
+        if search.population.members and not self.args.base_only:
+            best = search.population.best()
+            rows.append({"network": f"best individual ({best.id})", "split": "val", "top1": best.fitness,
+                         "params": best.params, "flops": best.flops})
+        final = search.final or {}
+        if final:
+            rows.append({"network": f"champion ({final['champion']}) after final training", "split": "test",
+                         "top1": final["test_top1"], "params": final["params"], "flops": final["flops"]})
+        report = {"run_dir": self.run_dir, "summary": rows, "final": final, "lineage": search.records(),
+                  "population": [ind.id for ind in search.population.members], "epochs": self.epochs_done}
+        if self.ctx.main_process:
+            seconds = sum(ind.seconds for ind in search.lineage)
+            per_hour = 3600 * (len(search.lineage) - 1) / seconds if len(search.lineage) > 1 and seconds else math.nan
+            table = format_table(rows, ["network", "split", "top1", "params", "flops"],
+                                 formats={"params": humanize, "flops": humanize})
+            self.log.info(f"summary:\n{table}\n{len(search.lineage)} individuals, {self.epochs_done} epochs in all, "
+                          f"{per_hour:.1f} individuals per hour of training")
+            atomic_write_text(os.path.join(self.run_dir, "summary.json"),
+                              json.dumps({k: v for k, v in report.items() if k != "lineage"}, indent=1))
+        return report
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
