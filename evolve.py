@@ -24,6 +24,7 @@ import runtime
 from utils import ConfigError, parse_list
 
 CHAMPION_NAME = "champion.pth"
+PLOT_INTERVAL_S = 60  # the lineage plots are redrawn at most this often (and at the end, and when stopping)
 
 # The flags that decide what a search computes: resuming with any of them changed is refused.
 SEARCH_FIELDS = ("dataset", "val_split", "train_subset", "batch_size", "num_cells", "head_channels", "cell_channels",
@@ -179,7 +180,7 @@ class EvolutionRun:
                              generations=args.generations, mutations=args.mutations, noise=args.mutation_noise,
                              base_epochs=args.base_epochs, mutation_epochs=args.mutation_epochs,
                              final_epochs=args.final_epochs, seed=args.manualSeed, base_only=args.base_only)
-        self.epochs_done, self.in_flight, self.started = 0, None, time.time()
+        self.epochs_done, self.in_flight, self.started, self.plotted = 0, None, time.time(), -math.inf
         self.train_loader = self.data.train_loader(args.manualSeed)
         if resumed is not None:
             from utils import set_rng_state
@@ -399,7 +400,11 @@ class EvolutionRun:
             checkpoint.save_checkpoint(state, os.path.join(self.run_dir, checkpoint.LATEST_NAME), keep_previous=True)
             records = self.search.records()
             write_lineage(os.path.join(self.run_dir, LINEAGE_FILE), records)
-            plot_lineage(records, self.run_dir, title=f"{self.args.dataset} {self.args.tag} seed {self.args.manualSeed}")
+            if (self.search.stage == "done" or self.in_flight is not None
+                    or time.time() - self.plotted > PLOT_INTERVAL_S):
+                title = f"{self.args.dataset} {self.args.tag} seed {self.args.manualSeed}"
+                plot_lineage(records, self.run_dir, title=title)
+                self.plotted = time.time()
         distributed.barrier()
 
     def report(self) -> dict:

@@ -1,0 +1,275 @@
+"""The evolution loop: tournament, eviction, SGDR, lineage, resume, and evolve.py's command line."""
+
+import json
+import math
+import os
+
+import pytest
+import torch
+
+import checkpoint
+import engine
+import evolve
+import models
+from evolution import SGDR, Individual, Population, Search, cycle_lengths, read_lineage, tournament_size
+from evolution.lineage import FITNESS_PLOT, LINEAGE_FILE, PARAMS_PLOT
+from models.cellnet import base_config
+from utils import ConfigError
+
+
+def individual(id_: int, fitness: float) -> Individual:
+    return Individual(id=id_, parent=None, generation=0, mutation=None, description="", config={}, fitness=fitness)
+
+
+# --------------------------------------------------------------------------- tournament and eviction
+
+
+def test_tournament_size_is_max_2_floor_fraction_times_population():
+    assert tournament_size(15, 0.15) == 2
+    assert tournament_size(20, 0.15) == 3
+    assert tournament_size(15, 0.5) == 7
+    assert tournament_size(3, 1.0) == 3
+    assert tournament_size(2, 0.01) == 2
+
+
+def test_the_tournament_winner_is_the_fittest_of_the_drawn_individuals():
+    fitness = [50.0, 90.0, 10.0, 70.0, 30.0, 60.0, 20.0, 80.0, 40.0, 0.0]
+    population = Population(10, [individual(i, f) for i, f in enumerate(fitness)])
+    for seed in range(20):
+        winner, drawn = population.select(0.3, torch.Generator().manual_seed(seed))
+        expected = torch.randperm(10, generator=torch.Generator().manual_seed(seed))[:3].tolist()
+        assert drawn == expected
+        assert winner.fitness == max(fitness[i] for i in expected)
+
+
+def test_a_tournament_of_the_whole_population_picks_the_best_and_ties_go_to_the_older():
+    population = Population(4, [individual(0, 10.0), individual(1, 80.0), individual(2, 80.0), individual(3, 5.0)])
+    winner, drawn = population.select(1.0, torch.Generator().manual_seed(0))
+    assert sorted(drawn) == [0, 1, 2, 3] and winner.id == 1
+
+
+def test_a_child_joins_and_the_least_fit_leaves_even_when_it_is_the_child():
+    population = Population(3, [individual(0, 40.0), individual(1, 60.0), individual(2, 20.0)])
+    assert population.add(individual(3, 50.0)).id == 2  # the parent (say 1) stays
+    assert [m.id for m in population.members] == [0, 1, 3]
+    assert population.add(individual(4, 10.0)).id == 4  # a worse child does not stay
+    assert population.add(individual(5, 40.0)).id == 0  # a tie: the older leaves
+    assert [m.id for m in population.members] == [1, 3, 5]
+
+
+def test_the_population_is_not_full_until_capacity_and_nobody_leaves_before():
+    population = Population(2)
+    assert population.add(individual(0, 1.0)) is None and not population.full
+    assert population.add(individual(1, 0.0)) is None and population.full
+
+
+def test_impossible_population_rules_are_one_sentence():
+    with pytest.raises(ConfigError, match="--population_size"):
+        Population(1)
+    with pytest.raises(ConfigError, match="--tournament_fraction"):
+        Population(3, [individual(i, 1.0) for i in range(3)]).select(0.0, torch.Generator())
+
+
+# --------------------------------------------------------------------------- SGDR
+
+
+def test_sgdr_cycles_double_and_a_short_last_cycle_ends_the_training():
+    assert cycle_lengths(15) == [1, 2, 4, 8]
+    assert cycle_lengths(63) == [1, 2, 4, 8, 16, 32]
+    assert cycle_lengths(5) == [1, 2, 2]
+    assert cycle_lengths(1) == [1]
+
+
+def test_sgdr_restarts_at_every_cycle_and_anneals_per_batch_to_near_zero():
+    schedule = SGDR(0.05, 15, steps_per_epoch=10)
+    assert schedule.cycle_starts() == [0, 1, 3, 7]
+    for start, length in zip(schedule.cycle_starts(), cycle_lengths(15)):
+        assert schedule.lr(start, 0) == pytest.approx(0.05)
+        lrs = [schedule.lr(epoch, step) for epoch in range(start, start + length) for step in range(10)]
+        assert all(a > b for a, b in zip(lrs, lrs[1:]))  # falls with every batch
+        assert lrs[-1] < 0.05 * 0.03
+        halfway = length * 10 // 2
+        assert lrs[halfway] == pytest.approx(0.025)
+
+
+# --------------------------------------------------------------------------- the search, driven with fake fitness
+
+
+def tiny_search(**overrides) -> Search:
+    config = base_config(10, input_size=8, num_cells=1, head_channels=2, cell_channels=3, tail_channels=2, fc_units=4)
+    settings = dict(population_size=3, tournament_fraction=0.5, generations=4,
+                    mutations=["wider", "deeper", "wider_kernel", "skip_connection"], noise=1e-5, base_epochs=2,
+                    mutation_epochs=1, final_epochs=3, seed=0)
+    settings.update(overrides)
+    return Search("cellnet", config, **settings)
+
+
+def run_fake(search: Search, tasks: int | None = None) -> list:
+    """Complete tasks with a fitness that favours wider networks; returns the tasks run."""
+    done = []
+    while tasks is None or len(done) < tasks:
+        task = search.next_task()
+        if task is None or task.stage == "final":
+            break
+        params = sum(p.numel() for p in task.model.parameters())
+        search.complete(task, task.model, fitness=params % 97, params=params, flops=0, epochs=task.epochs, seconds=0)
+        done.append(task)
+    return done
+
+
+def test_the_search_trains_base_then_population_then_one_child_per_generation_then_the_champion():
+    search = tiny_search()
+    tasks = run_fake(search)
+    assert [t.stage for t in tasks] == ["base"] + ["population"] * 3 + ["generations"] * 4
+    assert [t.epochs for t in tasks] == [2] + [1] * 7
+    assert [t.individual.generation for t in tasks] == [0, 0, 0, 0, 1, 2, 3, 4]
+    assert all(t.individual.parent == 0 for t in tasks[1:4])
+    assert len(search.population) == 3 and len(search.lineage) == 8
+    final = search.next_task()
+    assert final.stage == "final" and final.epochs == 3 and final.individual.id == search.population.best().id
+    evicted = [ind for ind in search.lineage if ind.evicted_in is not None]
+    assert len(evicted) == 4 and all(ind.state == {} for ind in evicted)
+    members = {ind.id for ind in search.population.members}
+    assert members == {ind.id for ind in search.lineage[1:] if ind.evicted_in is None}
+
+
+def test_every_child_is_its_parent_plus_one_recorded_mutation():
+    search = tiny_search()
+    tasks = run_fake(search)
+    by_id = {ind.id: ind for ind in search.lineage}
+    for task in tasks[1:]:
+        child, parent = task.individual, by_id[task.individual.parent]
+        assert child.mutation in ("wider", "deeper", "wider_kernel", "skip_connection")
+        assert child.description.startswith(child.mutation)
+        assert child.config != parent.config
+
+
+def test_a_restored_search_makes_the_same_choices():
+    search = tiny_search()
+    run_fake(search, tasks=5)
+    saved = search.state_dict()
+    checkpoint_copy = tiny_search()
+    checkpoint_copy.load_state_dict(saved)
+    original, restored = run_fake(search), run_fake(checkpoint_copy)
+    assert [t.individual.record() for t in original] == [t.individual.record() for t in restored]
+    for a, b in zip(original, restored):
+        assert all(torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values()))
+
+
+def test_base_only_sends_the_base_network_to_the_final_training():
+    search = tiny_search(base_only=True)
+    tasks = run_fake(search)
+    assert [t.stage for t in tasks] == ["base"]
+    final = search.next_task()
+    assert final.stage == "final" and final.individual.id == 0
+
+
+# --------------------------------------------------------------------------- evolve.py
+
+
+TINY_SEARCH = ["--dataset", "digits", "--train_subset", "300", "--ngpu", "0", "--workers", "0", "--batch_size", "64",
+               "--num_cells", "2", "--head_channels", "4", "--cell_channels", "6", "--tail_channels", "4",
+               "--fc_units", "8", "--dropout_conv", "0.1", "--dropout_fc", "0.1", "--population_size", "3",
+               "--generations", "2", "--base_epochs", "1", "--mutation_epochs", "2", "--final_epochs", "1",
+               "--tournament_fraction", "0.5", "--manualSeed", "5", "--tag", "tiny"]
+
+
+def tiny_argv(save_path, *extra):
+    return TINY_SEARCH + ["--save_path", str(save_path), *map(str, extra)]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    return evolve.main(evolve.get_args_parser().parse_args(tiny_argv(tmp_path_factory.mktemp("search"))))
+
+
+def test_a_search_writes_its_lineage_plots_and_a_champion_that_rebuilds_from_its_checkpoint(uninterrupted):
+    run_dir = uninterrupted["run_dir"]
+    lineage = read_lineage(os.path.join(run_dir, LINEAGE_FILE))
+    assert [r["id"] for r in lineage] == list(range(1 + 3 + 2))
+    assert all({"id", "parent", "mutation", "params", "flops", "fitness", "epochs", "seconds"} <= set(r)
+               for r in lineage)
+    assert all(r["parent"] < r["id"] for r in lineage[1:])
+    kept = [r["id"] for r in lineage[1:] if r["evicted_in"] is None]
+    assert sorted(kept) == sorted(uninterrupted["population"])
+    for name in (FITNESS_PLOT, PARAMS_PLOT):
+        assert os.path.getsize(os.path.join(run_dir, name)) > 1000
+    saved = torch.load(os.path.join(run_dir, evolve.CHAMPION_NAME), map_location="cpu", weights_only=True)
+    network = models.build_from_config(saved["model_kind"], saved["model_config"])
+    network.load_state_dict(saved["model"])
+    assert saved["result"]["champion"] in uninterrupted["population"]
+    assert 0.0 <= saved["result"]["test_top1"] <= 100.0
+    metrics = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
+    assert sum(1 for m in metrics if "train_loss" in m) == uninterrupted["epochs"] == 1 + 5 * 2 + 1
+
+
+def stop_during(monkeypatch, stage: str, after_steps: int):
+    """SIGTERM arrives at the ``after_steps``-th training step of the first training of ``stage``."""
+    real = engine.train_one_epoch
+    fired = []
+
+    def train_one_epoch(*args, **kwargs):
+        stop = kwargs["stop"]
+        if kwargs["phase"] == stage and not fired:
+            fired.append(True)
+            steps = []
+
+            def requested(device):
+                steps.append(1)
+                if len(steps) == after_steps:
+                    stop.signal_name = "SIGTERM"
+                return stop.signal_name is not None
+
+            stop.requested = requested
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "train_one_epoch", train_one_epoch)
+
+
+@pytest.mark.parametrize("stage, after_steps", [("generations", 2), ("generations", 4), ("final", 3)],
+                         ids=["mid-epoch of a generation", "end of an epoch of a generation", "final training"])
+def test_a_stopped_search_resumes_to_the_same_final_population(uninterrupted, tmp_path, monkeypatch, capsys,
+                                                                stage, after_steps):
+    with monkeypatch.context() as patch:
+        stop_during(patch, stage, after_steps)
+        assert evolve.cli(tiny_argv(tmp_path)) == 75
+    assert "--resume auto" in capsys.readouterr().err
+    saved = checkpoint.load_checkpoint(tmp_path / "digits" / "tiny" / "seed_5" / "checkpoint.pth")
+    assert saved["in_flight"] is not None and saved["in_flight"]["stage"] == stage
+
+    resumed = evolve.main(evolve.get_args_parser().parse_args(tiny_argv(tmp_path, "--resume", "auto")))
+    assert resumed["population"] == uninterrupted["population"]
+    strip = ("seconds",)
+    assert ([{k: v for k, v in r.items() if k not in strip} for r in resumed["lineage"]]
+            == [{k: v for k, v in r.items() if k not in strip} for r in uninterrupted["lineage"]])
+    assert {k: v for k, v in resumed["final"].items() if k != "final_seconds"} == \
+        {k: v for k, v in uninterrupted["final"].items() if k != "final_seconds"}
+    final_a = torch.load(os.path.join(resumed["run_dir"], evolve.CHAMPION_NAME), weights_only=True)["model"]
+    final_b = torch.load(os.path.join(uninterrupted["run_dir"], evolve.CHAMPION_NAME), weights_only=True)["model"]
+    assert all(torch.equal(final_a[k], final_b[k]) for k in final_b)
+
+
+BAD_INPUTS = [
+    (["--population_size", "1"], "--population_size"),
+    (["--tournament_fraction", "0"], "--tournament_fraction"),
+    (["--tournament_fraction", "1.5"], "--tournament_fraction"),
+    (["--mutations", "wider,narrower"], "narrower"),
+    (["--val_split", "0"], "--val_split"),
+    (["--mutations", "skip_connection"], "skip"),
+    (["--num_cells", "5"], "cells"),
+    (["--generations", "-1"], "--generations"),
+    (["--lr", "0"], "--lr"),
+]
+
+
+@pytest.mark.parametrize("flags, needle", BAD_INPUTS, ids=[" ".join(f) for f, _ in BAD_INPUTS])
+def test_bad_input_exits_2_with_one_sentence_and_writes_nothing(tmp_path, capsys, flags, needle):
+    status = evolve.cli(tiny_argv(tmp_path / "runs", *flags))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2
+    assert len(err) == 1 and needle in err[0] and err[0].startswith("evolve.py: error:")
+    assert not os.path.exists(tmp_path / "runs")
+
+
+def test_individuals_report_finite_fitness(uninterrupted):
+    assert all(math.isfinite(r["fitness"]) and 0 <= r["fitness"] <= 100 for r in uninterrupted["lineage"])
