@@ -34,6 +34,11 @@ import torch.nn.functional as F
 
 from utils import ConfigError
 
+from .kinds import register_model_kind
+from .layers import PlainLayers
+from .resnet18 import ResNet18
+from .wrn import WideResNet
+
 DEFAULT_POOL_SIZE = 512
 # The nearest-vector search writes an (N, n_emb) distance matrix. On a CPU it is computed in
 # blocks of this many vectors, so each block stays in cache: 2.6x faster than one product for
@@ -263,10 +268,6 @@ class NetworkConfig:
 
 def build_network(config: NetworkConfig) -> nn.Module:
     """The network ``config`` describes; ``network_config(model)`` gives the config back."""
-    from .layers import PlainLayers
-    from .resnet18 import ResNet18
-    from .wrn import WideResNet
-
     layers = (NWSLayers(config.group_size, config.pool_size, config.nws_classifier) if config.nws
               else PlainLayers())
     if config.arch == "resnet18":
@@ -281,8 +282,25 @@ def build_network(config: NetworkConfig) -> nn.Module:
     return model
 
 
-def network_config(model: nn.Module) -> NetworkConfig:
-    return model.nws_config
+def network_config(model: nn.Module) -> NetworkConfig | None:
+    """The config ``build_network`` gave ``model``, None for a network it did not build."""
+    return getattr(model, "nws_config", None)
+
+
+def _config_dict_of(arch: str):
+    def config_of(model: nn.Module) -> dict | None:
+        config = network_config(model)
+        return config.to_dict() if config is not None and config.arch == arch else None
+    return config_of
+
+
+def _build_from_dict(config: dict) -> nn.Module:
+    return build_network(NetworkConfig.from_dict(config))
+
+
+# Checkpoints name these kinds (``models.model_config`` / ``models.build_from_config``).
+register_model_kind("nws_resnet18", ResNet18, _build_from_dict, _config_dict_of("resnet18"))
+register_model_kind("nws_wrn", WideResNet, _build_from_dict, _config_dict_of("wrn"))
 
 
 def nws_layers(model: nn.Module) -> dict[str, NWSLayer]:

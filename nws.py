@@ -1,0 +1,459 @@
+"""Neural Weight Search for task-incremental learning: the command line.
+
+    python nws.py pretrain  --dataset fashion_mnist ...          learn the layer-wise pools (EMA k-means)
+    python nws.py tasks     --dataset digits --pools PATH ...    train and store the tasks of the split
+    python nws.py evaluate  --dataset digits ...                 rebuild every stored task from its files, test it
+
+``get_args_parser()`` returns the parser, ``main(args)`` runs one command; nothing runs at import
+time. The algorithm lives in ``models/nws.py`` (the layers) and ``weight_search/`` (pools,
+storage, splits, the task protocol); ``docs/nws.md`` is the user guide.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import runtime
+from utils import ConfigError, parse_list
+
+COMMANDS = ("pretrain", "tasks", "evaluate")
+NETWORK_FIELDS = ("arch", "widths", "depth", "wide", "gs", "n_emb", "plain_head")
+# What decides the tasks a resumed run appends: the network, the method, the recipe, the data.
+TASK_FIELDS = ("dataset", "method") + NETWORK_FIELDS + (
+    "epochs", "lr", "momentum", "weight_decay", "beta", "lr_milestones", "lr_gamma", "batch_size", "train_subset",
+    "amp")
+PRETRAIN_FIELDS = ("dataset",) + NETWORK_FIELDS + (
+    "epochs", "lr", "momentum", "weight_decay", "beta", "lr_milestones", "lr_gamma", "batch_size", "train_subset",
+    "val_split", "decay", "kmeans_eps", "amp")
+
+
+# --------------------------------------------------------------------------- flags
+
+
+def add_network_arguments(parser: argparse.ArgumentParser) -> None:
+    from models.nws import ARCHS, DEFAULT_POOL_SIZE
+
+    g = parser.add_argument_group("Network")
+    g.add_argument("--arch", default="resnet18", choices=ARCHS,
+                   help="resnet18: CIFAR ResNet-18 (stage widths --widths); wrn: Wide-ResNet-<depth>-<wide>")
+    g.add_argument("--widths", type=parse_list(int, "--widths"), default=[64, 128, 256, 512],
+                   help="resnet18: the four stage widths, comma-separated, each >= 1 (channels)")
+    g.add_argument("--depth", type=int, default=16, help="wrn: depth, 6n+4 with n >= 1 (layers)")
+    g.add_argument("--wide", type=float, default=4.0, help="wrn: width factor, > 0 (stage widths 16k, 32k, 64k)")
+    g.add_argument("--gs", type=int, default=1,
+                   help="group size: input-channel slices per pool vector (vectors of gs*k*k numbers); >= 1 and "
+                        "must divide the input channels of every layer but the first")
+    g.add_argument("--n_emb", type=int, default=DEFAULT_POOL_SIZE,
+                   help="pool size: weight vectors per layer's pool, >= 2 (indices take ceil(log2 n_emb) bits)")
+    g.add_argument("--plain_head", action="store_true",
+                   help="a plain linear classifier stored as floats per task, instead of an NWS 1x1 (the reference)")
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("Training")
+    g.add_argument("--epochs", type=int, default=100, help="epochs per task (pretrain: on the source; 0 = untrained pools)")
+    g.add_argument("--lr", type=float, default=0.01, help="SGD learning rate, > 0")
+    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum, in [0, 1)")
+    g.add_argument("--weight_decay", type=float, default=0.0, help="SGD weight decay, >= 0 (the reference names none)")
+    g.add_argument("--beta", type=float, default=0.5,
+                   help="weight of the commitment term sum_layers mean((q - w)^2) in the loss, >= 0 "
+                        "(SPEC: 0.5 Split-CIFAR-100, 0.1 CUB-to-Sketches)")
+    g.add_argument("--lr_milestones", type=parse_list(float, "--lr_milestones"), default=[0.5, 0.8],
+                   help="fractions of the epochs, each in (0, 1], where the lr is multiplied by --lr_gamma")
+    g.add_argument("--lr_gamma", type=float, default=0.1, help="lr factor at each milestone, in (0, 1]")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    from weight_search.protocol import METHODS
+    from weight_search.pools import DEFAULT_DECAY, DEFAULT_EPS
+
+    parser = runtime.new_parser("Neural Weight Search: task-incremental learning with weights searched in "
+                                "frozen layer-wise pools and stored as indices.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, text in (("pretrain", "learn the layer-wise pools by EMA k-means on a source data set"),
+                       ("tasks", "train the tasks of a split one after the other and store each as pool indices"),
+                       ("evaluate", "rebuild every stored task's network from its files alone and test it")):
+        sub = commands.add_parser(name, help=text, description=text, allow_abbrev=False,
+                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        runtime.add_run_arguments(sub)
+        if name != "evaluate":
+            add_network_arguments(sub)
+            add_training_arguments(sub)
+        if name == "pretrain":
+            g = sub.add_argument_group("Pools (EMA k-means)")
+            g.add_argument("--decay", type=float, default=DEFAULT_DECAY,
+                           help="EMA decay of the k-means counts and sums, in [0, 1)")
+            g.add_argument("--kmeans_eps", type=float, default=DEFAULT_EPS,
+                           help="Laplace smoothing of the k-means counts, > 0")
+            sub.set_defaults(tag="pools", epochs=30, batch_size=128)
+        elif name == "tasks":
+            g = sub.add_argument_group("Tasks")
+            g.add_argument("--method", default="nws", choices=METHODS,
+                           help="nws; plain_per_task: a plain network fine-tuned per task, float weights stored; "
+                                "plain_sequential: one plain network fine-tuned task after task (forgetting)")
+            g.add_argument("--pools", default=None, metavar="PATH",
+                           help="pools.pth written by 'nws.py pretrain' (or its run folder); needed by --method nws, "
+                                "copied into the run folder once")
+            g.add_argument("--num_tasks", type=int, default=0,
+                           help="train the first N tasks of the split, 1 <= N <= its number of tasks (0 = all)")
+            sub.set_defaults(tag="tasks", batch_size=32)
+        else:
+            g = sub.add_argument_group("Evaluation")
+            g.add_argument("--task", type=int, default=-1, help="evaluate only this stored task index (-1 = all)")
+            sub.set_defaults(tag="tasks")
+    return parser
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def validate_args(args: argparse.Namespace) -> None:
+    """Every check that needs no data and no file, before anything is loaded or written."""
+    for flag in ("batch_size", "eval_batch_size"):
+        if getattr(args, flag) < 1:
+            raise ConfigError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
+    if args.workers < 0:
+        raise ConfigError(f"--workers must be 0 or more, got {args.workers}")
+    if args.ngpu < 0:
+        raise ConfigError(f"--ngpu must be 0 (CPU) or more, got {args.ngpu}")
+    if args.train_subset < 0:
+        raise ConfigError(f"--train_subset must be 0 (all) or a number of images, got {args.train_subset}")
+    if args.command != "pretrain" and args.val_split:
+        raise ConfigError(f"nws.py {args.command} trains a fixed number of epochs and selects nothing: "
+                          f"--val_split must be 0, got {args.val_split}")
+    if args.command != "pretrain":
+        from weight_search.splits import check_splittable
+
+        check_splittable(args.dataset)
+    if args.command == "evaluate":
+        if args.task < -1:
+            raise ConfigError(f"--task must be a stored task index or -1 (all), got {args.task}")
+        return
+    if args.command == "tasks":
+        from weight_search.splits import NUM_TASKS, SPLIT_NAMES
+
+        if not 0 <= args.num_tasks <= NUM_TASKS[args.dataset]:
+            raise ConfigError(f"--num_tasks must be between 1 and the {NUM_TASKS[args.dataset]} tasks of "
+                              f"{SPLIT_NAMES[args.dataset]} (0 = all), got {args.num_tasks}")
+        if args.method == "nws" and not args.pools and args.resume != "auto":
+            raise ConfigError("--method nws needs --pools PATH, the pools.pth written by 'nws.py pretrain'")
+        if args.resume not in ("", "auto"):
+            raise ConfigError("nws.py tasks resumes at the task level: use --resume auto (the run folder is chosen "
+                              "by --save_path, --dataset, --tag and --manualSeed)")
+    if args.epochs < (0 if args.command == "pretrain" else 1):
+        raise ConfigError(f"--epochs must be at least {0 if args.command == 'pretrain' else 1}, got {args.epochs}")
+    checks = (("lr", args.lr > 0, "> 0"), ("momentum", 0 <= args.momentum < 1, "in [0, 1)"),
+              ("weight_decay", args.weight_decay >= 0, ">= 0"), ("beta", args.beta >= 0, ">= 0"),
+              ("lr_gamma", 0 < args.lr_gamma <= 1, "in (0, 1]"), ("gs", args.gs >= 1, ">= 1"),
+              ("n_emb", args.n_emb >= 2, ">= 2 (pool vectors per layer)"), ("wide", args.wide > 0, "> 0"))
+    if args.command == "pretrain":
+        checks += (("decay", 0 <= args.decay < 1, "in [0, 1)"), ("kmeans_eps", args.kmeans_eps > 0, "> 0"))
+    for flag, valid, valid_range in checks:
+        if not valid:
+            raise ConfigError(f"--{flag} must be {valid_range}, got {getattr(args, flag)}")
+    if not args.lr_milestones or not all(0 < m <= 1 for m in args.lr_milestones):
+        raise ConfigError(f"--lr_milestones must list fractions of the epochs in (0, 1], got "
+                          f"{','.join(map(str, args.lr_milestones))}")
+    if args.arch == "resnet18" and (len(args.widths) != 4 or min(args.widths) < 1):
+        raise ConfigError(f"--widths takes four stage widths >= 1, got {','.join(map(str, args.widths))}")
+    if args.arch == "wrn" and (args.depth < 10 or (args.depth - 4) % 6):
+        raise ConfigError(f"--depth must be 6n+4 with n >= 1 (10, 16, 22, 28, ...), got {args.depth}")
+
+
+def network_config(args: argparse.Namespace, num_classes: int, nws: bool = True):
+    """The network the flags describe, checked by building it once (e.g. --gs dividing every layer)."""
+    from models.nws import NetworkConfig, build_network
+    from models.wrn import wrn_channels
+
+    widths = tuple(args.widths) if args.arch == "resnet18" else wrn_channels(args.wide)
+    config = NetworkConfig(args.arch, num_classes, widths, depth=args.depth if args.arch == "wrn" else 18,
+                           group_size=args.gs, pool_size=args.n_emb, nws_classifier=not args.plain_head, nws=nws)
+    build_network(config)
+    return config
+
+
+def main(args: argparse.Namespace) -> dict:
+    validate_args(args)
+    return {"pretrain": pretrain, "tasks": run_tasks, "evaluate": evaluate}[args.command](args)
+
+
+def cli(argv: list[str] | None = None) -> int:
+    return runtime.cli("nws.py", get_args_parser, main, argv)
+
+
+def _write_args(run_dir: str, args: argparse.Namespace, name: str = "args.json") -> None:
+    import checkpoint
+    from utils import atomic_write_text
+
+    atomic_write_text(os.path.join(run_dir, name), json.dumps(checkpoint.args_to_dict(args), indent=2) + "\n")
+
+
+def _loops(args: argparse.Namespace, ctx: runtime.Context):
+    from weight_search.protocol import Loops
+
+    return Loops(ctx, args.batch_size, args.eval_batch_size, args.workers, args.amp,
+                 show_progress=sys.stdout.isatty())
+
+
+def _recipe(args: argparse.Namespace):
+    from weight_search.protocol import Recipe
+
+    return Recipe(args.epochs, args.lr, args.momentum, args.weight_decay, args.beta, tuple(args.lr_milestones),
+                  args.lr_gamma)
+
+
+# --------------------------------------------------------------------------- pretrain
+
+
+def pretrain(args: argparse.Namespace) -> dict:
+    """Train an NWS network on the source data set while EMA k-means learns every layer's pool."""
+    import checkpoint
+    import engine
+    import utils
+    from models.nws import build_network
+    from weight_search.pools import POOLS_NAME, PoolLearner, pools_state
+    from weight_search.protocol import train
+
+    ctx = runtime.Context(args)
+    try:
+        run_dir = runtime.run_directory(args)
+        data = runtime.load_data(args, ctx)
+        config = network_config(args, data.num_classes)
+        resume_path, resume_state = None, None
+        if args.resume:
+            resume_path = checkpoint.latest_checkpoint(run_dir) if args.resume == "auto" else args.resume
+            if resume_path is not None:
+                resume_state = checkpoint.load_checkpoint(resume_path)
+                checkpoint.check_compatible(resume_state["args"], checkpoint.args_to_dict(args), PRETRAIN_FIELDS)
+        runtime.open_run_folder(args, ctx, run_dir)
+        if ctx.main_process:
+            _write_args(run_dir, args)
+        utils.seed_everything(args.manualSeed)
+        model = build_network(config).to(ctx.device)
+        learner = PoolLearner(model, args.decay, args.kmeans_eps)
+        start = 0
+        if resume_state is not None:
+            model.load_state_dict(resume_state["model"])
+            learner.load_state_dict(resume_state["pool_learner"])
+            utils.set_rng_state(resume_state["rng"])
+            start = resume_state["epoch"] + 1
+            ctx.logger.info(f"resuming {resume_path} after epoch {resume_state['epoch']}")
+        ctx.logger.info(f"pretraining the pools of {config.arch} (gs {config.group_size}, n_emb {config.pool_size}) "
+                        f"on {args.dataset} for {args.epochs} epochs in {run_dir}")
+        last = dict(resume_state["metrics"]) if resume_state is not None else {}
+
+        def save_checkpoint(epoch: int, optimizer, row: dict) -> None:
+            last.update(row)
+            if ctx.main_process:
+                checkpoint.save_checkpoint({"args": checkpoint.args_to_dict(args), "epoch": epoch,
+                                            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                            "pool_learner": learner.state_dict(), "rng": utils.rng_state(),
+                                            "metrics": row},
+                                           os.path.join(run_dir, checkpoint.LATEST_NAME), keep_previous=True)
+
+        stop = engine.StopRequest().install()
+        try:
+            train(model, data.train_set, data.val_set if data.val_set is not None else data.test_set, _recipe(args),
+                  _loops(args, ctx), seed=args.manualSeed, phase="pretrain", epoch_offset=0, nws=True, stop=stop,
+                  start_epoch=start, optimizer_state=resume_state["optimizer"] if resume_state else None,
+                  on_epoch_end=save_checkpoint)
+        finally:
+            stop.restore()
+        learner.remove()
+        source = {"dataset": args.dataset, "epochs": args.epochs, "seed": args.manualSeed,
+                  "train_subset": args.train_subset, "test_top1": last.get("test_top1")}
+        if ctx.main_process:
+            checkpoint.save_checkpoint(pools_state(model, config, source), os.path.join(run_dir, POOLS_NAME))
+        ctx.logger.info(f"pools written to {os.path.join(run_dir, POOLS_NAME)}"
+                        + (f" (source network: test top-1 {last['test_top1']:.2f}%)" if last else " (untrained)"))
+        return {"run_dir": run_dir, "pools": os.path.join(run_dir, POOLS_NAME), **source}
+    finally:
+        ctx.close()
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+def _stored_prefix(run_dir: str) -> list[int]:
+    from weight_search.storage import stored_tasks
+
+    stored = stored_tasks(run_dir)
+    if stored != list(range(len(stored))):
+        raise ConfigError(f"{run_dir} holds task files {stored}, not tasks 0 to {len(stored) - 1} in order; "
+                          "remove the stray ones")
+    return stored
+
+
+def run_tasks(args: argparse.Namespace) -> dict:
+    """Train every task of the split in order (from the first one not stored), then re-measure them all."""
+    import checkpoint
+    import engine
+    import utils
+    from models.nws import build_network
+    from weight_search.pools import POOLS_NAME, install_pools, read_pools
+    from weight_search.protocol import (nws_task_state, new_task_network, plain_task_state, rebuild, task_seed,
+                                        train)
+    from weight_search.splits import SPLIT_NAMES, load_split
+    from weight_search.storage import pools_digest, read_task, save_task
+
+    ctx = runtime.Context(args)
+    try:
+        run_dir = runtime.run_directory(args)
+        nws = args.method == "nws"
+        split = load_split(args.dataset, args.data_path, train_subset=args.train_subset)
+        num_tasks = args.num_tasks or len(split)
+        config = network_config(args, len(split[0].task.classes), nws=nws)
+
+        stored = _stored_prefix(run_dir) if os.path.isdir(run_dir) else []
+        if stored and args.resume != "auto":
+            raise ConfigError(f"{run_dir} already holds tasks 0-{stored[-1]}; pass --resume auto to continue at "
+                              f"task {len(stored)}, or choose another --tag or --manualSeed")
+        if stored:
+            checkpoint.check_compatible(read_task(run_dir, stored[-1])["args"], checkpoint.args_to_dict(args),
+                                        TASK_FIELDS)
+        pools, pools_file = None, None
+        if nws:
+            run_pools = os.path.join(run_dir, POOLS_NAME)
+            pools_file = run_pools if os.path.isfile(run_pools) else args.pools
+            if pools_file is None:
+                raise ConfigError(f"--resume auto: {run_dir} has no {POOLS_NAME}; pass --pools PATH")
+            state = read_pools(pools_file)
+            if args.pools and pools_file == run_pools:
+                given = read_pools(args.pools)
+                if pools_digest(given["pools"]) != pools_digest(state["pools"]):
+                    raise ConfigError(f"--pools {os.path.abspath(args.pools)} differs from the pools this run was "
+                                      f"started with ({run_pools})")
+            probe = build_network(config)
+            install_pools(probe, state, pools_file)  # shapes checked before anything is written
+            pools, pools_source = state["pools"], state
+
+        runtime.open_run_folder(args, ctx, run_dir)
+        if ctx.main_process:
+            _write_args(run_dir, args)
+            if nws and not os.path.isfile(os.path.join(run_dir, POOLS_NAME)):
+                checkpoint.save_checkpoint(pools_source, os.path.join(run_dir, POOLS_NAME))
+        loops, recipe = _loops(args, ctx), _recipe(args)
+        ctx.logger.info(f"{SPLIT_NAMES[args.dataset]}: {num_tasks} tasks, method {args.method}, "
+                        f"{config.arch} (gs {config.group_size}, n_emb {config.pool_size}), "
+                        f"{args.epochs} epochs per task, run folder {run_dir}"
+                        + (f"; continuing at task {len(stored)}" if stored else ""))
+        started = time.time()
+        stop = engine.StopRequest().install()
+        try:
+            for t in range(len(stored), num_tasks):
+                task_data = split[t]
+                seed = task_seed(args.manualSeed, t)
+                utils.seed_everything(seed)
+                previous = read_task(run_dir, t - 1) if t > 0 else None
+                model = new_task_network(config, task_data, ctx.device, pools, previous)
+                phase = f"task {t}"
+                ctx.logger.info(f"{phase}: {task_data.task.name} ({len(task_data.train)} training images)")
+                train(model, task_data.train, task_data.test, recipe, loops, seed=seed, phase=phase,
+                      epoch_offset=t * args.epochs, nws=nws, stop=stop)
+                task_config = config.with_classes(len(task_data.task.classes))
+                extra = {"args": checkpoint.args_to_dict(args), "seed": seed}
+                state = (nws_task_state(model, task_data.task, task_config, pools, extra) if nws
+                         else plain_task_state(model, task_data.task, task_config, args.method, extra))
+                state["right_after"] = loops.evaluate(rebuild(state, ctx.device, pools=pools), task_data.test)
+                if ctx.main_process:
+                    save_task(run_dir, t, state)
+                ctx.logger.info(f"{phase} stored: top-1 {state['right_after']['top1']:.2f}% (network rebuilt from "
+                                "the stored state)")
+        finally:
+            stop.restore()
+        result = evaluate_run(args, ctx, run_dir, split, list(range(num_tasks)))
+        result["seconds"] = time.time() - started
+        if ctx.main_process:
+            from utils import atomic_write_text
+
+            atomic_write_text(os.path.join(run_dir, "summary.json"), json.dumps(result, indent=2) + "\n")
+            _plot(run_dir, args.epochs, num_tasks)
+        return result
+    finally:
+        ctx.close()
+
+
+def _plot(run_dir: str, epochs: int, num_tasks: int) -> None:
+    from custom_log import plot_accuracy, read_metrics
+
+    metrics = read_metrics(os.path.join(run_dir, "metrics.jsonl"))
+    plot_accuracy(metrics, os.path.join(run_dir, "accuracy.png"),
+                  growth_epochs={t * epochs: f"task {t}" for t in range(1, num_tasks)},
+                  title="test top-1 of each task while it trains")
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def evaluate_run(args: argparse.Namespace, ctx: runtime.Context, run_dir: str, split, tasks: list[int]) -> dict:
+    """Rebuild each of ``tasks`` from the run folder's files alone, test it, compare with "right after"."""
+    from custom_log import format_table
+    from weight_search.pools import POOLS_NAME, read_pools
+    from weight_search.protocol import memory_table, rebuild
+    from weight_search.storage import read_task
+
+    loops = _loops(args, ctx)
+    states = [read_task(run_dir, t) for t in range(max(tasks) + 1)]
+    method = "nws" if states[0]["kind"] == "nws_task" else states[0]["method"]
+    pools = read_pools(os.path.join(run_dir, POOLS_NAME), flag="the run's pools")["pools"] if method == "nws" else None
+    final_state = states[-1] if method == "plain_sequential" else None
+    rows, results = [], []
+    memory = memory_table(method, states, pools)
+    for t in tasks:
+        state, task = states[t], split[t].task
+        if list(state["classes"]) != list(task.classes):
+            raise ConfigError(f"task {t} was stored with classes {state['classes']}, but the split's task {t} has "
+                              f"{list(task.classes)}")
+        model = rebuild(state, ctx.device, pools=pools, final_state=final_state)
+        final = loops.evaluate(model, split[t].test)
+        right_after = state["right_after"]
+        results.append({"task": t, "name": task.name, "classes": list(task.classes),
+                        "right_after_top1": right_after["top1"], "final_top1": final["top1"],
+                        "final_loss": final["loss"], "stored_bytes": memory["per_task"][t]["total"]})
+        rows.append({"task": t, "name": task.name, "right after": right_after["top1"], "now": final["top1"],
+                     "change": final["top1"] - right_after["top1"], "stored MB": memory["per_task"][t]["total"] / 2**20})
+    average = {key: sum(r[key] for r in results) / len(results) for key in ("right_after_top1", "final_top1")}
+    rows.append({"task": "mean", "name": "", "right after": average["right_after_top1"], "now": average["final_top1"],
+                 "change": average["final_top1"] - average["right_after_top1"]})
+    ctx.logger.info(f"{method}: every task rebuilt from its files\n" + format_table(
+        rows, formats={"right after": "{:.2f}".format, "now": "{:.2f}".format, "change": "{:+.2f}".format,
+                       "stored MB": "{:.3f}".format}))
+    float_mb = memory["float_per_task"]["total"] / 2**20
+    ctx.logger.info(f"memory: {memory['total'] / 2**20:.3f} MB for {len(states)} tasks ({memory['once'] / 2**20:.3f} MB "
+                    f"stored once) against {memory['float_total'] / 2**20:.3f} MB of float weights "
+                    f"({float_mb:.3f} MB per task)")
+    return {"method": method, "run_dir": run_dir, "tasks": results, "average_right_after_top1":
+            average["right_after_top1"], "average_final_top1": average["final_top1"], "memory": memory}
+
+
+def evaluate(args: argparse.Namespace) -> dict:
+    """``nws.py evaluate``: every stored task of a run (or ``--task``), from its files alone."""
+    from weight_search.splits import load_split
+    from utils import atomic_write_text
+
+    args.resume = args.resume or "auto"  # without --manualSeed: the newest run of the tag
+    ctx = runtime.Context(args)
+    try:
+        run_dir = runtime.run_directory(args)
+        stored = _stored_prefix(run_dir) if os.path.isdir(run_dir) else []
+        if not stored:
+            raise ConfigError(f"{run_dir} holds no stored task; run 'nws.py tasks' with the same --save_path, "
+                              "--dataset, --tag and --manualSeed first")
+        if args.task >= len(stored):
+            raise ConfigError(f"--task {args.task} is out of range: {run_dir} holds tasks 0 to {len(stored) - 1}")
+        split = load_split(args.dataset, args.data_path)
+        tasks = stored if args.task == -1 else [args.task]
+        result = evaluate_run(args, ctx, run_dir, split, tasks)
+        if ctx.main_process:
+            atomic_write_text(os.path.join(run_dir, "evaluation.json"), json.dumps(result, indent=2) + "\n")
+        return result
+    finally:
+        ctx.close()
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,144 @@
+"""nws.py end to end on the digits: pretrain, tasks, evaluate, resume, and bad input (SPEC-nws.md 4)."""
+
+import os
+
+import pytest
+import torch
+
+import nws
+
+# A tiny WRN-10-1 (n_emb 16) on split_digits: 40 training images per task, 2 epochs.
+NETWORK = ["--arch", "wrn", "--depth", "10", "--wide", "1", "--n_emb", "16"]
+COMMON = ["--ngpu", "0", "--workers", "0", "--manualSeed", "5"]
+TASKS = ["tasks", "--dataset", "digits", *NETWORK, *COMMON, "--epochs", "2", "--lr", "0.05",
+         "--train_subset", "40", "--batch_size", "16"]
+
+
+def run(*argv) -> int:
+    return nws.cli([str(a) for a in argv])
+
+
+@pytest.fixture(scope="module")
+def pools(tmp_path_factory):
+    """Pools pretrained for one epoch on 200 digits."""
+    root = tmp_path_factory.mktemp("pools")
+    assert run("pretrain", "--dataset", "digits", *NETWORK, *COMMON, "--epochs", "1", "--train_subset", "200",
+               "--save_path", root) == 0
+    return root / "digits" / "pools" / "seed_5" / "pools.pth"
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, pools):
+    root = tmp_path_factory.mktemp("tasks")
+    result = nws.main(nws.get_args_parser().parse_args(
+        [str(a) for a in TASKS + ["--pools", pools, "--save_path", root]]))
+    return root / "digits" / "tasks" / "seed_5", result
+
+
+def test_pretrain_writes_pools_that_differ_from_their_initial_values(pools, tmp_path):
+    state = torch.load(pools, map_location="cpu", weights_only=True)
+    assert state["kind"] == "nws_pools" and state["source"]["dataset"] == "digits"
+    assert run("pretrain", "--dataset", "digits", *NETWORK, *COMMON, "--epochs", "0", "--save_path", tmp_path) == 0
+    initial = torch.load(tmp_path / "digits" / "pools" / "seed_5" / "pools.pth", weights_only=True)["pools"]
+    assert initial.keys() == state["pools"].keys()
+    assert all(torch.isfinite(p).all() for p in state["pools"].values())
+    assert sum(not torch.equal(initial[name], state["pools"][name]) for name in initial) == len(initial)
+
+
+def test_pretraining_with_amp_keeps_the_pools_finite(tmp_path):
+    assert run("pretrain", "--dataset", "digits", *NETWORK, *COMMON, "--epochs", "1", "--train_subset", "100",
+               "--amp", "--save_path", tmp_path) == 0
+    state = torch.load(tmp_path / "digits" / "pools" / "seed_5" / "pools.pth", weights_only=True)
+    assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in state["pools"].values())
+
+
+def test_every_task_rebuilt_from_its_files_gives_exactly_the_accuracy_measured_right_after(full_run):
+    run_dir, result = full_run
+    assert {"pools.pth", "summary.json", "accuracy.png", "metrics.jsonl"} <= set(os.listdir(run_dir))
+    assert [t["task"] for t in result["tasks"]] == [0, 1, 2, 3, 4]
+    for task in result["tasks"]:
+        assert task["final_top1"] == task["right_after_top1"]
+    # The same from a fresh process's point of view: the evaluate command reads the files alone.
+    evaluated = nws.main(nws.get_args_parser().parse_args(
+        ["evaluate", "--dataset", "digits", *COMMON, "--save_path", str(run_dir.parents[2])]))
+    assert [t["final_top1"] for t in evaluated["tasks"]] == [t["right_after_top1"] for t in result["tasks"]]
+    assert os.path.isfile(run_dir / "evaluation.json")
+
+
+def test_a_task_file_holds_indices_and_batchnorms_only(full_run):
+    run_dir, result = full_run
+    state = torch.load(run_dir / "task_03.pth", map_location="cpu", weights_only=True)
+    assert state["classes"] == [6, 7] and state["index_bits"] == 4
+    assert not any(key.endswith("weight") and value.dim() > 1 for key, value in state["batchnorm"].items())
+    assert "weights" not in state and "head" not in state
+    memory = result["memory"]
+    assert memory["per_task"][3]["total"] == state["indices_lzma"].numel() + 4 * sum(
+        v.numel() for k, v in state["batchnorm"].items() if v.dtype == torch.float32) + 8 * sum(
+        v.numel() for v in state["batchnorm"].values() if v.dtype == torch.int64)
+    assert memory["total"] < memory["float_total"] / 4
+
+
+def test_resume_auto_continues_at_the_first_task_not_stored_and_matches_an_uninterrupted_run(full_run, pools,
+                                                                                              tmp_path):
+    run_dir, _ = full_run
+    assert run(*TASKS, "--pools", pools, "--save_path", tmp_path, "--num_tasks", "2") == 0
+    resumed_dir = tmp_path / "digits" / "tasks" / "seed_5"
+    assert sorted(f for f in os.listdir(resumed_dir) if f.startswith("task_")) == ["task_00.pth", "task_01.pth"]
+    written = [os.stat(resumed_dir / f"task_{t:02d}.pth").st_mtime_ns for t in range(2)]
+    assert run(*TASKS, "--save_path", tmp_path, "--resume", "auto") == 0
+    assert [os.stat(resumed_dir / f"task_{t:02d}.pth").st_mtime_ns for t in range(2)] == written  # not retrained
+    for t in range(5):
+        resumed = torch.load(resumed_dir / f"task_{t:02d}.pth", weights_only=True)
+        uninterrupted = torch.load(run_dir / f"task_{t:02d}.pth", weights_only=True)
+        assert torch.equal(resumed["indices_lzma"], uninterrupted["indices_lzma"])
+        assert all(torch.equal(resumed["batchnorm"][k], v) for k, v in uninterrupted["batchnorm"].items())
+        assert resumed["right_after"] == uninterrupted["right_after"]
+
+
+def test_a_second_run_into_a_folder_with_tasks_needs_resume(full_run, pools, capsys):
+    run_dir, _ = full_run
+    before = sorted(os.listdir(run_dir))
+    assert run(*TASKS, "--pools", pools, "--save_path", run_dir.parents[2]) == 2
+    assert "--resume auto" in capsys.readouterr().err
+    assert sorted(os.listdir(run_dir)) == before
+
+
+def test_the_plain_baselines_store_float_weights_and_the_sequential_one_forgets(pools, tmp_path):
+    results = {}
+    for method in ("plain_per_task", "plain_sequential"):
+        results[method] = nws.main(nws.get_args_parser().parse_args(
+            [str(a) for a in TASKS + ["--method", method, "--save_path", tmp_path, "--tag", method,
+                                      "--num_tasks", "3"]]))
+    per_task, sequential = results["plain_per_task"], results["plain_sequential"]
+    for task in per_task["tasks"]:
+        assert task["final_top1"] == task["right_after_top1"]
+    assert sequential["tasks"][-1]["final_top1"] == sequential["tasks"][-1]["right_after_top1"]
+    # plain_sequential re-measures earlier tasks with the final network: they match the per-task run
+    # right after training (same seeds, same path), and the final network is another one.
+    assert [t["right_after_top1"] for t in sequential["tasks"]] == [t["right_after_top1"] for t in per_task["tasks"]]
+    first = torch.load(tmp_path / "digits" / "plain_sequential" / "seed_5" / "task_00.pth", weights_only=True)
+    last = torch.load(tmp_path / "digits" / "plain_sequential" / "seed_5" / "task_02.pth", weights_only=True)
+    assert not torch.equal(first["weights"]["conv_3x3.weight"], last["weights"]["conv_3x3.weight"])
+    assert sequential["memory"]["total"] < per_task["memory"]["total"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (TASKS + ["--n_emb", "1"], "--n_emb must be >= 2"),
+    (TASKS + ["--gs", "3"], "--gs 3 must divide"),
+    (TASKS + ["--num_tasks", "6"], "--num_tasks must be between 1 and the 5 tasks"),
+    (["evaluate", "--dataset", "digits", *COMMON, "--task", "9"], None),
+    (TASKS + ["--n_emb", "8"], "does not fit this network"),
+    (TASKS + ["--dataset", "imagenet"], "has no task split"),
+])
+def test_bad_input_exits_2_with_one_sentence_and_writes_nothing(argv, message, pools, full_run, tmp_path, capsys):
+    save_path = tmp_path / "runs"
+    if argv[0] == "evaluate":
+        save_path = full_run[0].parents[2]
+        message = "--task 9 is out of range"
+    before = sorted(os.walk(save_path)) if save_path.exists() else None
+    pools_flag = ["--pools", pools] if argv[0] == "tasks" else []
+    assert run(*argv, *pools_flag, "--save_path", save_path) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("nws.py: error: ") and message in err and len(err.splitlines()) == 1
+    after = sorted(os.walk(save_path)) if save_path.exists() else None
+    assert after == before

@@ -1,0 +1,265 @@
+"""The task-incremental protocol: train the tasks one after the other, store each, rebuild any.
+
+For task t of a split (SPEC 4):
+
+1. seed everything from (seed, t), build the task's network (a fresh head with one output per
+   class of the task) and, for NWS, install the frozen pools;
+2. t > 0: start from task t-1 *as stored*: its indices rebuild the temporary weights and its
+   BatchNorms are loaded (the head stays fresh);
+3. train ``Recipe.epochs`` epochs: cross-entropy + beta * sum of the layers' commitment terms,
+   lr dropped by ``lr_gamma`` at each milestone (fractions of the epochs);
+4. search every layer's nearest pool vectors once, rebuild the network from the state to be
+   stored, measure it on the task's test set ("right after") and write ``task_<t>.pth``.
+
+Because step 2 reads the previous task's file, a run resumed at task t (``--resume auto``) does
+exactly what an uninterrupted run does. Two baselines share the loop and differ in what they store:
+
+    plain_per_task     plain network fine-tuned from the previous task, every task's float weights stored
+    plain_sequential   one plain network fine-tuned task after task; a task keeps only its head, and is
+                       re-measured at the end with the final network (forgetting)
+
+Plain task files hold the whole network (so the run can resume from them); the memory figures
+count what each method needs: ``plain_sequential`` one network plus a head per task.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+import distributed
+import engine
+import runtime
+import utils
+from models.nws import (NetworkConfig, assign_all, build_network, commitment_loss, load_pools, nws_layers,
+                        search_all)
+from utils import AverageMeter, ConfigError
+
+from .splits import Task, TaskData
+from .storage import (as_byte_tensor, batchnorm_state, compress_indices, decompress_indices, load_batchnorm_state,
+                      nws_task_memory, pools_digest, state_bytes)
+
+METHODS = ("nws", "plain_per_task", "plain_sequential")
+HEAD = "classifier"  # the head's module name in models.resnet18 and models.wrn
+PLAIN_TASK_KIND = "plain_task"
+NWS_TASK_KIND = "nws_task"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How each task trains (SPEC 4's Split-CIFAR-100 recipe by default in ``nws.py``)."""
+
+    epochs: int
+    lr: float
+    momentum: float
+    weight_decay: float
+    beta: float
+    lr_milestones: tuple[float, ...] = (0.5, 0.8)
+    lr_gamma: float = 0.1
+
+    def lr_at(self, epoch: int) -> float:
+        """The lr of ``epoch``: ``lr * lr_gamma ** (milestones passed)``; 100 epochs drop at 50 and 80."""
+        drops = sum(epoch >= milestone * self.epochs for milestone in self.lr_milestones)
+        return self.lr * self.lr_gamma ** drops
+
+
+@dataclass
+class Loops:
+    """How the loops run: the run's context (device, ranks, logger, scaler) and batch settings."""
+
+    ctx: runtime.Context
+    batch_size: int
+    eval_batch_size: int
+    workers: int
+    amp: bool
+    show_progress: bool = True
+
+    def train_loader(self, dataset, seed: int):
+        import data
+
+        return data.build_train_loader(dataset, batch_size=self.batch_size, workers=self.workers, seed=seed,
+                                       pin_memory=self.ctx.device.type == "cuda", rank=self.ctx.dist.rank,
+                                       world_size=self.ctx.dist.world_size)
+
+    def eval_loader(self, dataset):
+        import data
+
+        return data.build_eval_loader(dataset, batch_size=self.eval_batch_size, workers=self.workers,
+                                      pin_memory=self.ctx.device.type == "cuda", rank=self.ctx.dist.rank,
+                                      world_size=self.ctx.dist.world_size)
+
+    def evaluate(self, model: nn.Module, dataset) -> dict:
+        return engine.evaluate(model, self.eval_loader(dataset), self.ctx.device, amp=self.amp)[None]
+
+
+def task_seed(seed: int, task: int) -> int:
+    """The seed of task ``task``'s head, data order and augmentation: depends on (seed, task) only."""
+    return (seed * 1_000_003 + 7919 * task) % 2**62
+
+
+def commitment_term(model: nn.Module, beta: float, meter: AverageMeter):
+    """``auxiliary_loss`` for the engine: beta * the sum of every NWS layer's commitment term."""
+    def term() -> torch.Tensor:
+        value = commitment_loss(model)
+        meter.update(value.item())
+        return beta * value
+    return term
+
+
+def train(model: nn.Module, train_set, test_set, recipe: Recipe, loops: Loops, *, seed: int, phase: str,
+          epoch_offset: int, nws: bool, stop: engine.StopRequest | None = None, start_epoch: int = 0,
+          optimizer_state: dict | None = None, on_epoch_end=None) -> list[dict]:
+    """Train ``model`` for epochs ``start_epoch`` .. ``recipe.epochs - 1``; one metrics row per epoch (also logged).
+
+    ``on_epoch_end(epoch, optimizer, row)``, if given, runs after each epoch (pretraining writes
+    its checkpoint there; ``optimizer_state`` restores one). Raises ``runtime.Preempted`` when
+    ``stop`` is requested during an epoch.
+    """
+    ctx = loops.ctx
+    optimizer = engine.build_optimizer(model, lr=recipe.lr, momentum=recipe.momentum, nesterov=False,
+                                       weight_decay=recipe.weight_decay)
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
+    net = runtime.wrap_for_training(model, ctx)
+    loader = loops.train_loader(train_set, seed)
+    rows = []
+    for epoch in range(start_epoch, recipe.epochs):
+        loader.sampler.set_epoch(epoch)
+        lr = recipe.lr_at(epoch)
+        engine.set_lr(optimizer, lr)
+        commitment = AverageMeter()
+        result = engine.train_one_epoch(
+            net, loader, optimizer, ctx.device, members=(None,), loss_weights=(1.0,), epoch=epoch, phase=phase,
+            amp=loops.amp, scaler=ctx.scaler, show_progress=loops.show_progress and ctx.main_process, stop=stop,
+            auxiliary_loss=commitment_term(model, recipe.beta, commitment) if nws else None)
+        if not result["completed"]:
+            raise runtime.Preempted(f"stopped by {stop.signal_name} during {phase} epoch {epoch}; what was stored "
+                                    "before is kept: run the same command with --resume auto")
+        distributed.broadcast_buffers(model)
+        test = loops.evaluate(model, test_set)
+        row = {"epoch": epoch_offset + epoch, "phase": phase, "lr": lr, "train_loss": result["train_loss"],
+               "train_top1": result["train_top1"], "test_top1": test["top1"], "test_loss": test["loss"]}
+        if nws:
+            row["commitment"] = commitment.avg
+        ctx.logger.log_epoch(row)
+        ctx.logger.info(f"{phase} epoch {epoch + 1}/{recipe.epochs}: lr {lr:.4g}  train loss {row['train_loss']:.4f}  "
+                        f"train top-1 {row['train_top1']:.2f}  test top-1 {row['test_top1']:.2f}"
+                        + (f"  commitment {commitment.avg:.3g}" if nws else ""))
+        rows.append(row)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, optimizer, row)
+    return rows
+
+
+# --------------------------------------------------------------------------- task states
+
+
+def nws_task_state(model: nn.Module, task: Task, config: NetworkConfig, pools: dict[str, torch.Tensor],
+                   extra: dict) -> dict:
+    """Search every layer once, rebuild the model from those indices, and describe the task for its file."""
+    indices = search_all(model)
+    assign_all(model, indices)
+    blob, counts, bits = compress_indices(indices, config.pool_size)
+    state = {"kind": NWS_TASK_KIND, "task": task.index, "name": task.name, "classes": list(task.classes),
+             "network": config.to_dict(), "index_bits": bits, "index_counts": counts,
+             "indices_lzma": as_byte_tensor(blob), "batchnorm": batchnorm_state(model),
+             "pools_digest": pools_digest(pools), **extra}
+    if not config.nws_classifier:
+        state["head"] = {key: value.detach().cpu().clone() for key, value in getattr(model, HEAD).state_dict().items()}
+    return state
+
+
+def plain_task_state(model: nn.Module, task: Task, config: NetworkConfig, method: str, extra: dict) -> dict:
+    return {"kind": PLAIN_TASK_KIND, "method": method, "task": task.index, "name": task.name,
+            "classes": list(task.classes), "network": config.to_dict(),
+            "weights": {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}, **extra}
+
+
+def _without_head(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {key: value for key, value in state.items() if not key.startswith(HEAD + ".")}
+
+
+def rebuild(task_state: dict, device: torch.device, *, pools: dict[str, torch.Tensor] | None = None,
+            final_state: dict | None = None) -> nn.Module:
+    """The network of a stored task, from its file alone (plus the pools, or for ``plain_sequential``
+    the final network's file), in evaluation mode on ``device``."""
+    config = NetworkConfig.from_dict(task_state["network"])
+    model = build_network(config).to(device)
+    if task_state["kind"] == NWS_TASK_KIND:
+        if pools is None:
+            raise ConfigError(f"task {task_state['task']} is an NWS task and needs the run's pools.pth")
+        if pools_digest(pools) != task_state["pools_digest"]:
+            raise ConfigError(f"task {task_state['task']} was stored with other pools than the run's pools.pth")
+        load_pools(model, pools)
+        indices = decompress_indices(bytes(task_state["indices_lzma"].numpy()), task_state["index_counts"],
+                                     task_state["index_bits"])
+        assign_all(model, indices)
+        load_batchnorm_state(model, task_state["batchnorm"])
+        if "head" in task_state:
+            getattr(model, HEAD).load_state_dict(task_state["head"])
+    elif task_state.get("method") == "plain_sequential" and final_state is not None:
+        model.load_state_dict({**_without_head(final_state["weights"]),
+                               **{k: v for k, v in task_state["weights"].items() if k.startswith(HEAD + ".")}})
+    else:
+        model.load_state_dict(task_state["weights"])
+    return model.eval()
+
+
+def start_from_previous(model: nn.Module, previous: dict, pools: dict[str, torch.Tensor] | None) -> None:
+    """Task t > 0 starts from task t-1 as stored: its rebuilt weights and BatchNorms; the head stays fresh."""
+    if previous["kind"] == NWS_TASK_KIND:
+        indices = decompress_indices(bytes(previous["indices_lzma"].numpy()), previous["index_counts"],
+                                     previous["index_bits"])
+        for name, layer in nws_layers(model).items():
+            if name != HEAD:
+                layer.assign(indices[name])
+        load_batchnorm_state(model, previous["batchnorm"])
+    else:
+        missing, unexpected = model.load_state_dict(_without_head(previous["weights"]), strict=False)
+        if unexpected or any(not key.startswith(HEAD + ".") for key in missing):
+            raise ConfigError(f"task {previous['task']}'s stored network does not fit this run's network")
+
+
+def new_task_network(config: NetworkConfig, task_data: TaskData, device: torch.device,
+                     pools: dict[str, torch.Tensor] | None, previous: dict | None) -> nn.Module:
+    model = build_network(config.with_classes(len(task_data.task.classes))).to(device)
+    if config.nws:
+        load_pools(model, pools)
+    if previous is not None:
+        start_from_previous(model, previous, pools)
+    return model
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def float_weight_bytes(config: NetworkConfig) -> dict[str, int]:
+    """fp32 bytes of a task's network stored as floats: conv/linear weights, BatchNorms, all."""
+    model = build_network(NetworkConfig.from_dict({**config.to_dict(), "nws": False}))
+    weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))) * 4
+    batchnorm = state_bytes(batchnorm_state(model))
+    return {"weights": weights, "batchnorm": batchnorm, "total": weights + batchnorm}
+
+
+def head_bytes(task_state: dict) -> int:
+    return state_bytes({k: v for k, v in task_state["weights"].items() if k.startswith(HEAD + ".")})
+
+
+def memory_table(method: str, task_states: list[dict], pools: dict[str, torch.Tensor] | None) -> dict:
+    """Bytes per task and in total for ``method``, against storing every task's float weights."""
+    config = NetworkConfig.from_dict(task_states[0]["network"])
+    floats = float_weight_bytes(config)
+    if method == "nws":
+        per_task = [nws_task_memory(state) for state in task_states]
+        once = state_bytes(pools or {})
+    elif method == "plain_per_task":
+        per_task = [{"total": state_bytes(state["weights"])} for state in task_states]
+        once = 0
+    else:  # one network, plus each task's head
+        per_task = [{"total": head_bytes(state)} for state in task_states]
+        once = state_bytes(_without_head(task_states[-1]["weights"]))
+    total = once + sum(entry["total"] for entry in per_task)
+    return {"per_task": per_task, "once": once, "total": total, "float_per_task": floats,
+            "float_total": floats["total"] * len(task_states)}
