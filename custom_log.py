@@ -396,16 +396,20 @@ def plot_accuracy(
     metrics: Sequence[Mapping[str, Any]],
     out_png: str | os.PathLike,
     *,
-    growth_epochs: Sequence[int] | Mapping[int, str] = (),
+    growth_epochs: Sequence[int] | Mapping[int, str | None] = (),
     title: str = "",
+    events: Sequence[Mapping[str, Any]] = (),
 ) -> str:
     """Plot test top-1 (percent) against epoch, one colour per phase, and save it as a PNG.
 
     ``metrics`` are rows as written by ``RunLogger.log_epoch`` (``read_metrics``): 'epoch',
     'phase' (default 'plain'), 'test_top1'; 'train_top1' is drawn dotted when present.
     ``growth_epochs``: epochs where a phase starts, drawn as dashed vertical lines; pass a
-    mapping ``{epoch: label}`` to name them, otherwise the label follows from the phase that
-    starts there ('member 1 starts', 'growth').
+    mapping ``{epoch: label}`` to name them (a None label, or a plain sequence: the label
+    follows from the phase that starts there, 'member 1 starts', 'growth').
+    ``events``: the "right after" evaluations of network operators (rows with 'epoch', 'label',
+    'top1', 'train_flops_cumulative'), marked half an epoch before the epoch they precede (on the
+    FLOPs plot: at the cost spent before it), so the drop an operator causes shows.
 
     When rows carry 'train_flops_cumulative', a second PNG ``<stem>_vs_flops.png`` is written
     beside ``out_png``: test top-1 against cumulative training FLOPs (log x-axis), the paper's
@@ -417,19 +421,20 @@ def plot_accuracy(
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     by_phase = _rows_by_phase(metrics)
-    if isinstance(growth_epochs, Mapping):
-        boundaries = {int(e): str(label) for e, label in growth_epochs.items()}
-    else:
-        boundaries = {int(e): _boundary_label(metrics, int(e)) for e in growth_epochs}
+    if not isinstance(growth_epochs, Mapping):
+        growth_epochs = {e: None for e in growth_epochs}
+    boundaries = {int(e): _boundary_label(metrics, int(e)) if label is None else str(label)
+                  for e, label in growth_epochs.items()}
 
     figure, axes = _new_figure()
     for phase, rows in by_phase.items():
         label, colour = _phase_style(phase, list(by_phase))
-        points = [(r["epoch"], r["test_top1"]) for r in rows if _is_number(r.get("test_top1"))]
+        split = _eval_split(rows)
+        points = [(r["epoch"], r[f"{split}_top1"]) for r in rows if _is_number(r.get(f"{split}_top1"))]
         if points:
             xs, ys = zip(*points)
             axes.plot(
-                xs, ys, color=colour, label=f"{label} (test)", marker="." if len(xs) < 3 else None
+                xs, ys, color=colour, label=f"{label} ({split})", marker="." if len(xs) < 3 else None
             )
         points = [(r["epoch"], r["train_top1"]) for r in rows if _is_number(r.get("train_top1"))]
         if points:
@@ -440,6 +445,7 @@ def plot_accuracy(
             )
     for epoch, label in sorted(boundaries.items()):
         _boundary_line(axes, epoch, label)
+    _mark_events(axes, [(e["epoch"] - 0.5, e) for e in events])
     axes.set_xlabel("epoch")
     axes.set_ylabel("top-1 accuracy (%)")
     _finish(axes, title, empty=not metrics)
@@ -447,19 +453,35 @@ def plot_accuracy(
 
     if any(_is_number(r.get("train_flops_cumulative")) for r in metrics):
         flops_png = out_png.with_name(f"{out_png.stem}_vs_flops.png")
-        _plot_vs_flops(by_phase, boundaries, flops_png, title)
+        _plot_vs_flops(by_phase, boundaries, flops_png, title, events)
     return str(out_png)
 
 
-def _plot_vs_flops(by_phase: dict, boundaries: dict, path: Path, title: str) -> None:
+def _eval_split(rows: Sequence[Mapping[str, Any]]) -> str:
+    """'val' when the run selected on a validation split (its rows carry val_top1), else 'test'."""
+    return "val" if any(_is_number(r.get("val_top1")) for r in rows) else "test"
+
+
+def _mark_events(axes, placed: Sequence[tuple[float, Mapping[str, Any]]]) -> None:
+    """A star per operator's "right after" accuracy, labelled with the row's name."""
+    for x, event in placed:
+        if _is_number(x) and _is_number(event.get("top1")):
+            axes.plot([x], [event["top1"]], marker="*", markersize=11, color="black", linestyle="none")
+            axes.annotate(f"{event.get('label', '')}: {event['top1']:.1f}%", (x, event["top1"]),
+                          textcoords="offset points", xytext=(6, -10), fontsize=8)
+
+
+def _plot_vs_flops(by_phase: dict, boundaries: dict, path: Path, title: str,
+                   events: Sequence[Mapping[str, Any]] = ()) -> None:
     figure, axes = _new_figure()
     all_rows = [r for rows in by_phase.values() for r in rows]
     for phase, rows in by_phase.items():
         label, colour = _phase_style(phase, list(by_phase))
+        split = _eval_split(rows)
         points = [
-            (r["train_flops_cumulative"], r["test_top1"])
+            (r["train_flops_cumulative"], r[f"{split}_top1"])
             for r in rows
-            if _is_number(r.get("train_flops_cumulative")) and _is_number(r.get("test_top1"))
+            if _is_number(r.get("train_flops_cumulative")) and _is_number(r.get(f"{split}_top1"))
         ]
         if points:
             xs, ys = zip(*points)
@@ -473,6 +495,8 @@ def _plot_vs_flops(by_phase: dict, boundaries: dict, path: Path, title: str) -> 
         ]
         if spent:
             _boundary_line(axes, max(spent), label)
+    _mark_events(axes, [(e.get("train_flops_cumulative"), e) for e in events
+                        if _is_number(e.get("train_flops_cumulative")) and e["train_flops_cumulative"] > 0])
     flops = [
         r["train_flops_cumulative"] for r in all_rows if _is_number(r.get("train_flops_cumulative"))
     ]

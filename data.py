@@ -1,8 +1,12 @@
 """Data sets and data loaders.
 
 ``build_datasets`` returns ``(train, test)`` for CIFAR-10/100 (torchvision pickles),
-ImageNet (an ``ImageFolder`` tree) or ``digits`` (scikit-learn's bundled 8x8 handwritten
-digits, upsampled to 32x32; no download, used by the tests and the demo).
+ImageNet (an ``ImageFolder`` tree), ``digits`` (scikit-learn's bundled 8x8 handwritten
+digits, upsampled to 32x32; no download, used by the tests and the demo) or
+``fashion_mnist`` (the four original ``*-ubyte.gz`` files; Debian's ``dataset-fashion-mnist``
+package puts them in ``/usr/share/datasets/fashion-mnist``, the default DATA_PATH).
+``build_splits`` adds what every system's selection needs: a class-balanced
+``--train_subset`` and a held-out ``--val_split`` of the training set (without augmentation).
 ``build_train_loader`` / ``build_eval_loader`` wrap them with samplers that are
 deterministic and shard correctly across distributed ranks; a training sample's augmentation
 depends only on (seed, epoch, sample index), not on the number of loader workers.
@@ -25,8 +29,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, S
 
 from utils import ConfigError, seed_worker
 
-NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000, "digits": 10}
-IMAGE_SIZE = {"cifar10": 32, "cifar100": 32, "imagenet": 224, "digits": 32}
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000, "digits": 10, "fashion_mnist": 10}
+IMAGE_SIZE = {"cifar10": 32, "cifar100": 32, "imagenet": 224, "digits": 32, "fashion_mnist": 32}
+DATASETS = tuple(NUM_CLASSES)
 
 CIFAR_MEAN = {
     "cifar10": tuple(v / 255 for v in (125.3, 123.0, 113.9)),
@@ -57,6 +62,14 @@ HOLDOUT_SPLIT_SEED = 0
 DIGITS_SPLIT_SEED = 0
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_MAX_SHIFT = 4  # pixels of random translation at 32x32, i.e. one original 8x8 pixel
+FASHION_DEFAULT_PATH = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
+FASHION_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+                 "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+FASHION_MAX_SHIFT = 4  # random crop 32 with padding 4, as for CIFAR
+# --train_subset and --val_split draw from these seeds, not from --manualSeed: runs with
+# different seeds then train and select on the same images (seeds vary the training only).
+SUBSET_SEED = 0
+VAL_SPLIT_SEED = 0
 
 _CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 _CIFAR_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
@@ -370,28 +383,35 @@ def batch_transforms(dataset: str, seed: int,
 # --------------------------------------------------------------------------- digits
 
 
-class DigitsDataset(Dataset):
-    """In-memory 3x32x32 digits; ``__getitem__`` returns ``(normalised image, int label)``.
+class TensorImages(Dataset):
+    """In-memory images shown as 3x32x32; ``__getitem__`` returns ``(normalised image, int label)``.
 
-    ``images`` hold raw intensities in [0, 1] (0 = blank paper). Augmentation translates the
-    raw image by up to ``max_shift`` pixels, filling with blank, *then* normalises, so the
-    uncovered border looks like paper rather than like the mean grey. No flips: a mirrored
-    digit is a different (or no) digit. Randomness comes from torch's global RNG, so seeding
-    torch (as the training loader does per sample) makes it reproducible.
+    ``images`` hold raw intensities: floats in [0, 1] or uint8 (divided by 255 per item, so a
+    60k-image set stays 60 MB), 0 = blank background; one channel is repeated to three.
+    Augmentation translates the raw image by up to ``max_shift`` pixels, filling with blank,
+    optionally flips it horizontally (``flip``), *then* normalises, so the uncovered border looks
+    like background rather than like the mean grey. Digits are not flipped: a mirrored digit is
+    a different (or no) digit. Randomness comes from torch's global RNG, so seeding torch (as the
+    training loader does per sample) makes it reproducible.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: torch.Tensor,
                  std: torch.Tensor, max_shift: int = 0,
-                 source_indices: torch.Tensor | None = None) -> None:
-        self.classes = [str(d) for d in range(10)]
+                 source_indices: torch.Tensor | None = None, flip: bool = False) -> None:
+        self.classes = [str(d) for d in range(int(labels.max()) + 1)]
         self.images = images
+        self.flip = flip
         self.labels = labels
         self.targets = labels.tolist()
         self.mean = mean.view(-1, 1, 1)
         self.std = std.view(-1, 1, 1)
         self.max_shift = max_shift
-        # Row of each image in sklearn's load_digits(), to check the split.
+        # Row of each image in its source (sklearn's load_digits(), the IDX file), to check splits.
         self.source_indices = source_indices
+
+    def without_augmentation(self) -> TensorImages:
+        """The same images, neither shifted nor flipped (a held-out split's view)."""
+        return TensorImages(self.images, self.labels, self.mean, self.std, 0, self.source_indices, flip=False)
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -406,12 +426,17 @@ class DigitsDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         image = self.images[index]
+        if image.dtype == torch.uint8:
+            image = image.float() / 255.0
         if self.max_shift > 0:
             image = self.translate(image)
-        return (image - self.mean) / self.std, self.targets[index]
+        if self.flip and bool(torch.rand(()) < 0.5):
+            image = image.flip(-1)
+        image = (image - self.mean) / self.std
+        return image.expand(3, -1, -1) if image.shape[0] == 1 else image, self.targets[index]
 
 
-def _build_digits() -> tuple[DigitsDataset, DigitsDataset]:
+def _build_digits() -> tuple[TensorImages, TensorImages]:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -430,10 +455,73 @@ def _build_digits() -> tuple[DigitsDataset, DigitsDataset]:
     train_images = images[train_idx]
     mean = train_images.mean(dim=(0, 2, 3))
     std = train_images.std(dim=(0, 2, 3))
-    train = DigitsDataset(train_images, labels[train_idx], mean, std,
-                          max_shift=DIGITS_MAX_SHIFT, source_indices=train_idx)
-    test = DigitsDataset(images[test_idx], labels[test_idx], mean, std,
-                         max_shift=0, source_indices=test_idx)
+    train = TensorImages(train_images, labels[train_idx], mean, std,
+                         max_shift=DIGITS_MAX_SHIFT, source_indices=train_idx)
+    test = TensorImages(images[test_idx], labels[test_idx], mean, std,
+                        max_shift=0, source_indices=test_idx)
+    return train, test
+
+
+# --------------------------------------------------------------------------- Fashion-MNIST
+
+
+def _fashion_file(folder: str, stem: str) -> str | None:
+    for name in (stem + ".gz", stem):
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def read_idx(path: str) -> np.ndarray:
+    """An IDX file (the MNIST format; gzip or plain) as a NumPy array of its stated shape."""
+    import gzip
+
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as handle:
+            raw = handle.read()
+    except OSError as error:
+        raise ConfigError(f"cannot read {path}: {error}") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise ConfigError(f"{path} is not an IDX file of unsigned bytes")
+    dims = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims))
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims)
+    if data.size != int(np.prod(shape)):
+        raise ConfigError(f"{path} is truncated: its header says {shape}, it holds {data.size} values")
+    return data.reshape(shape)
+
+
+def _fashion_folder(data_path: str | None) -> str:
+    how = ("install Debian's package (apt-get install dataset-fashion-mnist, files in "
+           f"{FASHION_DEFAULT_PATH}) or download them with torchvision.datasets.FashionMNIST(root, download=True) "
+           "and pass root/FashionMNIST/raw as DATA_PATH")
+    folder = os.path.abspath(os.path.expanduser(data_path or FASHION_DEFAULT_PATH))
+    for candidate in (folder, os.path.join(folder, "FashionMNIST", "raw")):
+        if all(_fashion_file(candidate, stem) for pair in FASHION_FILES.values() for stem in pair):
+            return candidate
+    raise ConfigError(f"Fashion-MNIST not found: {folder} lacks the four *-ubyte.gz files; {how}")
+
+
+def _build_fashion_mnist(data_path: str | None) -> tuple[TensorImages, TensorImages]:
+    folder = _fashion_folder(data_path)
+    parts = {}
+    for part, (images_stem, labels_stem) in FASHION_FILES.items():
+        images = torch.from_numpy(read_idx(_fashion_file(folder, images_stem)).copy())
+        labels = torch.from_numpy(read_idx(_fashion_file(folder, labels_stem)).astype(np.int64))
+        if images.dim() != 3 or images.shape[0] != labels.shape[0]:
+            raise ConfigError(f"Fashion-MNIST files in {folder} do not match: {tuple(images.shape)} images, "
+                              f"{tuple(labels.shape)} labels")
+        pad = (IMAGE_SIZE["fashion_mnist"] - images.shape[-1]) // 2  # 28x28 -> 32x32 on black
+        parts[part] = (F.pad(images.unsqueeze(1), (pad, pad, pad, pad)), labels)
+    train_images, train_labels = parts["train"]
+    as_float = train_images.float() / 255.0
+    mean, std = as_float.mean().view(1), as_float.std().view(1)
+    train = TensorImages(train_images, train_labels, mean, std, max_shift=FASHION_MAX_SHIFT,
+                         source_indices=torch.arange(len(train_labels)), flip=True)
+    test = TensorImages(parts["test"][0], parts["test"][1], mean, std,
+                        source_indices=torch.arange(len(parts["test"][1])))
     return train, test
 
 
@@ -453,7 +541,100 @@ def build_datasets(dataset: str, data_path: str | None, *, cutout: bool = False,
         return _build_imagenet(data_path)
     if dataset == "digits":
         return _build_digits()
+    if dataset == "fashion_mnist":
+        return _build_fashion_mnist(data_path)
     raise ConfigError(f"--dataset must be one of {', '.join(NUM_CLASSES)}, got {dataset!r}")
+
+
+class LabelledSubset(Subset):
+    """``Subset`` that keeps ``targets`` (what class-balanced splits and split tasks read)."""
+
+    def __init__(self, dataset: Dataset, indices: list[int]) -> None:
+        super().__init__(dataset, indices)
+        targets = dataset_targets(dataset)
+        self.targets = [targets[i] for i in indices]
+
+
+def dataset_targets(dataset: Dataset) -> list[int]:
+    """Every sample's class, without loading images."""
+    targets = getattr(dataset, "targets", None)
+    if targets is None:
+        raise ConfigError(f"{type(dataset).__name__} does not expose its labels (no .targets)")
+    return [int(t) for t in targets]
+
+
+def _eval_view(dataset_name: str, train: Dataset) -> Dataset:
+    """The training images with the evaluation transform: what a validation split is scored on."""
+    import copy
+
+    if isinstance(train, TensorImages):
+        return train.without_augmentation()
+    view = copy.copy(train)
+    if dataset_name in _CIFAR_FOLDERS:
+        view.transform = _cifar_transforms(dataset_name, cutout=False)[1]
+    elif dataset_name == "imagenet":
+        view.transform = _imagenet_transforms()[1]
+    else:
+        raise ConfigError(f"--val_split is not available for --dataset {dataset_name}")
+    return view
+
+
+def balanced_indices(targets: list[int], per_class: dict[int, int], generator: torch.Generator) -> list[int]:
+    """``per_class[c]`` random indices of each class c (a seeded draw), in increasing order."""
+    by_class: dict[int, list[int]] = {}
+    for index, label in enumerate(targets):
+        by_class.setdefault(label, []).append(index)
+    chosen = []
+    for label in sorted(by_class):
+        members = by_class[label]
+        order = torch.randperm(len(members), generator=generator)[: per_class.get(label, 0)]
+        chosen.extend(members[i] for i in order.tolist())
+    return sorted(chosen)
+
+
+def build_splits(dataset: str, data_path: str | None, *, val_split: float = 0.0, train_subset: int = 0,
+                 cutout: bool = False, cifar_full: bool = True) -> tuple[Dataset, Dataset | None, Dataset]:
+    """(train, validation or None, test).
+
+    ``train_subset`` N > 0: a class-balanced subset of N training images (N // classes per class,
+    the remainder to the first classes), drawn with ``SUBSET_SEED``. ``val_split`` F > 0: a
+    fraction F of (that) training set, the same fraction of every class (``VAL_SPLIT_SEED``),
+    held out and shown without augmentation; training uses the rest. The test set is untouched.
+    """
+    if not 0.0 <= val_split < 1.0:
+        raise ConfigError(f"--val_split must be in [0, 1), got {val_split}")
+    if train_subset < 0:
+        raise ConfigError(f"--train_subset must be 0 (all) or a number of images, got {train_subset}")
+    train, test = build_datasets(dataset, data_path, cutout=cutout, cifar_full=cifar_full)
+    if not val_split and not train_subset:
+        return train, None, test
+    targets = dataset_targets(train)
+    classes = sorted(set(targets))
+    indices = list(range(len(targets)))
+    if train_subset:
+        if not len(classes) <= train_subset <= len(targets):
+            raise ConfigError(f"--train_subset must be between {len(classes)} (one image per class) and the "
+                              f"{len(targets)} training images of {dataset}, got {train_subset}")
+        counts = {c: targets.count(c) for c in classes}
+        share, extra = divmod(train_subset, len(classes))
+        wanted = {c: share + (1 if i < extra else 0) for i, c in enumerate(classes)}
+        short = [c for c in classes if wanted[c] > counts[c]]
+        if short:
+            raise ConfigError(f"--train_subset {train_subset} asks {wanted[short[0]]} images of class {short[0]}, "
+                              f"which has {counts[short[0]]}")
+        indices = balanced_indices(targets, wanted, torch.Generator().manual_seed(SUBSET_SEED))
+    val = None
+    if val_split:
+        kept = [targets[i] for i in indices]
+        wanted = {c: round(val_split * kept.count(c)) for c in classes}
+        held = balanced_indices(kept, wanted, torch.Generator().manual_seed(VAL_SPLIT_SEED))
+        if not held or len(held) == len(indices):
+            raise ConfigError(f"--val_split {val_split} of {len(indices)} training images leaves "
+                              f"{len(held)} for validation and {len(indices) - len(held)} for training")
+        held_set = set(held)
+        val = LabelledSubset(_eval_view(dataset, train), [indices[i] for i in held])
+        indices = [index for i, index in enumerate(indices) if i not in held_set]
+    return LabelledSubset(train, indices), val, test
 
 
 class ShardSampler(Sampler[int]):
@@ -501,7 +682,7 @@ class SeededSamples(Dataset):
     in whichever worker, persistent or not. The CPU generator's state is restored afterwards,
     so loading in the main process (``workers=0``) leaves its RNG as it was. Python's ``random``
     and NumPy are not seeded: every random transform here (torchvision's crops and flips,
-    ``Cutout``, ``DigitsDataset.translate``) draws from torch's CPU generator only.
+    ``Cutout``, ``TensorImages.translate``) draws from torch's CPU generator only.
     """
 
     def __init__(self, dataset: Dataset) -> None:

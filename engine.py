@@ -60,7 +60,8 @@ class StopRequest:
 class MembersForward(nn.Module):
     """One forward that runs several members, so DDP sees exactly one forward per backward.
 
-    ``members`` is a tuple of member ids (``None`` = the grown / plain network).
+    ``members`` is a tuple of member ids (``None`` = the grown / plain network, called as
+    ``model(x)``, so networks without members need no member argument).
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -68,7 +69,12 @@ class MembersForward(nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor, members: tuple) -> list[torch.Tensor]:
-        return [self.model(x, member) for member in members]
+        return [run_member(self.model, x, member) for member in members]
+
+
+def run_member(model: nn.Module, x: torch.Tensor, member) -> torch.Tensor:
+    """``model(x)`` for the whole network (member ``None``), ``model(x, member)`` for a member."""
+    return model(x) if member is None else model(x, member)
 
 
 def autocast_context(device: torch.device, enabled: bool):
@@ -152,7 +158,7 @@ def train_one_epoch(net: nn.Module, loader, optimizer: torch.optim.Optimizer, de
                     label_smoothing: float = 0.0, amp: bool = False, scaler=None,
                     show_progress: bool = True, stop: StopRequest | None = None,
                     resume_from: dict | None = None, channels_last: bool = False,
-                    batch_transform=None) -> dict:
+                    batch_transform=None, auxiliary_loss=None, step_lr=None) -> dict:
     """One pass over ``loader``. ``net`` is a (possibly DDP-wrapped) ``MembersForward``.
 
     The loss is the mean over ``members`` of each member's cross-entropy times
@@ -167,6 +173,10 @@ def train_one_epoch(net: nn.Module, loader, optimizer: torch.optim.Optimizer, de
     ``batch_transform(images, epoch=, step=)``, if given, runs on the device right after the
     copy (ImageNet's colour augmentation, ``data.batch_transforms``); its random numbers come
     from (epoch, step), and ``step`` counts on from the resumed step, so a resumed epoch replays them.
+
+    ``auxiliary_loss()``, if given, returns a scalar added to the loss after each forward (e.g.
+    weight search's commitment term). ``step_lr(step)``, if given, is every group's lr for that
+    step of the epoch (per-batch schedules such as SGDR); otherwise the lr is left as it is.
     """
     net.train()
     partial = resume_from or {"step": 0, "loss_sum": 0.0, "correct": 0, "seen": 0, "skipped": 0}
@@ -187,11 +197,15 @@ def train_one_epoch(net: nn.Module, loader, optimizer: torch.optim.Optimizer, de
             losses = [w * F.cross_entropy(o.float(), target, label_smoothing=label_smoothing)
                       for o, w in zip(outputs, loss_weights)]
             loss = sum(losses) / len(losses)
+            if auxiliary_loss is not None:
+                loss = loss + auxiliary_loss()
         if not math.isfinite(loss.item()):
             raise NonFiniteLossError(
                 f"the training loss became non-finite at epoch {epoch}, step {step}, phase {phase}; "
                 "the last good checkpoint is kept: lower the learning rate or check the data, then resume"
             )
+        if step_lr is not None:
+            set_lr(optimizer, step_lr(step))
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -221,6 +235,50 @@ def train_one_epoch(net: nn.Module, loader, optimizer: torch.optim.Optimizer, de
 
 
 @torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, loader, device: torch.device, num_batches: int, *,
+                          amp: bool = False, batch_transform=None, epoch: int = 0) -> int:
+    """Re-estimate the BatchNorm statistics of the whole network from ``num_batches`` training batches.
+
+    Train-mode forward without gradients; every BatchNorm the forward uses starts from zero
+    statistics and averages cumulatively over the batches (``momentum=None``), so the result is
+    the plain mean over them, not an exponential average biased to the last batch. BatchNorms
+    the forward does not reach keep their statistics. Draws nothing from the global RNGs (a
+    resumed run stays exact). Returns the number of batches used.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = {m: (m.momentum, {k: v.clone() for k, v in m.state_dict().items()}) for m in norms}
+    used = set()
+    hooks = [m.register_forward_pre_hook(lambda module, _: used.add(module)) for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    was_training = model.training
+    model.train()
+    batches = 0
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            for step, (images, _) in enumerate(loader):
+                if batches == num_batches:
+                    break
+                images = images.to(device, non_blocking=True)
+                if batch_transform is not None:
+                    images = batch_transform(images, epoch=epoch, step=step)
+                with autocast_context(device, amp):
+                    model(images)
+                batches += 1
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for m, (momentum, state) in saved.items():
+            m.momentum = momentum
+            if m not in used:
+                m.load_state_dict(state)
+        model.train(was_training)
+    distributed.broadcast_buffers(model)
+    return batches
+
+
+@torch.no_grad()
 def evaluate(model: nn.Module, loader, device: torch.device, members: tuple = (None,), *,
              amp: bool = False, ensemble: bool = False, show_progress: bool = False,
              batch_transform=None) -> dict:
@@ -241,7 +299,7 @@ def evaluate(model: nn.Module, loader, device: torch.device, members: tuple = (N
             images = batch_transform(images)
         target = target.to(device, non_blocking=True)
         with autocast_context(device, amp):
-            logits = {member: model(images, member).float() for member in members}
+            logits = {member: run_member(model, images, member).float() for member in members}
         if ensemble:
             logits["ensemble"] = torch.stack([logits[m] for m in members]).mean(0)
         for key in keys:

@@ -11,30 +11,24 @@ import argparse
 import glob
 import json
 import os
-import random
 import sys
-import tempfile
 import time
 
+import runtime
+from runtime import EXIT_NON_FINITE, EXIT_PREEMPTED, EXIT_USAGE, Context, Preempted, run_directory  # noqa: F401
+import schedule
 from utils import ConfigError, parse_list
 
-DATASETS = ("cifar10", "cifar100", "imagenet", "digits")
 ARCHS = ("wrn", "normalwrn", "wrn_imagenet", "wrn_imagenet_bank", "normal_wrn_imagenet")
 PLAIN_ARCHS = ("normalwrn", "normal_wrn_imagenet")
 COEF_GROWTH_MODES = ("orthogonal", "copy", "zero", "random", "none", "random_blocks")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description="MixtureGrowth: grow a network by recombining learned templates.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument("data_path", nargs="?", default=None, metavar="DATA_PATH",
-                        help="folder holding the data set (not needed for --dataset digits)")
+    parser = runtime.new_parser("MixtureGrowth: grow a network by recombining learned templates.")
 
     g = parser.add_argument_group("Data and model")
-    g.add_argument("--dataset", default="digits", choices=DATASETS,
-                   help="data set; 'digits' is scikit-learn's bundled handwritten digits (no download)")
+    runtime.add_data_arguments(parser, g)
     g.add_argument("--arch", default="wrn", choices=ARCHS,
                    help="wrn: template-mixed Wide-ResNet; normalwrn: plain Wide-ResNet; wrn_imagenet / "
                         "normal_wrn_imagenet: template-mixed / plain ResNet-50-style bottleneck net; "
@@ -84,9 +78,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--member_0_loss_weight", type=float, default=0.1,
                    help="member 0's loss is multiplied by this whenever it trains (reference behaviour)")
     g.add_argument("--resume_member_0", default=None, metavar="PATH",
-                   help="load member 0 from a checkpoint of another run (its set-0 tensors)")
+                   help="load member 0 from a checkpoint of another run (the member that run trained)")
     g.add_argument("--resume_member_1", default=None, metavar="PATH",
-                   help="load member 1 from a checkpoint of another run (its set-0 tensors)")
+                   help="load member 1 from a checkpoint of another run (the member that run trained)")
     g.add_argument("--data_growth", action="store_true",
                    help="train on a fixed random half of the data before growth, all of it after")
     g.add_argument("--copy_templates_and_bn_0_to_1", action="store_true",
@@ -120,8 +114,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="learning-rate floor of the post-growth cosine cycles")
     g.add_argument("--lr_warmup_growing", type=int, default=1,
                    help="warm-up epochs of each post-growth cosine cycle")
-    g.add_argument("--reset_lr_scheduler_growing", default="4", choices=("1", "2", "3", "4", "5", "6", "none"),
-                   help="number of cosine cycles after growth, each with half the previous peak; none = one cycle")
+    g.add_argument("--reset_lr_scheduler_growing", default=None, choices=("1", "2", "3", "4", "5", "6", "none"),
+                   help="number of cosine cycles after growth, each with half the previous peak; none = one cycle; "
+                        f"default {schedule.DEFAULT_GROWN_CYCLES} (fewer when the grown phase has fewer epochs, "
+                        "said in the log)")
     g.add_argument("--reset_optimizer_growing", action="store_true",
                    help="drop the optimizer state (momentum) at growth")
     g.add_argument("--freeze_first_last_growing", action="store_true",
@@ -130,10 +126,13 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="after growth, do not train the coefficients of members 0 and 1")
     g.add_argument("--warmup_01_growing", type=int, default=0,
                    help="after growth, train only members 0 and 1 coefficients for this many epochs")
+    g.add_argument("--recalibrate_bn", type=int, default=0,
+                   help="after a network operator (growth, widening, ...) re-estimate the BatchNorm statistics "
+                        "from this many training batches (train-mode forward, no gradients, cumulative average) "
+                        "before the 'right after' evaluation and before training goes on; 0 = off")
 
     g = parser.add_argument_group("Optimization")
-    g.add_argument("--batch_size", type=int, default=128, help="training batch size (per process)")
-    g.add_argument("--eval_batch_size", type=int, default=256, help="evaluation batch size (per process)")
+    runtime.add_batch_arguments(g)
     g.add_argument("--drop_last", action="store_true", help="drop the last incomplete training batch")
     g.add_argument("--learning_rate", type=float, default=0.1, help="peak learning rate before growth")
     g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
@@ -156,11 +155,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="with --reset_scheduler, member 1's schedule is as long as member 0's")
 
     g = parser.add_argument_group("Checkpoints, evaluation and logging")
-    g.add_argument("--save_path", default="./snapshots",
-                   help="root of the run folders <save_path>/<dataset>/<tag>/seed_<seed>/")
-    g.add_argument("--tag", default="run", help="name of the run (a folder level)")
-    g.add_argument("--resume", default="", metavar="PATH",
-                   help="checkpoint to continue from, or 'auto' for the newest valid one of this run")
+    runtime.add_run_folder_arguments(g)
     g.add_argument("--evaluate", action="store_true",
                    help="only evaluate the --resume checkpoint (members if pre-growth, else the grown net)")
     g.add_argument("--evaluate_ensemble", action="store_true",
@@ -170,20 +165,13 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="accepted for the paper's scripts; logging is TensorBoard, never wandb")
 
     g = parser.add_argument_group("Hardware and reproducibility")
-    g.add_argument("--ngpu", type=int, default=1, help="GPUs per process; 0 (or no CUDA) = CPU")
-    g.add_argument("--workers", type=int, default=2, help="data-loading worker processes")
-    g.add_argument("--dist", action="store_true",
-                   help="distributed training; launch with torchrun (set automatically under torchrun)")
-    g.add_argument("--amp", action="store_true",
-                   help="automatic mixed precision: fp16 with loss scaling on CUDA, bf16 on CPU")
+    runtime.add_hardware_arguments(g)
     g.add_argument("--channels_last", action="store_true",
                    help="keep activations in channels-last memory format (faster convolutions on recent GPUs)")
     g.add_argument("--compile", action="store_true",
                    help="torch.compile the training step; recompiled after growth (FLOPs use the eager model); "
                         "implies --drop_last so that each phase compiles one batch shape")
     g.add_argument("--no_dp", action="store_true", help="accepted for the paper's scripts; no effect")
-    g.add_argument("--manualSeed", type=int, default=None,
-                   help="seed of Python, NumPy, torch and the data loaders; random if not given")
     return parser
 
 
@@ -239,52 +227,9 @@ def validate_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"--workers must be 0 or more, got {args.workers}")
 
 
-def run_directory(args: argparse.Namespace) -> str:
-    """``<save_path>/<dataset>/<tag>/seed_<seed>``; with ``--resume auto`` and no seed, the newest run of the tag."""
-    import distributed
-
-    tag_dir = os.path.join(args.save_path, args.dataset, args.tag)
-    if args.manualSeed is None and args.resume == "auto":
-        runs = sorted(glob.glob(os.path.join(glob.escape(tag_dir), "seed_*")), key=os.path.getmtime)
-        if runs:
-            args.manualSeed = int(os.path.basename(runs[-1])[len("seed_"):])
-    if args.manualSeed is None:
-        args.manualSeed = random.randint(100, 1_000_000)
-    # Under torchrun every rank must use rank 0's seed: the same data order (the sampler's shards
-    # partition one permutation) and the same run folder.
-    args.manualSeed = distributed.broadcast_object(args.manualSeed)
-    return os.path.join(tag_dir, f"seed_{args.manualSeed}")
-
-
-def ensure_writable(folder: str) -> None:
-    """Fail now, not after a day of training, when checkpoints could not be written."""
-    try:
-        os.makedirs(folder, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-") as handle:
-            handle.write(b"0" * 1024)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except OSError as error:
-        raise ConfigError(f"--save_path: cannot write to {os.path.abspath(folder)} ({error.strerror})") from None
-
-
 def cli(argv: list[str] | None = None) -> int:
     """``python main.py``: parse, run, and turn expected failures into one sentence and an exit status."""
-    from engine import NonFiniteLossError
-
-    args = get_args_parser().parse_args(argv)
-    try:
-        main(args)
-    except ConfigError as error:
-        print(f"main.py: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except NonFiniteLossError as error:
-        print(f"main.py: stopped: {error}", file=sys.stderr)
-        return EXIT_NON_FINITE
-    except Preempted as error:
-        print(f"main.py: {error}", file=sys.stderr)
-        return EXIT_PREEMPTED
-    return 0
+    return runtime.cli("main.py", get_args_parser, main, argv)
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -296,71 +241,6 @@ def main(args: argparse.Namespace) -> dict:
 
 
 # --------------------------------------------------------------------------- set-up
-
-EXIT_USAGE = 2  # a mistake in the command line or the files it names
-EXIT_NON_FINITE = 3  # the loss or the weights became NaN / inf
-EXIT_PREEMPTED = 75  # stopped by SIGTERM / SIGINT after writing a checkpoint (EX_TEMPFAIL: run it again)
-
-
-class Context:
-    """What every part of a run needs: the device, this process's rank, the logger, the data."""
-
-    def __init__(self, args: argparse.Namespace) -> None:
-        import torch
-
-        import distributed
-        from custom_log import RunLogger
-
-        self.dist = distributed.init_distributed(use_cuda=args.ngpu > 0 and torch.cuda.is_available())
-        if args.dist and not self.dist.enabled:
-            raise ConfigError("--dist needs the processes started by torchrun, e.g. torchrun "
-                              "--nproc_per_node=2 main.py ... (the scripts do this for NUM_GPUS > 1)")
-        self.device = distributed.select_device(args.ngpu, self.dist.local_rank)
-        self.main_process = distributed.is_main_process()
-        self.logger = RunLogger(None, enabled=self.main_process)  # files once the run folder is checked
-        self.scaler = torch.amp.GradScaler("cuda") if args.amp and self.device.type == "cuda" else None
-
-    def log_to(self, run_dir: str) -> None:
-        """From now on also write the log, metrics and TensorBoard files into ``run_dir``."""
-        from custom_log import RunLogger
-
-        self.logger.close()
-        self.logger = RunLogger(run_dir, enabled=self.main_process)
-
-    def close(self) -> None:
-        import distributed
-
-        self.logger.close()
-        distributed.cleanup()
-
-
-def build_data(args: argparse.Namespace, ctx: Context, dataset: str):
-    """(training set, evaluation loader, input size, (train, eval) batch transforms).
-
-    The batch transforms run on the device (``data.batch_transforms``; None for CIFAR and digits).
-    A missing data set is a ConfigError, nothing written.
-    """
-    import data
-
-    train_set, test_set = data.build_datasets(dataset, args.data_path, cutout=args.cutout,
-                                              cifar_full=not args.no_cifar_full)
-    test_loader = data.build_eval_loader(test_set, batch_size=args.eval_batch_size, workers=args.workers,
-                                         pin_memory=ctx.device.type == "cuda", rank=ctx.dist.rank,
-                                         world_size=ctx.dist.world_size)
-    size = data.IMAGE_SIZE[dataset]
-    transforms = data.batch_transforms(dataset, args.manualSeed, ctx.dist.rank)
-    return train_set, test_loader, (3, size, size), transforms
-
-
-def train_loader_for(args, ctx: Context, train_set, fraction: float):
-    import data
-
-    # --compile: one batch shape per phase. Recompiling the template-mixed step for the short
-    # last batch crashes inductor on CPU (torch 2.14), and a second graph costs time anyway.
-    return data.build_train_loader(train_set, batch_size=args.batch_size, workers=args.workers,
-                                   seed=args.manualSeed, drop_last=args.drop_last or args.compile,
-                                   pin_memory=ctx.device.type == "cuda", rank=ctx.dist.rank,
-                                   world_size=ctx.dist.world_size, subset_fraction=fraction)
 
 
 def ensure_disk_space(folder: str, model) -> None:
@@ -401,29 +281,6 @@ def load_member_checkpoint(path: str, flag: str):
     return source, int(state["phase"][-1]), state
 
 
-def model_config(model) -> dict | None:
-    """What a checkpoint records about a network that its args alone do not determine.
-
-    A plain Wide-ResNet (``normalwrn``, Net2Net's small or widened net, the plain net that
-    ``--coefs_growing random_blocks`` trains after growth) is rebuilt from its widths; any other
-    network from the run's args (``None``).
-    """
-    from models import WideResNet
-
-    if not isinstance(model, WideResNet) or model.takes_member:
-        return None
-    return {"depth": model.depth, "channels": list(model.channels), "num_classes": model.num_classes,
-            "use_bn": model.use_bn}
-
-
-def plain_wrn_from_config(config: dict):
-    from models import WideResNet
-    from models.layers import PlainLayers
-
-    return WideResNet(config["depth"], tuple(config["channels"]), config["num_classes"], PlainLayers(),
-                      use_bn=config["use_bn"])
-
-
 def initial_model(args: argparse.Namespace):
     """The network a training run starts with (Net2Net: the plain WRN at the member width)."""
     import models
@@ -434,22 +291,27 @@ def initial_model(args: argparse.Namespace):
     return models.create_model(args, _num_classes(args.dataset))
 
 
-def restore_model(args_dict: dict, state: dict, device):
-    """The network saved in ``state``, grown first when it was grown (so every tensor has its shape).
+def build_saved_network(args_dict: dict, state: dict):
+    """A network of the shape saved in ``state`` (fresh weights), grown first when it was grown.
 
-    Checkpoints with ``model_kind == "plain_wrn"`` hold a plain Wide-ResNet of the widths in
-    ``model_config`` (Net2Net, random-block growth, normalwrn).
+    Checkpoints whose ``model_kind`` is not ``args`` hold a network that an operator replaced
+    mid-run (Net2Net's widened net, random-block growth, a mutated net); it is rebuilt from
+    ``model_config`` alone. Otherwise the network follows from the run's arguments.
     """
     import models
 
+    if state.get("model_kind", "args") != "args":
+        return models.build_from_config(state["model_kind"], state["model_config"])
     model_args = argparse.Namespace(**args_dict)
-    if state.get("model_kind") == "plain_wrn":
-        model = plain_wrn_from_config(state["model_config"])
-        model.load_state_dict(state["model"])
-        return model.to(device)
     model = models.create_model(model_args, _num_classes(model_args.dataset))
     if state.get("grown"):
         models.grow(model, model_args)
+    return model
+
+
+def restore_model(args_dict: dict, state: dict, device):
+    """The network saved in ``state``, with its weights, on ``device``."""
+    model = build_saved_network(args_dict, state)
     model.load_state_dict(state["model"])
     return model.to(device)
 
@@ -473,274 +335,368 @@ def find_resume(args: argparse.Namespace, run_dir: str) -> tuple[str | None, dic
 # --------------------------------------------------------------------------- training
 
 
-class Preempted(Exception):
-    """SIGTERM / SIGINT arrived; a checkpoint was written and the run can be resumed."""
+def run_training(args: argparse.Namespace, plan=None) -> dict:
+    """Train as the plan says: before each epoch its network operators, then the epoch, then a checkpoint.
 
-
-def run_training(args: argparse.Namespace) -> dict:
-    import torch
-
-    import checkpoint
-    import distributed
+    ``plan`` defaults to ``schedule.build_plan(args)``; a caller may pass a plan it changed (e.g.
+    with an operator of its own at some epoch).
+    """
     import engine
-    import models
-    from compute_flops import count_flops, count_parameters
     from schedule import build_plan
-    from utils import rng_state, seed_everything, set_rng_state
 
-    # Everything that can be wrong with the command line fails here, before anything is written.
-    plan = build_plan(args)
+    # Everything wrong with the command line fails in build_plan, before anything is written.
+    plan = build_plan(args) if plan is None else plan
     ctx = Context(args)
     stop = engine.StopRequest()
     try:
-        run_dir = run_directory(args)
-        resume_path, resumed = find_resume(args, run_dir)
-        seed_everything(args.manualSeed)
-        if args.channels_last and ctx.device.type != "cuda":
-            raise ConfigError("--channels_last is a CUDA optimisation; on the CPU, torch 2.14's convolution "
-                              "backward aborts on channels-last inputs whose batch size changes")
-
-        def on_device(network):
-            network = network.to(ctx.device)
-            if args.channels_last:
-                for param in network.parameters():  # plain conv weights; template weights are generated per step
-                    if param.dim() == 4:
-                        param.data = param.data.contiguous(memory_format=torch.channels_last)
-            return network
-
-        if resumed is not None and resumed.get("model_kind") == "plain_wrn":
-            model = on_device(plain_wrn_from_config(resumed["model_config"]))  # replaced mid-run, see the loop
-        else:
-            model = on_device(initial_model(args))
-        train_set, test_loader, input_size, (train_transform, eval_transform) = build_data(args, ctx, args.dataset)
-        sources = {}
-        if resumed is None:
-            for slot, path in ((0, args.resume_member_0), (1, args.resume_member_1)):
-                if path:
-                    sources[slot] = load_member_checkpoint(path, f"--resume_member_{slot}")
-        if ctx.main_process:
-            ensure_writable(run_dir)
-            ensure_disk_space(run_dir, model)
-        ctx.log_to(run_dir)
-        log = ctx.logger
-        if args.arch == "wrn_imagenet_bank" or (args.split_edge_layers and models.is_template_model(model)):
-            log.info("template banks:\n" + models.describe_banks(model))
-
-        def new_optimizer():
-            return engine.build_optimizer(model, lr=args.learning_rate, momentum=args.momentum,
-                                          nesterov=not args.no_nesterov, weight_decay=args.decay,
-                                          no_bn_decay=args.no_bn_decay)
-
-        optimizer = new_optimizer()
-        history, summary, start_epoch, best_top1, partial = [], [], 0, 0.0, None
-        if resumed is not None:
-            if resumed.get("grown") and models.is_template_model(model):
-                models.grow(model, args)
-            model.load_state_dict(resumed["model"])
-            optimizer = new_optimizer()
-            engine.load_optimizer_state_by_name(optimizer, model, resumed["optimizer"])
-            if ctx.scaler is not None and resumed.get("scaler"):
-                ctx.scaler.load_state_dict(resumed["scaler"])
-            history, summary, best_top1 = list(resumed["metrics"]), list(resumed["summary"]), resumed["best_top1"]
-            partial = resumed.get("partial")
-            start_epoch = partial["epoch"] if partial else resumed["epoch"] + 1
-            set_rng_state(resumed["rng"])
-            where = f"epoch {partial['epoch']} step {partial['step']}" if partial else f"epoch {start_epoch}"
-            log.info(f"resumed from {resume_path}: continuing at {where}")
-        else:
-            for slot, (source, source_member, _) in sources.items():
-                models.transplant_member(model, source.to(ctx.device), slot, source_member)
-                log.info(f"member {slot} loaded from --resume_member_{slot} (its member {source_member})")
-            log.log_text("args", json.dumps(checkpoint.args_to_dict(args), indent=1))
-            log.log_text("plan", plan.format())
-            if ctx.main_process:
-                from utils import atomic_write_text
-
-                atomic_write_text(os.path.join(run_dir, "plan.json"), json.dumps(plan.to_dict(), indent=1))
-                atomic_write_text(os.path.join(run_dir, "args.json"),
-                                  json.dumps(checkpoint.args_to_dict(args), indent=1))
-        log.info(f"run folder: {os.path.abspath(run_dir)}  device: {ctx.device}  processes: {ctx.dist.world_size}")
-        log.info("training plan:\n" + plan.format())
-
-        def members_of(entry):
-            return tuple(entry.trained_members) if entry.trained_members else (None,)
-
-        def evaluate_phase(entry):
-            members = members_of(entry)
-            results = engine.evaluate(model, test_loader, ctx.device, members, amp=args.amp,
-                                      batch_transform=eval_transform)
-            return results, results[entry.forward_member if entry.forward_member in results else members[-1]]
-
-        def summary_row(name, entry, result, member):
-            size_model = models.materialize(model, member) if models.is_template_model(model) else model
-            return {"network": name, "top1": result["top1"], "top5": result["top5"],
-                    "params": count_parameters(size_model), "flops": count_flops(model, input_size, member),
-                    "epoch": entry.epoch}
-
-        def save(name, state):
-            checkpoint.save_checkpoint(state, os.path.join(run_dir, name), keep_previous=name == checkpoint.LATEST_NAME)
-
-        def state_now(epoch, entry, extra=None):
-            config = model_config(model)
-            return {"args": checkpoint.args_to_dict(args), "epoch": epoch, "phase": entry.phase,
-                    "grown": models.is_grown(model) or (config is not None and entry.phase == "grown"),
-                    "model_kind": "args" if config is None else "plain_wrn", "model_config": config,
-                    "model": model.state_dict(),
-                    "optimizer": engine.optimizer_state_by_name(optimizer, model),
-                    "scaler": ctx.scaler.state_dict() if ctx.scaler is not None else None,
-                    "best_top1": best_top1, "metrics": history, "summary": summary, "rng": rng_state(),
-                    **(extra or {})}
-
-        cumulative_flops = history[-1]["train_flops_cumulative"] if history else 0.0
-        grown_data = not args.data_growth or (plan.growth_epoch is not None and start_epoch >= plan.growth_epoch)
-        train_loader = train_loader_for(args, ctx, train_set, 1.0 if grown_data else 0.5)
-        net, step_flops, started = None, 0.0, time.time()
+        run = TrainingRun(args, plan, ctx)
         stop.install()
-        for epoch in range(start_epoch, len(plan)):
+        for epoch in range(run.start_epoch, len(plan)):
             entry = plan[epoch]
-            members = members_of(entry)
-            # Phase-start work already happened before an interrupted epoch was checkpointed.
-            fresh = partial is None
-            if fresh and entry.phase == "member_1" and entry.phase_starts:
-                if args.copy_templates_and_bn_0_to_1:
-                    models.copy_member_0_to_1(model, args.copy_templates_and_bn_0_to_1_noise)
-                if args.scale_templates_and_coefs:
-                    models.scale_member_0_to_1(model)
-            if fresh and entry.grow_before and args.coefs_growing == "random_blocks":
-                # Baseline: the run goes on with a plain network; its parameters are new tensors, so
-                # the optimizer starts fresh (no momentum), at the plan's post-growth lr.
-                from models.growth import grow_random_blocks
-
-                model = on_device(grow_random_blocks(
-                    model, scale_templates_and_coefs_growing=args.scale_templates_and_coefs_growing))
-                if args.data_growth:
-                    train_loader = train_loader_for(args, ctx, train_set, 1.0)
-                optimizer, net = new_optimizer(), None
-            elif fresh and entry.grow_before:
-                models.grow(model, args)
-                if args.data_growth:
-                    train_loader = train_loader_for(args, ctx, train_set, 1.0)
-                saved = engine.optimizer_state_by_name(optimizer, model)
-                optimizer = new_optimizer()  # extra templates replace parameters: carry state by name
-                if not args.reset_optimizer_growing:
-                    engine.load_optimizer_state_by_name(optimizer, model, saved)
-            if fresh and entry.grow_before:
-                _, primary = evaluate_phase(entry)
-                summary.append(summary_row("grown at growth", entry, primary, None))
-                log.info(f"grown before epoch {epoch} (--coefs_growing {args.coefs_growing}): "
-                         f"top-1 {primary['top1']:.2f}% before any training of the grown network")
-            elif fresh and entry.new_optimizer and entry.phase_starts:
-                optimizer = new_optimizer()
-            if fresh and args.net2net_epoch and epoch == args.net2net_epoch:
-                from models.net2net import net2wider
-                from models.wrn import wrn_channels
-
-                small_channels = model.channels
-                model = on_device(net2wider(model, wrn_channels(args.wide), args.net2net_noise))
-                # Fresh optimizer (the momentum buffers have the small shapes); the lr goes on along the
-                # plain run's cosine. net = None rebuilds the trainable set, FLOPs and the DDP wrapper.
-                optimizer, net = new_optimizer(), None
-                _, primary = evaluate_phase(entry)
-                summary.append(summary_row("widened (Net2Net)", entry, primary, None))
-                log.info(f"Net2Net: widened {small_channels} -> {model.channels} before epoch {epoch} "
-                         f"(noise {args.net2net_noise}): top-1 {primary['top1']:.2f}% before training on")
-            if (net is None or entry.phase_starts
-                    or entry.only_member_01_coefficients != plan[epoch - 1].only_member_01_coefficients):
-                trainable = models.parameter_groups(
-                    model, None if members == (None,) else members, no_bn_decay=args.no_bn_decay,
-                    freeze_first_last=args.freeze_first_last_growing and entry.phase == "grown",
-                    freeze_coefficients_01=args.freeze_coef_0_1_growing and entry.phase == "grown",
-                    only_coefficients_01=entry.only_member_01_coefficients)
-                n_trainable = engine.set_trainable(model, trainable[0] + trainable[1])
-                step_flops = 3.0 * sum(count_flops(model, input_size, m) for m in members)
-                net = engine.MembersForward(model)
-                if args.compile:
-                    net = torch.compile(net)
-                if ctx.dist.enabled:
-                    net = torch.nn.parallel.DistributedDataParallel(
-                        net, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-                log.info(f"phase {entry.phase}: {n_trainable:,} trainable parameters, "
-                         f"{step_flops / 3 / 1e9:.4f} GFLOPs per image and forward")
-            engine.set_lr(optimizer, entry.lr)
-            train_loader.sampler.set_epoch(epoch, skip=partial["step"] * args.batch_size if partial else 0)
-            epoch_start = time.time()
-            train_metrics = engine.train_one_epoch(
-                net, train_loader, optimizer, ctx.device, members=members,
-                loss_weights=entry.loss_weights or (1.0,), epoch=epoch, phase=entry.phase,
-                label_smoothing=args.label_smoothing, amp=args.amp, scaler=ctx.scaler,
-                show_progress=ctx.main_process, stop=stop, resume_from=partial,
-                channels_last=args.channels_last, batch_transform=train_transform)
-            partial = None
-            if not train_metrics["completed"]:
-                step = train_metrics["partial"]["step"]
-                if ctx.main_process:
-                    save(checkpoint.LATEST_NAME, state_now(epoch - 1, entry,
-                                                           {"partial": {"epoch": epoch, **train_metrics["partial"]}}))
-                raise Preempted(f"stopped by {stop.signal_name} at epoch {epoch}, step {step} ({entry.phase}); "
-                                f"checkpoint written to {os.path.abspath(run_dir)}; resume with the same command "
-                                "plus --resume auto")
-            distributed.broadcast_buffers(model)
-            if not all(torch.isfinite(p).all() for p in model.parameters()):
-                raise engine.NonFiniteLossError(f"the weights became non-finite during epoch {epoch} ({entry.phase}); "
-                                                "the last good checkpoint is kept")
-            results, primary = evaluate_phase(entry)
-            cumulative_flops += step_flops * train_metrics["train_samples"]
-            if entry.phase_starts:
-                best_top1 = 0.0
-            is_best = primary["top1"] > best_top1
-            best_top1 = max(best_top1, primary["top1"])
-            metrics = {"epoch": epoch, "phase": entry.phase, "phase_index": entry.phase_index, "lr": entry.lr,
-                       **{k: v for k, v in train_metrics.items() if k != "completed"},
-                       "test_loss": primary["loss"], "test_top1": primary["top1"], "test_top5": primary["top5"],
-                       "best_top1": best_top1, "train_flops_cumulative": cumulative_flops,
-                       "epoch_time": time.time() - epoch_start}
-            if len(results) > 1:
-                metrics.update({f"test_top1_member_{m}": r["top1"] for m, r in results.items()})
-            history.append(metrics)
-            log.log_epoch(metrics)
-            amp_note = f", {metrics['amp_skipped_steps']} overflow steps skipped" if metrics["amp_skipped_steps"] else ""
-            log.info(f"epoch {epoch:>4} {entry.phase:<8} lr {entry.lr:.2e}  train loss {metrics['train_loss']:.4f} "
-                     f"top-1 {metrics['train_top1']:.2f}  test top-1 {primary['top1']:.2f} "
-                     f"top-5 {primary['top5']:.2f}  ({metrics['epoch_time']:.1f}s{amp_note})")
-            phase_ends = epoch + 1 == len(plan) or plan[epoch + 1].phase != entry.phase
-            if phase_ends:
-                if entry.phase == "member_1" and 0 in results:
-                    summary.append(summary_row("member 0", entry, results[0], 0))
-                name = {"member_0": "member 0", "member_1": "member 1", "grown": "grown final",
-                        "plain": "plain final"}[entry.phase]
-                summary.append(summary_row(name, entry, primary, entry.forward_member))
-            if ctx.main_process:
-                state = state_now(epoch, entry)
-                save(checkpoint.LATEST_NAME, state)
-                if is_best:
-                    save(checkpoint.BEST_NAME, state)
-                if phase_ends and entry.phase in ("member_0", "member_1"):
-                    save(checkpoint.member_checkpoint_name(entry.forward_member), state)
-                if phase_ends and entry.phase in ("grown", "plain"):
-                    save(checkpoint.GROWN_FINAL_NAME, state)
-            distributed.barrier()
-        if history:
-            finish(args, run_dir, plan, history, summary, ctx, time.time() - started)
-        return {"final": history[-1] if history else {}, "summary": summary, "run_dir": run_dir,
-                "history": history, "model": model}
+            if run.partial is None:  # an interrupted epoch was checkpointed after its operators ran
+                run.apply_operators(entry)
+            run.prepare_epoch(entry)
+            run.train_epoch(entry, stop)
+            run.end_epoch(entry)
+        return run.finish()
     finally:
         stop.restore()
         ctx.close()
 
 
-def finish(args, run_dir: str, plan, history: list, summary: list, ctx: Context, seconds: float) -> None:
+class TrainingRun:
+    """The state of one training run and the mechanics of each step of the plan.
+
+    ``run_training`` calls, per epoch: ``apply_operators`` (growth, widening, ...: whatever the
+    plan names), ``prepare_epoch`` (optimizer lr, trainable set, data), ``train_epoch`` and
+    ``end_epoch`` (evaluation, metrics, summary rows, checkpoints). Nothing here names a method:
+    operators are looked up by the plan's names in ``operators``.
+    """
+
+    def __init__(self, args: argparse.Namespace, plan, ctx: Context) -> None:
+        import engine
+        import models
+        from utils import seed_everything, set_rng_state
+
+        self.args, self.plan, self.ctx = args, plan, ctx
+        self.run_dir = run_directory(args)
+        resume_path, resumed = find_resume(args, self.run_dir)
+        seed_everything(args.manualSeed)
+        if args.channels_last and ctx.device.type != "cuda":
+            raise ConfigError("--channels_last is a CUDA optimisation; on the CPU, torch 2.14's convolution "
+                              "backward aborts on channels-last inputs whose batch size changes")
+        # A run resumed after an operator replaced the network continues with that network's shape.
+        self.model = self.on_device(build_saved_network(resumed["args"], resumed) if resumed else initial_model(args))
+        self.data = runtime.load_data(args, ctx)
+        sources = {}
+        if resumed is None:
+            for slot, path in ((0, args.resume_member_0), (1, args.resume_member_1)):
+                if path:
+                    sources[slot] = load_member_checkpoint(path, f"--resume_member_{slot}")
+        runtime.open_run_folder(args, ctx, self.run_dir)
+        if ctx.main_process:
+            ensure_disk_space(self.run_dir, self.model)
+        log = self.log = ctx.logger
+        if args.arch == "wrn_imagenet_bank" or (args.split_edge_layers and models.is_template_model(self.model)):
+            log.info("template banks:\n" + models.describe_banks(self.model))
+
+        self.history, self.summary, self.events = [], [], []
+        self.start_epoch, self.best_top1, self.partial = 0, 0.0, None
+        self.optimizer = self.new_optimizer()
+        if resumed is not None:
+            self.model.load_state_dict(resumed["model"])
+            self.optimizer = self.new_optimizer()
+            engine.load_optimizer_state_by_name(self.optimizer, self.model, resumed["optimizer"])
+            if ctx.scaler is not None and resumed.get("scaler"):
+                ctx.scaler.load_state_dict(resumed["scaler"])
+            self.history, self.summary = list(resumed["metrics"]), list(resumed["summary"])
+            self.events, self.best_top1 = list(resumed.get("events", [])), resumed["best_top1"]
+            self.partial = resumed.get("partial")
+            self.start_epoch = self.partial["epoch"] if self.partial else resumed["epoch"] + 1
+            set_rng_state(resumed["rng"])
+            where = (f"epoch {self.partial['epoch']} step {self.partial['step']}" if self.partial
+                     else f"epoch {self.start_epoch}")
+            log.info(f"resumed from {resume_path}: continuing at {where}")
+        else:
+            for slot, (source, source_member, _) in sources.items():
+                models.transplant_member(self.model, source.to(ctx.device), slot, source_member)
+                log.info(f"member {slot} loaded from --resume_member_{slot} (its member {source_member})")
+            self.write_run_description()
+        log.info(f"run folder: {os.path.abspath(self.run_dir)}  device: {ctx.device}  "
+                 f"processes: {ctx.dist.world_size}")
+        for note in plan.notes:
+            log.info(note)
+        log.info("training plan:\n" + plan.format())
+        self.cumulative_flops = self.history[-1]["train_flops_cumulative"] if self.history else 0.0
+        self.data_fraction = plan[self.start_epoch].data_fraction if self.start_epoch < len(plan) else 1.0
+        self.train_loader = self.new_train_loader()
+        self.net, self.step_flops, self.started, self.train_metrics = None, 0.0, time.time(), None
+
+    # ----------------------------------------------------------------- helpers
+
+    def on_device(self, network):
+        import torch
+
+        network = network.to(self.ctx.device)
+        if self.args.channels_last:
+            for param in network.parameters():  # plain conv weights; template weights are generated per step
+                if param.dim() == 4:
+                    param.data = param.data.contiguous(memory_format=torch.channels_last)
+        return network
+
+    def new_train_loader(self):
+        # --compile: one batch shape per phase. Recompiling the template-mixed step for the short
+        # last batch crashes inductor on CPU (torch 2.14), and a second graph costs time anyway.
+        return self.data.train_loader(self.args.manualSeed, self.data_fraction,
+                                      drop_last=self.args.drop_last or self.args.compile)
+
+    def sync_train_loader(self, entry) -> None:
+        """The loader over the share of the data the plan gives this epoch (``--data_growth``)."""
+        if entry.data_fraction != self.data_fraction:
+            self.data_fraction = entry.data_fraction
+            self.train_loader = self.new_train_loader()
+
+    def new_optimizer(self):
+        import engine
+
+        args = self.args
+        return engine.build_optimizer(self.model, lr=args.learning_rate, momentum=args.momentum,
+                                      nesterov=not args.no_nesterov, weight_decay=args.decay,
+                                      no_bn_decay=args.no_bn_decay)
+
+    def write_run_description(self) -> None:
+        import checkpoint
+        from utils import atomic_write_text
+
+        args_text = json.dumps(checkpoint.args_to_dict(self.args), indent=1)
+        self.log.log_text("args", args_text)
+        self.log.log_text("plan", self.plan.format())
+        if self.ctx.main_process:
+            atomic_write_text(os.path.join(self.run_dir, "plan.json"), json.dumps(self.plan.to_dict(), indent=1))
+            atomic_write_text(os.path.join(self.run_dir, "args.json"), args_text)
+
+    @staticmethod
+    def members_of(entry) -> tuple:
+        return tuple(entry.trained_members) if entry.trained_members else (None,)
+
+    def evaluate(self, entry, loader=None):
+        """Each trained member's results, and the one the plan follows (its forward member)."""
+        import engine
+
+        members = self.members_of(entry)
+        results = engine.evaluate(self.model, loader or self.data.selection_loader, self.ctx.device, members,
+                                  amp=self.args.amp, batch_transform=self.data.eval_transform)
+        return results, results[entry.forward_member if entry.forward_member in results else members[-1]]
+
+    def summary_row(self, name: str, entry, result: dict, member) -> dict:
+        import models
+        from compute_flops import count_flops, count_parameters
+
+        size_model = models.materialize(self.model, member) if models.is_template_model(self.model) else self.model
+        return {"network": name, "top1": result["top1"], "top5": result["top5"],
+                "params": count_parameters(size_model), "flops": count_flops(self.model, self.data.input_size, member),
+                "epoch": entry.epoch, "split": self.data.selection_split}
+
+    # ----------------------------------------------------------------- the steps
+
+    def apply_operators(self, entry) -> None:
+        """Run the plan's operators before ``entry.epoch``; rebuild the optimizer; log "right after" accuracy."""
+        import engine
+        import operators
+
+        if not entry.operators:
+            if entry.new_optimizer and entry.phase_starts:
+                self.optimizer = self.new_optimizer()
+            return
+        self.sync_train_loader(entry)
+        inputs = operators.OperatorInputs(self.args, self.ctx.device, generator=None, train_loader=self.train_loader)
+        keep_state = not entry.new_optimizer
+        for name in entry.operators:
+            saved = engine.optimizer_state_by_name(self.optimizer, self.model)
+            result = operators.apply(name, self.model, inputs)
+            self.model = self.on_device(result.model)
+            self.optimizer = self.new_optimizer()  # the parameter set may have changed: carry state by name
+            if keep_state and result.keep_optimizer_state:
+                engine.load_optimizer_state_by_name(self.optimizer, self.model, saved)
+            self.net = None  # rebuild the trainable set, FLOPs and the DDP wrapper
+            self.log.info(f"{result.message} before epoch {entry.epoch}")
+            if result.label is not None:
+                self.report_right_after(entry, name, result.label)
+
+    def report_right_after(self, entry, operator: str, label: str) -> None:
+        """Evaluate the network an operator returned (and again after BN recalibration, if asked)."""
+        _, primary = self.evaluate(entry)
+        self.summary.append(self.summary_row(label, entry, primary, None))
+        self.events.append({"epoch": entry.epoch, "operator": operator, "label": label, "top1": primary["top1"],
+                            "train_flops_cumulative": self.cumulative_flops})
+        self.log.info(f"{label}: top-1 {primary['top1']:.2f}% right after {operator}, before epoch {entry.epoch} "
+                      f"trains ({self.data.selection_split})")
+        if self.args.recalibrate_bn:
+            import engine
+
+            self.train_loader.sampler.set_epoch(entry.epoch)
+            batches = engine.recalibrate_batchnorm(self.model, self.train_loader, self.ctx.device,
+                                                   self.args.recalibrate_bn, amp=self.args.amp,
+                                                   batch_transform=self.data.train_transform, epoch=entry.epoch)
+            _, primary = self.evaluate(entry)
+            name = f"{label}, BN recalibrated"
+            self.summary.append(self.summary_row(name, entry, primary, None))
+            self.events.append({"epoch": entry.epoch, "operator": operator, "label": name, "top1": primary["top1"],
+                                "train_flops_cumulative": self.cumulative_flops})
+            self.log.info(f"{name} ({batches} batches): top-1 {primary['top1']:.2f}%")
+
+    def prepare_epoch(self, entry) -> None:
+        """The epoch's lr; at a phase start (or after an operator) the trainable set and the wrapped net."""
+        import engine
+        import models
+        from compute_flops import count_flops
+
+        epoch, args = entry.epoch, self.args
+        members = self.members_of(entry)
+        self.sync_train_loader(entry)
+        if (self.net is None or entry.phase_starts
+                or entry.only_member_01_coefficients != self.plan[epoch - 1].only_member_01_coefficients):
+            trainable = models.parameter_groups(
+                self.model, None if members == (None,) else members, no_bn_decay=args.no_bn_decay,
+                freeze_first_last=args.freeze_first_last_growing and entry.phase == "grown",
+                freeze_coefficients_01=args.freeze_coef_0_1_growing and entry.phase == "grown",
+                only_coefficients_01=entry.only_member_01_coefficients)
+            n_trainable = engine.set_trainable(self.model, trainable[0] + trainable[1])
+            self.step_flops = 3.0 * sum(count_flops(self.model, self.data.input_size, m) for m in members)
+            self.net = runtime.wrap_for_training(self.model, self.ctx, compile=args.compile)
+            self.log.info(f"phase {entry.phase}: {n_trainable:,} trainable parameters, "
+                          f"{self.step_flops / 3 / 1e9:.4f} GFLOPs per image and forward")
+        engine.set_lr(self.optimizer, entry.lr)
+        skip = self.partial["step"] * args.batch_size if self.partial else 0
+        self.train_loader.sampler.set_epoch(epoch, skip=skip)
+
+    def train_epoch(self, entry, stop) -> None:
+        """One epoch; on SIGTERM / SIGINT a mid-epoch checkpoint, then ``Preempted``."""
+        import checkpoint
+        import engine
+
+        args, epoch = self.args, entry.epoch
+        self.epoch_start = time.time()
+        metrics = engine.train_one_epoch(
+            self.net, self.train_loader, self.optimizer, self.ctx.device, members=self.members_of(entry),
+            loss_weights=entry.loss_weights or (1.0,), epoch=epoch, phase=entry.phase,
+            label_smoothing=args.label_smoothing, amp=args.amp, scaler=self.ctx.scaler,
+            show_progress=self.ctx.main_process, stop=stop, resume_from=self.partial,
+            channels_last=args.channels_last, batch_transform=self.data.train_transform)
+        self.partial = None
+        if not metrics["completed"]:
+            step = metrics["partial"]["step"]
+            if self.ctx.main_process:
+                self.save(checkpoint.LATEST_NAME,
+                          self.state(epoch - 1, entry, {"partial": {"epoch": epoch, **metrics["partial"]}}))
+            raise Preempted(f"stopped by {stop.signal_name} at epoch {epoch}, step {step} ({entry.phase}); "
+                            f"checkpoint written to {os.path.abspath(self.run_dir)}; resume with the same command "
+                            "plus --resume auto")
+        self.train_metrics = metrics
+
+    def end_epoch(self, entry) -> None:
+        """Evaluate, log the epoch's metrics, add summary rows at a phase end, write checkpoints."""
+        import torch
+
+        import checkpoint
+        import distributed
+        import engine
+
+        epoch, split, train_metrics = entry.epoch, self.data.selection_split, self.train_metrics
+        distributed.broadcast_buffers(self.model)
+        if not all(torch.isfinite(p).all() for p in self.model.parameters()):
+            raise engine.NonFiniteLossError(f"the weights became non-finite during epoch {epoch} ({entry.phase}); "
+                                            "the last good checkpoint is kept")
+        results, primary = self.evaluate(entry)
+        self.cumulative_flops += self.step_flops * train_metrics["train_samples"]
+        if entry.phase_starts:
+            self.best_top1 = 0.0
+        is_best = primary["top1"] > self.best_top1
+        self.best_top1 = max(self.best_top1, primary["top1"])
+        metrics = {"epoch": epoch, "phase": entry.phase, "phase_index": entry.phase_index, "lr": entry.lr,
+                   **{k: v for k, v in train_metrics.items() if k != "completed"},
+                   f"{split}_loss": primary["loss"], f"{split}_top1": primary["top1"],
+                   f"{split}_top5": primary["top5"], "best_top1": self.best_top1,
+                   "train_flops_cumulative": self.cumulative_flops, "epoch_time": time.time() - self.epoch_start}
+        if len(results) > 1:
+            metrics.update({f"{split}_top1_member_{m}": r["top1"] for m, r in results.items()})
+        self.history.append(metrics)
+        self.log.log_epoch(metrics)
+        skipped = metrics["amp_skipped_steps"]
+        amp_note = f", {skipped} overflow steps skipped" if skipped else ""
+        self.log.info(f"epoch {epoch:>4} {entry.phase:<8} lr {entry.lr:.2e}  train loss {metrics['train_loss']:.4f} "
+                      f"top-1 {metrics['train_top1']:.2f}  {split} top-1 {primary['top1']:.2f} "
+                      f"top-5 {primary['top5']:.2f}  ({metrics['epoch_time']:.1f}s{amp_note})")
+        phase_ends = epoch + 1 == len(self.plan) or self.plan[epoch + 1].phase != entry.phase
+        if phase_ends:
+            if entry.phase == "member_1" and 0 in results:
+                self.summary.append(self.summary_row("member 0", entry, results[0], 0))
+            self.summary.append(self.summary_row(PHASE_SUMMARY_NAMES[entry.phase], entry, primary,
+                                                 entry.forward_member))
+        if self.ctx.main_process:
+            state = self.state(epoch, entry)
+            self.save(checkpoint.LATEST_NAME, state)
+            if is_best:
+                self.save(checkpoint.BEST_NAME, state)
+            if phase_ends and entry.phase in ("member_0", "member_1"):
+                self.save(checkpoint.member_checkpoint_name(entry.forward_member), state)
+            if phase_ends and entry.phase in ("grown", "plain"):
+                self.save(checkpoint.GROWN_FINAL_NAME, state)
+        distributed.barrier()
+
+    def save(self, name: str, state: dict) -> None:
+        import checkpoint
+
+        checkpoint.save_checkpoint(state, os.path.join(self.run_dir, name),
+                                   keep_previous=name == checkpoint.LATEST_NAME)
+
+    def state(self, epoch: int, entry, extra: dict | None = None) -> dict:
+        """Everything a resumed run needs, as tensors and plain types (``weights_only`` loadable)."""
+        import checkpoint
+        import engine
+        import models
+        from utils import rng_state
+
+        described = models.model_config(self.model)
+        kind, config = described if described is not None else ("args", None)
+        return {"args": checkpoint.args_to_dict(self.args), "epoch": epoch, "phase": entry.phase,
+                "grown": models.is_grown(self.model) or (config is not None and entry.phase == "grown"),
+                "model_kind": kind, "model_config": config, "model": self.model.state_dict(),
+                "optimizer": engine.optimizer_state_by_name(self.optimizer, self.model),
+                "scaler": self.ctx.scaler.state_dict() if self.ctx.scaler is not None else None,
+                "best_top1": self.best_top1, "metrics": self.history, "summary": self.summary,
+                "events": self.events, "rng": rng_state(), **(extra or {})}
+
+    def finish(self) -> dict:
+        """With a validation split, the test set once; then the summary table, summary.json and plots."""
+        if self.history and self.data.val_loader is not None:
+            last = self.plan[len(self.plan) - 1]
+            _, primary = self.evaluate(last, self.data.test_loader)
+            row = self.summary_row(f"{PHASE_SUMMARY_NAMES[last.phase]} (test)", last, primary, last.forward_member)
+            self.summary.append({**row, "split": "test"})
+        if self.history:
+            finish(self.args, self.run_dir, self.plan, self.history, self.summary, self.ctx,
+                   time.time() - self.started, self.events)
+        return {"final": self.history[-1] if self.history else {}, "summary": self.summary, "run_dir": self.run_dir,
+                "history": self.history, "model": self.model, "events": self.events}
+
+
+PHASE_SUMMARY_NAMES = {"member_0": "member 0", "member_1": "member 1", "grown": "grown final", "plain": "plain final"}
+
+
+def finish(args, run_dir: str, plan, history: list, summary: list, ctx: Context, seconds: float,
+           events: list) -> None:
     """The end-of-run report: summary table, summary.json, accuracy PNGs."""
     if not ctx.main_process:
         return
     from custom_log import format_seconds, format_table, humanize, plot_accuracy
     from utils import atomic_write_text
 
-    boundaries = [e for e in (plan.member_1_epoch, plan.growth_epoch) if e]
-    if args.net2net_epoch:
-        boundaries = {args.net2net_epoch: "Net2Net widening"}
+    boundaries = {e.epoch: ", ".join(e.operators) for e in plan if e.operators and not e.grow_before}
+    boundaries.update({e: None for e in (plan.member_1_epoch, plan.growth_epoch) if e})
     plot = plot_accuracy(history, os.path.join(run_dir, "accuracy.png"), growth_epochs=boundaries,
-                         title=f"{args.dataset} {args.tag} seed {args.manualSeed}")
-    table = format_table(summary, ["network", "top1", "top5", "params", "flops", "epoch"],
+                         title=f"{args.dataset} {args.tag} seed {args.manualSeed}", events=events)
+    table = format_table(summary, ["network", "top1", "top5", "split", "params", "flops", "epoch"],
                          formats={"params": humanize, "flops": humanize})
     ctx.logger.info(f"summary:\n{table}\ntotal training FLOPs {humanize(history[-1]['train_flops_cumulative'])}, "
                     f"wall time of this session {format_seconds(seconds)}\naccuracy curves: {plot}")
@@ -766,6 +722,10 @@ def run_evaluation(args: argparse.Namespace) -> dict:
     try:
         path = args.resume
         if args.evaluate and path == "auto":
+            tag_dir = os.path.join(args.save_path, args.dataset, args.tag)
+            if args.manualSeed is None and not glob.glob(os.path.join(glob.escape(tag_dir), "seed_*")):
+                raise ConfigError(f"--resume auto: the tag '{args.tag}' has no run under {os.path.abspath(tag_dir)} "
+                                  "(check --tag, --dataset and --save_path)")
             run_dir = run_directory(args)
             path = checkpoint.latest_checkpoint(run_dir)
             if path is None:
@@ -785,10 +745,10 @@ def run_evaluation(args: argparse.Namespace) -> dict:
             model = restore_model(state["args"], state, ctx.device)
             keys = (None,) if not models.is_template_model(model) or state.get("grown") else (0, 1)
         model = model.to(ctx.device)
-        _, test_loader, _, (_, eval_transform) = build_data(args, ctx, state["args"]["dataset"])
-        results = engine.evaluate(model, test_loader, ctx.device, keys, amp=args.amp,
+        data = runtime.load_data(args, ctx, state["args"]["dataset"])
+        results = engine.evaluate(model, data.test_loader, ctx.device, keys, amp=args.amp,
                                   ensemble=args.evaluate_ensemble, show_progress=ctx.main_process,
-                                  batch_transform=eval_transform)
+                                  batch_transform=data.eval_transform)
         names = {0: "member 0", 1: "member 1", None: "grown" if state.get("grown") else "network",
                  "ensemble": "ensemble (mean logits)"}
         rows = [{"network": names[key], "top1": r["top1"], "top5": r["top5"], "loss": r["loss"]}

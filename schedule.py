@@ -72,6 +72,7 @@ PHASES = ("member_0", "member_1", "grown", "plain")
 WARMUP_LR_INIT = 1e-5  # every warm-up of the reference starts here
 PRE_GROWTH_LR_MIN = 1e-6  # floor of the pre-growth cosine
 GROWN_CYCLE_DECAY = 0.5  # each post-growth cosine cycle peaks at half the previous one
+DEFAULT_GROWN_CYCLES = 4  # --reset_lr_scheduler_growing when not given (reference default)
 
 
 def cosine_lr(
@@ -126,6 +127,9 @@ class EpochPlan:
     phase_starts: bool  # first epoch of its phase
     new_optimizer: bool  # build a fresh optimizer (no momentum) before this epoch
     only_member_01_coefficients: bool  # --warmup_01_growing: train nothing but members 0/1 coefficients
+    # Network operators (``operators/``) the loop applies, in order, before this epoch trains.
+    operators: tuple[str, ...] = ()
+    data_fraction: float = 1.0  # share of the training set this epoch trains on (--data_growth)
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,7 @@ class TrainingPlan:
     """The whole run, one ``EpochPlan`` per epoch; index it with the epoch number."""
 
     epochs: tuple[EpochPlan, ...]
+    notes: tuple[str, ...] = ()  # defaults the plan adapted to the run, one log line each
 
     def __getitem__(self, epoch: int) -> EpochPlan:
         if not 0 <= epoch < len(self.epochs):
@@ -187,6 +192,9 @@ class TrainingPlan:
         events = []
         if self.growth_epoch is not None:
             events.append(f"grow before epoch {self.growth_epoch}")
+        for e in self.epochs:
+            if e.operators and not e.grow_before:
+                events.append(f"{', '.join(e.operators)} before epoch {e.epoch}")
         fresh = [str(e.epoch) for e in self.epochs if e.new_optimizer]
         events.append(f"fresh optimizer before epoch {', '.join(fresh)}")
         warmup = [e.epoch for e in self.epochs if e.only_member_01_coefficients]
@@ -226,6 +234,7 @@ def build_plan(args: argparse.Namespace) -> TrainingPlan:
 
     Raises ``ConfigError`` (one sentence naming the flags) for a run that cannot work.
     """
+    notes = _resolve_grown_cycles(args)
     _validate(args)
     growing = args.growth_epochs[0] != -1
     if growing:
@@ -263,9 +272,45 @@ def build_plan(args: argparse.Namespace) -> TrainingPlan:
             or (phase == "grown" and phase_starts and args.reset_optimizer_growing),
             only_member_01_coefficients=phase == "grown"
             and growth <= epoch < growth + args.warmup_01_growing,
+            operators=_operators(args, epoch, phase, phase_starts),
+            data_fraction=0.5 if args.data_growth and (growth is None or epoch < growth) else 1.0,
         ))
         previous_phase = phase
-    return TrainingPlan(tuple(epochs))
+    return TrainingPlan(tuple(epochs), notes)
+
+
+def _resolve_grown_cycles(args: argparse.Namespace) -> tuple[str, ...]:
+    """``--reset_lr_scheduler_growing`` not given: the reference's 4 cycles, or as many as fit.
+
+    Sets the flag on ``args`` (so checkpoints record the value used) and returns the log note
+    when fewer than 4 cycles fit. A value the user gave is kept, and refused if it does not fit.
+    """
+    if args.reset_lr_scheduler_growing is not None:
+        return ()
+    cycles = DEFAULT_GROWN_CYCLES
+    grown_epochs = args.epochs - args.growth_epochs[0] - args.ensemble_train_epochs if args.growth_epochs else 0
+    note = ()
+    if args.growth_epochs and args.growth_epochs[0] >= 0 and 1 <= grown_epochs < cycles:
+        cycles = grown_epochs
+        note = (f"--reset_lr_scheduler_growing: {grown_epochs} grown epoch(s) fit {cycles} cosine cycle(s) "
+                f"instead of the default {DEFAULT_GROWN_CYCLES}",)
+    args.reset_lr_scheduler_growing = str(cycles)
+    return note
+
+
+def _operators(args: argparse.Namespace, epoch: int, phase: str, phase_starts: bool) -> tuple[str, ...]:
+    """The network operators (see ``operators/``) that run before ``epoch``, in order."""
+    names = []
+    if phase == "member_1" and phase_starts:
+        if args.copy_templates_and_bn_0_to_1:
+            names.append("copy_member_0_to_1")
+        if args.scale_templates_and_coefs:
+            names.append("scale_member_0_to_1")
+    if phase == "grown" and phase_starts:
+        names.append("random_blocks" if args.coefs_growing == "random_blocks" else "mixturegrowth")
+    if getattr(args, "net2net_epoch", 0) and epoch == args.net2net_epoch:
+        names.append("net2net_widen")
+    return tuple(names)
 
 
 def _trained_members(args: argparse.Namespace, phase: str) -> tuple[int, ...]:

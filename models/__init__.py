@@ -5,6 +5,8 @@ Public API:
     grow(model, args)                  grow a template-mixed network in place
     materialize(model, member_id)      an equivalent network of plain torch layers
     parameter_groups(model, ...)       which parameters a phase trains, split by weight decay
+    model_config(model) / build_from_config(kind, config)
+                                       rebuild a registered network from its checkpoint's config
 """
 
 from __future__ import annotations
@@ -19,9 +21,19 @@ from .banks import describe_banks
 from .growth import (copy_member_0_to_1, grow, grow_network, is_grown, is_template_model, materialize,
                      scale_member_0_to_1, set_batchnorms, template_banks, template_layers,
                      transplant_member)
+from .kinds import build_from_config, model_config, register_model_kind
 from .layers import PlainLayers, TemplateConfig, TemplateLayers
+from .resnet18 import ResNet18
 from .resnet_imagenet import BottleneckResNet, resnet_widths
 from .wrn import WideResNet, wrn_channels
+
+# A plain Wide-ResNet (normalwrn, Net2Net's small or widened net, random-block growth) is
+# rebuilt from its widths; the kind name is the one older checkpoints carry.
+register_model_kind("plain_wrn", WideResNet, WideResNet.from_config,
+                    lambda model: None if model.takes_member else model.config())
+register_model_kind("resnet18", ResNet18, lambda config: ResNet18(config["num_classes"], widths=tuple(config["widths"]),
+                                                                  in_channels=config["in_channels"]),
+                    lambda model: model.config() if model.plain else None)
 
 TEMPLATE_ARCHS = ("wrn", "wrn_imagenet", "wrn_imagenet_bank")
 PLAIN_ARCHS = ("normalwrn", "normal_wrn_imagenet")
@@ -31,7 +43,7 @@ __all__ = [
     "create_model", "grow", "grow_network", "materialize", "parameter_groups", "template_config_from_args",
     "is_grown", "is_template_model", "transplant_member", "copy_member_0_to_1", "scale_member_0_to_1",
     "template_layers", "set_batchnorms", "template_banks", "TemplateConfig", "WideResNet",
-    "BottleneckResNet", "describe_banks",
+    "BottleneckResNet", "describe_banks", "ResNet18", "register_model_kind", "model_config", "build_from_config",
 ]
 
 

@@ -47,10 +47,11 @@ class ResNet18(nn.Module):
     def __init__(self, num_classes: int, layers=None, widths: tuple[int, int, int, int] = (64, 128, 256, 512),
                  in_channels: int = 3) -> None:
         super().__init__()
-        if layers is None:
-            from .layers import PlainLayers
+        from .layers import PlainLayers
 
+        if layers is None:
             layers = PlainLayers()
+        self.plain = isinstance(layers, PlainLayers)  # only plain ones are rebuilt from config() alone
         if len(widths) != 4 or min(widths) < 1:
             raise ConfigError(f"ResNet-18 takes four positive stage widths, got {tuple(widths)}")
         self.num_classes, self.widths, self.in_channels = num_classes, tuple(widths), in_channels

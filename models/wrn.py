@@ -87,6 +87,19 @@ class WideResNet(nn.Module):
         x = F.adaptive_avg_pool2d(x, 1).flatten(1)
         return self.classifier(x, *member)
 
+    def config(self) -> dict:
+        """What decides a plain network's shape: a checkpoint rebuilds it from this alone."""
+        return {"depth": self.depth, "channels": list(self.channels), "num_classes": self.num_classes,
+                "use_bn": self.use_bn}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "WideResNet":
+        """The plain Wide-ResNet that ``config()`` describes (fresh weights)."""
+        from .layers import PlainLayers
+
+        return cls(config["depth"], tuple(config["channels"]), config["num_classes"], PlainLayers(),
+                   use_bn=config["use_bn"])
+
     def plain_twin(self, width_fraction: float = 1.0) -> "WideResNet":
         """The same network built from torch's own layers, widths scaled by ``width_fraction``."""
         from .layers import PlainLayers

@@ -77,7 +77,7 @@ def _assert_same_batches(batches, expected) -> None:
         assert torch.equal(labels, labels2) and torch.equal(images, images2)
 
 
-def _raw(dataset: data.DigitsDataset, image: torch.Tensor) -> torch.Tensor:
+def _raw(dataset: data.TensorImages, image: torch.Tensor) -> torch.Tensor:
     """Undo the normalisation: back to intensities in [0, 1]."""
     return image * dataset.std + dataset.mean
 
@@ -533,7 +533,7 @@ def test_train_one_epoch_gives_the_batch_transform_the_epoch_and_the_resumed_ste
             super().__init__()
             self.fc = nn.Linear(3 * 4 * 4, 2)
 
-        def forward(self, x, member):
+        def forward(self, x, member=None):
             return self.fc(x.flatten(1))
 
     calls = []

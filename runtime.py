@@ -1,0 +1,267 @@
+"""What every entry point of the toolkit shares (main.py, fuse.py, evolve.py, nws.py).
+
+- ``new_parser`` and the ``add_*_arguments`` groups: the same flags, names and defaults in
+  every CLI (data set, run folder, hardware);
+- ``cli``: parse, run, and turn expected failures into one sentence and an exit status;
+- ``Context``: the device, this process's rank, the logger;
+- ``run_directory`` / ``open_run_folder``: ``<save_path>/<dataset>/<tag>/seed_<seed>``;
+- ``load_data``: training, validation and test data with their loaders;
+- ``wrap_for_training``: the network as the training step calls it (members, compile, DDP).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import random
+import sys
+import tempfile
+from dataclasses import dataclass
+
+from utils import ConfigError
+
+EXIT_USAGE = 2  # a mistake in the command line or the files it names
+EXIT_NON_FINITE = 3  # the loss or the weights became NaN / inf
+EXIT_PREEMPTED = 75  # stopped by SIGTERM / SIGINT after writing a checkpoint (EX_TEMPFAIL: run it again)
+
+
+class Preempted(Exception):
+    """SIGTERM / SIGINT arrived; a checkpoint was written and the run can be resumed."""
+
+
+# --------------------------------------------------------------------------- flags
+
+
+def new_parser(description: str) -> argparse.ArgumentParser:
+    """A parser with defaults shown in --help and no abbreviations (``--epoch`` is not ``--epochs``)."""
+    return argparse.ArgumentParser(description=description, allow_abbrev=False,
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, group: argparse._ArgumentGroup) -> None:
+    """DATA_PATH, --dataset, --val_split, --train_subset."""
+    import data
+
+    parser.add_argument("data_path", nargs="?", default=None, metavar="DATA_PATH",
+                        help="folder holding the data set (not needed for --dataset digits; fashion_mnist "
+                             f"defaults to {data.FASHION_DEFAULT_PATH})")
+    group.add_argument("--dataset", default="digits", choices=data.DATASETS,
+                       help="data set; 'digits' is scikit-learn's bundled handwritten digits (no download), "
+                            "'fashion_mnist' the 70k Fashion-MNIST images (Debian: dataset-fashion-mnist)")
+    group.add_argument("--val_split", type=float, default=0.0,
+                       help="fraction in [0, 1) of the training set held out (class-balanced, fixed split) for "
+                            "model selection; the test set is then evaluated once, at the end; 0 = none")
+    group.add_argument("--train_subset", type=int, default=0,
+                       help="train on a class-balanced, fixed subset of this many training images (0 = all)")
+
+
+def add_run_folder_arguments(group: argparse._ArgumentGroup) -> None:
+    """--save_path, --tag, --resume."""
+    group.add_argument("--save_path", default="./snapshots",
+                       help="root of the run folders <save_path>/<dataset>/<tag>/seed_<seed>/")
+    group.add_argument("--tag", default="run", help="name of the run (a folder level)")
+    group.add_argument("--resume", default="", metavar="PATH",
+                       help="checkpoint to continue from, or 'auto' for the newest valid one of this run")
+
+
+def add_hardware_arguments(group: argparse._ArgumentGroup) -> None:
+    """--ngpu, --workers, --dist, --amp, --manualSeed."""
+    group.add_argument("--ngpu", type=int, default=1, help="GPUs per process; 0 (or no CUDA) = CPU")
+    group.add_argument("--workers", type=int, default=2, help="data-loading worker processes")
+    group.add_argument("--dist", action="store_true",
+                       help="distributed training; launch with torchrun (set automatically under torchrun)")
+    group.add_argument("--amp", action="store_true",
+                       help="automatic mixed precision: fp16 with loss scaling on CUDA, bf16 on CPU")
+    group.add_argument("--manualSeed", type=int, default=None,
+                       help="seed of Python, NumPy, torch and the data loaders; random if not given")
+
+
+def add_batch_arguments(group: argparse._ArgumentGroup, batch_size: int = 128) -> None:
+    group.add_argument("--batch_size", type=int, default=batch_size, help="training batch size (per process)")
+    group.add_argument("--eval_batch_size", type=int, default=256, help="evaluation batch size (per process)")
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every shared flag, in the groups a new entry point shows them: data, run folder, hardware."""
+    group = parser.add_argument_group("Data")
+    add_data_arguments(parser, group)
+    add_batch_arguments(group)
+    add_run_folder_arguments(parser.add_argument_group("Run folder and checkpoints"))
+    add_hardware_arguments(parser.add_argument_group("Hardware and reproducibility"))
+
+
+# --------------------------------------------------------------------------- running a CLI
+
+
+def cli(prog: str, get_args_parser, main, argv: list[str] | None = None) -> int:
+    """``python <prog>``: parse, run ``main(args)``, map expected failures to one line and an exit status."""
+    from engine import NonFiniteLossError
+
+    args = get_args_parser().parse_args(argv)
+    try:
+        main(args)
+    except ConfigError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except NonFiniteLossError as error:
+        print(f"{prog}: stopped: {error}", file=sys.stderr)
+        return EXIT_NON_FINITE
+    except Preempted as error:
+        print(f"{prog}: {error}", file=sys.stderr)
+        return EXIT_PREEMPTED
+    return 0
+
+
+class Context:
+    """What every part of a run needs: the device, this process's rank, the logger."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        import torch
+
+        import distributed
+        from custom_log import RunLogger
+
+        self.dist = distributed.init_distributed(use_cuda=args.ngpu > 0 and torch.cuda.is_available())
+        if args.dist and not self.dist.enabled:
+            raise ConfigError("--dist needs the processes started by torchrun, e.g. torchrun "
+                              f"--nproc_per_node=2 {os.path.basename(sys.argv[0]) or 'main.py'} ... "
+                              "(the scripts do this for NUM_GPUS > 1)")
+        self.device = distributed.select_device(args.ngpu, self.dist.local_rank)
+        self.main_process = distributed.is_main_process()
+        self.logger = RunLogger(None, enabled=self.main_process)  # files once the run folder is checked
+        self.scaler = torch.amp.GradScaler("cuda") if args.amp and self.device.type == "cuda" else None
+
+    def log_to(self, run_dir: str) -> None:
+        """From now on also write the log, metrics and TensorBoard files into ``run_dir``."""
+        from custom_log import RunLogger
+
+        self.logger.close()
+        self.logger = RunLogger(run_dir, enabled=self.main_process)
+
+    def close(self) -> None:
+        import distributed
+
+        self.logger.close()
+        distributed.cleanup()
+
+
+def run_directory(args: argparse.Namespace) -> str:
+    """``<save_path>/<dataset>/<tag>/seed_<seed>``; with ``--resume auto`` and no seed, the newest run of the tag."""
+    import distributed
+
+    tag_dir = os.path.join(args.save_path, args.dataset, args.tag)
+    if args.manualSeed is None and args.resume == "auto":
+        runs = sorted(glob.glob(os.path.join(glob.escape(tag_dir), "seed_*")), key=os.path.getmtime)
+        if runs:
+            args.manualSeed = int(os.path.basename(runs[-1])[len("seed_"):])
+    if args.manualSeed is None:
+        args.manualSeed = random.randint(100, 1_000_000)
+    # Under torchrun every rank must use rank 0's seed: the same data order (the sampler's shards
+    # partition one permutation) and the same run folder.
+    args.manualSeed = distributed.broadcast_object(args.manualSeed)
+    return os.path.join(tag_dir, f"seed_{args.manualSeed}")
+
+
+def ensure_writable(folder: str) -> None:
+    """Fail now, not after a day of training, when checkpoints could not be written."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-") as handle:
+            handle.write(b"0" * 1024)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as error:
+        raise ConfigError(f"--save_path: cannot write to {os.path.abspath(folder)} ({error.strerror})") from None
+
+
+def open_run_folder(args: argparse.Namespace, ctx: Context, run_dir: str) -> None:
+    """Make the run folder (checked writable) and log into it; only the main process writes."""
+    if ctx.main_process:
+        ensure_writable(run_dir)
+    ctx.log_to(run_dir)
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class Data:
+    """A run's data: the sets, their loaders, and what the networks must be built for."""
+
+    dataset: str
+    train_set: object
+    val_set: object | None
+    test_set: object
+    val_loader: object | None  # None without --val_split
+    test_loader: object
+    num_classes: int
+    input_size: tuple[int, int, int]
+    train_transform: object | None  # per-batch transforms on the device (ImageNet), else None
+    eval_transform: object | None
+    _args: argparse.Namespace
+    _ctx: Context
+
+    @property
+    def selection_loader(self):
+        """Where a run measures while it trains and selects: validation if held out, else test."""
+        return self.val_loader if self.val_loader is not None else self.test_loader
+
+    @property
+    def selection_split(self) -> str:
+        return "val" if self.val_loader is not None else "test"
+
+    def train_loader(self, seed: int, fraction: float = 1.0, *, batch_size: int | None = None,
+                     dataset=None, drop_last: bool = False):
+        """Shuffled, seeded, sharded training loader (``data.build_train_loader``)."""
+        import data
+
+        args, ctx = self._args, self._ctx
+        return data.build_train_loader(dataset if dataset is not None else self.train_set,
+                                       batch_size=batch_size or args.batch_size, workers=args.workers,
+                                       seed=seed, drop_last=drop_last, pin_memory=ctx.device.type == "cuda",
+                                       rank=ctx.dist.rank, world_size=ctx.dist.world_size,
+                                       subset_fraction=fraction)
+
+    def eval_loader(self, dataset):
+        import data
+
+        return data.build_eval_loader(dataset, batch_size=self._args.eval_batch_size, workers=self._args.workers,
+                                      pin_memory=self._ctx.device.type == "cuda", rank=self._ctx.dist.rank,
+                                      world_size=self._ctx.dist.world_size)
+
+
+def load_data(args: argparse.Namespace, ctx: Context, dataset: str | None = None) -> Data:
+    """The data of ``dataset`` (default ``args.dataset``); a missing data set is a ConfigError, nothing written."""
+    import data
+
+    dataset = dataset or args.dataset
+    train_set, val_set, test_set = data.build_splits(
+        dataset, args.data_path, val_split=getattr(args, "val_split", 0.0),
+        train_subset=getattr(args, "train_subset", 0), cutout=getattr(args, "cutout", False),
+        cifar_full=not getattr(args, "no_cifar_full", False))
+    size = data.IMAGE_SIZE[dataset]
+    train_transform, eval_transform = data.batch_transforms(dataset, args.manualSeed, ctx.dist.rank)
+    bundle = Data(dataset, train_set, val_set, test_set, None, None, data.NUM_CLASSES[dataset], (3, size, size),
+                  train_transform, eval_transform, args, ctx)
+    bundle.test_loader = bundle.eval_loader(test_set)
+    bundle.val_loader = bundle.eval_loader(val_set) if val_set is not None else None
+    return bundle
+
+
+# --------------------------------------------------------------------------- training step
+
+
+def wrap_for_training(model, ctx: Context, compile: bool = False):
+    """The module the training step calls: ``MembersForward`` (+ ``torch.compile``) (+ DDP)."""
+    import torch
+
+    import engine
+
+    net = engine.MembersForward(model)
+    if compile:
+        net = torch.compile(net)
+    if ctx.dist.enabled:
+        net = torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    return net
