@@ -10,9 +10,10 @@
 #            override them (argparse keeps the last value of a flag).
 #
 # Environment:
-#   PYTHON     interpreter that runs main.py (default: python)
-#   TORCHRUN   launcher for NUM GPUS > 1 (default: torchrun; it must belong to the same
-#              environment as PYTHON)
+#   PYTHON     interpreter that runs main.py (default: the repository's .venv, the one the demo
+#              and the tests use; created and filled from requirements.txt on first use)
+#   TORCHRUN   launcher for NUM GPUS > 1 (default: the torchrun beside PYTHON, else torchrun
+#              from PATH; it must belong to the same environment as PYTHON)
 #   DATA_PATH  folder of the data set (default: data)
 #   DRY_RUN=1  print the command (one line, every argument shell-quoted) instead of running it
 #
@@ -24,6 +25,10 @@ export PYTHONUNBUFFERED=1
 
 MG_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DATA_PATH="${DATA_PATH:-data}"
+source "$MG_ROOT/scripts/env.sh"  # PYTHON: given, or the .venv (no reinstall when up to date)
+if [[ -z "${TORCHRUN:-}" && -x "$(dirname "$PYTHON")/torchrun" && "$PYTHON" == */* ]]; then
+    TORCHRUN="$(dirname "$PYTHON")/torchrun"
+fi
 
 # The calling script's path relative to the repository root, for messages.
 MG_SCRIPT="${0#"$MG_ROOT"/}"
@@ -68,9 +73,9 @@ mg_launch() {
     shift
     local -a command
     if [[ "$num_gpus" -eq 0 ]]; then
-        command=("${PYTHON:-python}" main.py "$@" --ngpu 0)
+        command=("$PYTHON" main.py "$@" --ngpu 0)
     elif [[ "$num_gpus" -eq 1 ]]; then
-        command=("${PYTHON:-python}" main.py "$@" --ngpu 1)
+        command=("$PYTHON" main.py "$@" --ngpu 1)
     else
         command=("${TORCHRUN:-torchrun}" --standalone "--nproc_per_node=$num_gpus" main.py "$@" --ngpu 1 --dist)
     fi

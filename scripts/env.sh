@@ -1,11 +1,20 @@
-# Sourced by demo.sh and test.sh: sets PYTHON to an interpreter with requirements.txt installed.
-# With PYTHON already set, trust it; otherwise create .venv (once) and install into it.
+# Sourced by every script: sets PYTHON to an interpreter with requirements.txt installed.
+# With PYTHON already set, trust it. Otherwise use the repository's .venv: create it on first
+# use and (re)install requirements.txt only when that file changed since the last install, so
+# the experiment scripts can source this on every call without reinstalling anything.
+_MG_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [ -z "${PYTHON:-}" ]; then
-  if [ ! -x .venv/bin/python ]; then
+  if [ ! -x "$_MG_ROOT/.venv/bin/python" ]; then
     echo "creating .venv and installing requirements.txt (first run only, about a minute)" >&2
-    python3 -m venv .venv
+    python3 -m venv "$_MG_ROOT/.venv"
   fi
-  .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
-  PYTHON=.venv/bin/python
+  _mg_stamp="$_MG_ROOT/.venv/.requirements.sha256"
+  _mg_wanted="$(sha256sum "$_MG_ROOT/requirements.txt" | cut -d' ' -f1)"
+  if [ "$(cat "$_mg_stamp" 2>/dev/null)" != "$_mg_wanted" ]; then
+    echo "installing requirements.txt into .venv" >&2
+    "$_MG_ROOT/.venv/bin/python" -m pip install -q --disable-pip-version-check -r "$_MG_ROOT/requirements.txt"
+    echo "$_mg_wanted" > "$_mg_stamp"
+  fi
+  PYTHON="$_MG_ROOT/.venv/bin/python"
 fi
 export PYTHON

@@ -99,7 +99,7 @@ def test_random_growth_outputs_differ_from_the_zero_coefficient_sum_of_members()
 
 def test_the_runner_writes_every_file_and_every_row(tmp_path):
     out = tmp_path / "cmp"
-    result = compare.main(["--seeds", "0", "--epochs", "3", "--member_epochs", "1", "--depth", "10",
+    result = compare.main(["--dataset", "digits", "--seeds", "0", "--epochs", "3", "--member_epochs", "1", "--depth", "10",
                            "--wide", "0.5", "--batch_size", "256", "--out", str(out)])
     for name in ("results.md", "results.csv", "runs.csv", "accuracy.png", "accuracy_vs_flops.png", "config.json"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
