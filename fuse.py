@@ -1,0 +1,543 @@
+"""Model fusion CLI: k trained networks become one network of a member's size, then fine-tune it.
+
+``get_args_parser()`` returns the parser; ``main(args)`` runs a fusion: get the members (from
+checkpoints written by main.py or by this script, or train ``--train_members`` of them here),
+fuse them with ``--method`` (the algorithms are in ``fusion/``), fine-tune the fused network
+with the authors' recipe, select the fine-tuning epoch on the validation split, and test every
+network of the summary once at the end. Nothing runs at import time.
+
+    python fuse.py --dataset digits --ngpu 0 --train_members 2 --arch wrn --depth 10 --wide 1 \\
+        --member_epochs 3 --method nt --finetune_epochs 3
+    python fuse.py DATA_PATH --dataset cifar100 --checkpoints a/best.pth b/best.pth --method nt
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import sys
+import time
+
+import flags
+import runtime
+from utils import ConfigError
+
+METHODS = ("nt", "nt_iterative", "nt_hierarchical", "average", "ot", "ensemble", "best_member")
+ARCHS = ("wrn", "resnet18", "mlp")
+FUSED_NAME = "fused.pth"
+FUSED_INITIAL_NAME = "fused_initial.pth"  # right after fusion, before fine-tuning
+BEST_NAME = "best.pth"  # the fine-tuning epoch with the best validation top-1 so far
+EXAMPLE_INPUTS = 2  # images (zeros) that torch-pruning traces the network with; only their shape matters
+
+# The flags that decide what a run computes: resuming with any of them changed is refused.
+RUN_FIELDS = ("dataset", "val_split", "train_subset", "batch_size", "checkpoints", "train_members", "arch", "depth",
+              "wide", "use_bn", "resnet_width", "hidden", "member_epochs", "member_lr", "member_momentum",
+              "member_weight_decay", "method", "finetune_epochs", "finetune_lr", "finetune_momentum",
+              "finetune_weight_decay", "finetune_milestones", "finetune_gamma")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = runtime.new_parser("Model fusion (Neuron Transplantation and baselines): fuse k trained networks into "
+                                "one of a member's size, fine-tune it, select on a validation split, test once.")
+    runtime.add_run_arguments(parser)
+    parser.set_defaults(tag="fuse", val_split=0.1, batch_size=256)
+
+    g = parser.add_argument_group("Members (give --checkpoints, or train them with --train_members)")
+    g.add_argument("--checkpoints", nargs="+", default=None, metavar="PATH",
+                   help="checkpoints of the networks to fuse (main.py's or this script's); a pre-growth "
+                        "MixtureGrowth checkpoint gives its trained members (models.materialize), a grown one "
+                        "its grown network")
+    flags.add(g, "--train_members", flags.count(min=0, checked_by="fuse.validate_args"), default=0,
+              help="train this many members here, each from its own seed, instead of --checkpoints "
+                   "(0 = use --checkpoints; otherwise at least 2)")
+    g.add_argument("--arch", default="wrn", choices=ARCHS,
+                   help="--train_members: plain Wide-ResNet (--depth, --wide), CIFAR ResNet-18 (--resnet_width) or "
+                        "MLP (--hidden)")
+    flags.add(g, "--depth", flags.count(min=10), default=16,
+              help="--arch wrn: depth in layers, 6n+4 (10, 16, 22, 28, ...)")
+    flags.add(g, "--wide", flags.number(low=0.0, low_open=True), default=4,
+              help="--arch wrn: width factor of a member (stage widths 16k, 32k, 64k channels)")
+    g.add_argument("--use_bn", action="store_true", help="--arch wrn: a BatchNorm between the two convs of a block")
+    flags.add(g, "--resnet_width", flags.count(min=1), default=64,
+              help="--arch resnet18: channels of the first stage; the stages have w, 2w, 4w, 8w")
+    flags.add(g, "--hidden", flags.numbers(flags.count(min=1)), default=[512, 512],
+              help="--arch mlp: hidden widths in neurons, comma-separated")
+    flags.add(g, "--member_epochs", flags.count(min=1), default=30, help="--train_members: epochs per member")
+    flags.add(g, "--member_lr", flags.number(low=0.0, low_open=True, warn_above=1.0), default=0.05,
+              help="--train_members: peak SGD learning rate of a per-epoch cosine decay to 0")
+    flags.add(g, "--member_momentum", flags.number(low=0.0, high=1.0, high_open=True), default=0.9,
+              help="--train_members: SGD momentum")
+    flags.add(g, "--member_weight_decay", flags.number(low=0.0, warn_above=0.1), default=5e-4,
+              help="--train_members: SGD weight decay (L2 coefficient)")
+
+    g = parser.add_argument_group("Fusion")
+    g.add_argument("--method", default="nt", choices=METHODS,
+                   help="nt: Neuron Transplantation (concatenate, prune 1-1/k per layer with torch-pruning); "
+                        "nt_iterative / nt_hierarchical: pair-wise NT, running / merge-sort order; average: weight "
+                        "averaging; ot: optimal-transport alignment (POT) then average; ensemble: the "
+                        "concatenated network (k times wide, the members' averaged logits, not fine-tuned); "
+                        "best_member: the member best on the validation split")
+
+    g = parser.add_argument_group("Fine-tuning (defaults: the authors' recipe; ResNet-18: --finetune_lr 0.1 "
+                                  "--finetune_weight_decay 1e-4 --finetune_epochs 100 --finetune_milestones 50,80)")
+    flags.add(g, "--finetune_epochs", flags.count(min=0), default=30,
+              help="epochs of fine-tuning the fused network (0 = keep it as fused)")
+    flags.add(g, "--finetune_lr", flags.number(low=0.0, low_open=True, warn_above=1.0), default=0.01,
+              help="SGD learning rate, constant unless --finetune_milestones")
+    flags.add(g, "--finetune_momentum", flags.number(low=0.0, high=1.0, high_open=True), default=0.9,
+              help="SGD momentum")
+    flags.add(g, "--finetune_weight_decay", flags.number(low=0.0, warn_above=0.1), default=0.0,
+              help="SGD weight decay (L2 coefficient)")
+    flags.add(g, "--finetune_milestones", flags.numbers(flags.count(min=1, checked_by="fuse.validate_args")),
+              default=[], help="epochs (comma-separated, increasing, below --finetune_epochs) at which the lr is "
+                               "multiplied by --finetune_gamma; empty = constant lr")
+    flags.add(g, "--finetune_gamma", flags.number(low=0.0, high=1.0, low_open=True), default=0.1,
+              help="lr factor at each milestone")
+    return parser
+
+
+def validate_args(args: argparse.Namespace) -> None:
+    """Every check that needs no data and no network, so a mistake fails before anything is read or written."""
+    if bool(args.checkpoints) == bool(args.train_members):
+        raise ConfigError("give the networks to fuse either as --checkpoints PATH PATH ... or as --train_members K")
+    if args.checkpoints:
+        for path in args.checkpoints:
+            if not os.path.isfile(path):
+                raise ConfigError(f"--checkpoints: no checkpoint at {os.path.abspath(path)}")
+    if args.train_members == 1:
+        raise ConfigError("--train_members must be at least 2 (fusion needs two networks), got 1")
+    milestones = args.finetune_milestones
+    if milestones != sorted(set(milestones)) or any(not 1 <= m < args.finetune_epochs for m in milestones):
+        raise ConfigError("--finetune_milestones must be increasing epochs in [1, --finetune_epochs), got "
+                          f"{','.join(map(str, milestones))}")
+    if not args.hidden:
+        raise ConfigError("--hidden must list at least one width")
+    selects = args.method == "best_member" or (args.finetune_epochs > 0 and args.method != "ensemble")
+    if selects and args.val_split == 0:
+        raise ConfigError("--val_split must be above 0: the best member and the fine-tuning epoch are chosen on a "
+                          "held-out validation split, never on the test set")
+    if args.resume and args.resume != "auto" and not os.path.isfile(args.resume):
+        raise ConfigError(f"--resume: no checkpoint at {os.path.abspath(args.resume)}")
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """``python fuse.py``: parse, run, and turn expected failures into one sentence and an exit status."""
+    return runtime.cli("fuse.py", get_args_parser, main, argv)
+
+
+def main(args: argparse.Namespace) -> dict:
+    """Run (or continue) the fusion ``args`` describes; returns the summary rows and the run folder."""
+    import engine
+
+    validate_args(args)
+    ctx = runtime.Context(args)
+    stop = engine.StopRequest()
+    try:
+        run = FusionRun(args, ctx)
+        stop.install()
+        return run.execute(stop)
+    finally:
+        stop.restore()
+        ctx.close()
+
+
+# --------------------------------------------------------------------------- networks
+
+
+def member_network(args: argparse.Namespace, num_classes: int, input_size: tuple[int, int, int]):
+    """A fresh member for ``--train_members`` (plain network of ``--arch``)."""
+    from models.layers import PlainLayers
+    from models.mlp import mlp_for_images
+    from models.resnet18 import ResNet18
+    from models.wrn import WideResNet, wrn_channels
+
+    if args.arch == "wrn":
+        return WideResNet(args.depth, wrn_channels(args.wide), num_classes, PlainLayers(), use_bn=args.use_bn)
+    if args.arch == "resnet18":
+        w = args.resnet_width
+        return ResNet18(num_classes, widths=(w, 2 * w, 4 * w, 8 * w), in_channels=input_size[0])
+    return mlp_for_images(input_size, tuple(args.hidden), num_classes)
+
+
+def networks_from_checkpoint(path: str) -> tuple[list, dict]:
+    """The networks a checkpoint holds, on the CPU, and the checkpoint.
+
+    A plain network (any registered model kind) is one network; a template-mixed MixtureGrowth
+    network is rebuilt as main.py does and its trained members are taken out as plain networks
+    (member 0 only while member 1 had not started; the grown network once grown).
+    """
+    import checkpoint
+    import main as mixturegrowth
+    import models
+
+    state = checkpoint.load_checkpoint(path, flag="--checkpoints")
+    if not isinstance(state.get("model"), dict) or not isinstance(state.get("args", {}), dict):
+        raise ConfigError(f"--checkpoints: {os.path.abspath(path)} holds no network (no model weights)")
+    try:
+        network = mixturegrowth.restore_model(state.get("args", {}), state, "cpu")
+    except ConfigError:
+        raise
+    except Exception as error:  # a state dict that does not fit the network its checkpoint describes
+        reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"--checkpoints: {os.path.abspath(path)} does not hold a network this code can rebuild "
+                          f"({reason})") from None
+    if not models.is_template_model(network):
+        return [network], state
+    if state.get("grown"):
+        return [models.materialize(network, None)], state
+    trained = (0,) if state.get("phase") == "member_0" else (0, 1)
+    return [models.materialize(network, member) for member in trained], state
+
+
+def size_of(network, input_size) -> dict:
+    """Parameters and FLOPs per image (``compute_flops``) of a plain network."""
+    import torch.nn as nn
+
+    from compute_flops import count_flops, count_parameters
+
+    class WithMemberArgument(nn.Module):  # compute_flops calls model(x, member_id); these take model(x)
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x, member_id=None):
+            return self.inner(x)
+
+    return {"params": count_parameters(network), "flops": count_flops(WithMemberArgument(network), input_size)}
+
+
+# --------------------------------------------------------------------------- the run
+
+
+class FusionRun:
+    """One fusion run: its folder, data, members, the fused network and its fine-tuning.
+
+    ``checkpoint.pth`` holds the training in progress (a member, or the fine-tuning) and what
+    is done; a SIGTERM in the middle of an epoch writes it with the step reached and raises
+    ``runtime.Preempted``; ``--resume auto`` continues exactly there.
+    """
+
+    def __init__(self, args: argparse.Namespace, ctx: runtime.Context) -> None:
+        import checkpoint
+        from utils import seed_everything
+
+        self.args, self.ctx = args, ctx
+        self.run_dir = runtime.run_directory(args)
+        self.resume_path, self.resumed = self.find_resume()
+        seed_everything(args.manualSeed)
+        self.given = [networks_from_checkpoint(path) for path in args.checkpoints or []]
+        for path, (_, state) in zip(args.checkpoints or [], self.given):
+            trained_on = state.get("args", {}).get("dataset")
+            if trained_on is not None and trained_on != args.dataset:
+                raise ConfigError(f"--checkpoints: {os.path.abspath(path)} was trained on {trained_on}, "
+                                  f"but --dataset is {args.dataset}")
+        self.data = runtime.load_data(args, ctx)
+        if args.train_members:
+            member_network(args, self.data.num_classes, self.data.input_size)  # a shape mistake fails here
+        else:
+            import fusion
+
+            networks = [net for nets, _ in self.given for net in nets]
+            fusion.check_members(networks, f"--method {args.method}" if len(networks) > 1 else "fusion")
+            classes = fusion.describe(networks[0])[1]["num_classes"]
+            if classes != self.data.num_classes:
+                raise ConfigError(f"--checkpoints: the networks predict {classes} classes, but --dataset "
+                                  f"{args.dataset} has {self.data.num_classes}")
+        runtime.open_run_folder(args, ctx, self.run_dir)
+        self.log = ctx.logger
+        self.record = {"history": [], "epoch": -1, "fusion_seconds": None, "members_trained": 0,
+                       "best_val": None, "best_epoch": None, "stage": "members"}
+        if self.resumed is not None:
+            self.record.update(self.resumed["record"])
+            self.log.info(f"resumed from {self.resume_path}: stage {self.record['stage']}")
+        else:
+            args_text = json.dumps(checkpoint.args_to_dict(args), indent=1)
+            self.log.log_text("args", args_text)
+            if ctx.main_process:
+                from utils import atomic_write_text
+
+                atomic_write_text(os.path.join(self.run_dir, "args.json"), args_text)
+        self.log.info(f"run folder: {os.path.abspath(self.run_dir)}  device: {ctx.device}  "
+                      f"processes: {ctx.dist.world_size}")
+
+    def find_resume(self) -> tuple[str | None, dict | None]:
+        import checkpoint
+
+        args = self.args
+        path = checkpoint.latest_checkpoint(self.run_dir) if args.resume == "auto" else (args.resume or None)
+        if path is None:
+            return None, None
+        state = checkpoint.load_checkpoint(path)
+        if "record" not in state:
+            raise ConfigError(f"--resume: {os.path.abspath(path)} is not a checkpoint of a fuse.py run")
+        checkpoint.check_compatible(state["args"], checkpoint.args_to_dict(args), RUN_FIELDS)
+        return path, state
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.run_dir, name)
+
+    def save(self, name: str, state: dict) -> None:
+        import checkpoint
+
+        if self.ctx.main_process:
+            checkpoint.save_checkpoint(state, self.path(name), keep_previous=name == checkpoint.LATEST_NAME)
+
+    def network_state(self, network, **extra) -> dict:
+        """A checkpoint of one network that main.py --evaluate and --checkpoints rebuild from its config."""
+        import checkpoint
+        import models
+
+        kind, config = models.model_config(network)
+        return {"args": checkpoint.args_to_dict(self.args), "model_kind": kind, "model_config": config,
+                "model": network.state_dict(), "grown": False, **extra}
+
+    def load_network(self, name: str):
+        import checkpoint
+        import models
+
+        state = checkpoint.load_checkpoint(self.path(name), flag="--resume")
+        network = models.build_from_config(state["model_kind"], state["model_config"])
+        network.load_state_dict(state["model"])
+        return network.to(self.ctx.device), state
+
+    # ------------------------------------------------------------------ stages
+
+    def execute(self, stop) -> dict:
+        args, log = self.args, self.log
+        if self.record["stage"] == "done":
+            log.info(f"this run is complete: {os.path.abspath(self.path(FUSED_NAME))}")
+            with open(self.path("summary.json")) as handle:
+                return {"summary": json.load(handle), "run_dir": self.run_dir}
+        members = self.members(stop)
+        member_val = [self.evaluate(net, "val") for net in members]
+        for index, result in enumerate(member_val):
+            if result["top1"] is not None:
+                log.info(f"member {index}: val top-1 {result['top1']:.2f}%")
+        if self.record["stage"] == "members":
+            fused, seconds = self.fuse(members, member_val)
+            self.record.update(stage="finetune", fusion_seconds=seconds)
+            self.save(FUSED_INITIAL_NAME, self.network_state(fused, phase="fused", epoch=self.record["epoch"],
+                                                             fusion_seconds=seconds, method=args.method))
+            self.checkpoint_progress(None)
+        else:
+            fused, _ = self.load_network(FUSED_INITIAL_NAME)
+        initial = copy.deepcopy(fused)
+        fine_tunes = args.method != "ensemble" and args.finetune_epochs > 0
+        if fine_tunes:
+            fused = self.finetune(fused, stop)
+        self.record["stage"] = "done"
+        return self.finish(members, member_val, initial, fused, fine_tunes)
+
+    def members(self, stop) -> list:
+        """The networks to fuse, on the device: given, or trained (and saved as member_<i>.pth) one by one."""
+        if not self.args.train_members:
+            return [net.to(self.ctx.device).eval() for nets, _ in self.given for net in nets]
+        from utils import seed_everything
+
+        members = []
+        for index in range(self.args.train_members):
+            name = f"member_{index}.pth"
+            if index < self.record["members_trained"]:
+                members.append(self.load_network(name)[0].eval())
+                continue
+            seed = self.member_seed(index)
+            seed_everything(seed)  # member index's initial weights and data order
+            network = member_network(self.args, self.data.num_classes, self.data.input_size).to(self.ctx.device)
+            in_flight = self.resumed if self.resumed is not None and self.resumed.get("training") == name else None
+            self.log.info(f"member {index}: training {self.args.member_epochs} epochs from seed {seed}")
+            self.train(network, phase=f"member_{index}", name=name, epochs=self.args.member_epochs,
+                       lr_of=self.member_lr, momentum=self.args.member_momentum,
+                       weight_decay=self.args.member_weight_decay, seed=seed, stop=stop, resumed=in_flight)
+            self.record["members_trained"] = index + 1
+            self.save(name, self.network_state(network, phase=f"member_{index}", epoch=self.record["epoch"]))
+            self.checkpoint_progress(None)
+            members.append(network.eval())
+        return members
+
+    def member_seed(self, index: int) -> int:
+        return self.args.manualSeed + 1000 * (index + 1)
+
+    def member_lr(self, epoch: int) -> float:
+        return 0.5 * self.args.member_lr * (1.0 + math.cos(math.pi * epoch / self.args.member_epochs))
+
+    def finetune_lr(self, epoch: int) -> float:
+        passed = sum(epoch >= m for m in self.args.finetune_milestones)
+        return self.args.finetune_lr * self.args.finetune_gamma ** passed
+
+    def fuse(self, members: list, member_val: list[dict]):
+        """The fused network and the seconds fusion took (0 for best_member)."""
+        import torch
+
+        import fusion
+
+        args = self.args
+        if args.method == "best_member":
+            best = max(range(len(members)), key=lambda i: (member_val[i]["top1"], -i))
+            self.log.info(f"best member on the validation split: member {best} ({member_val[best]['top1']:.2f}%)")
+            return copy.deepcopy(members[best]), 0.0
+        device = self.ctx.device
+        example_inputs = torch.zeros(EXAMPLE_INPUTS, *self.data.input_size, device=device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        fused = fusion.fuse(args.method, members, example_inputs)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # the clock stops when the work is done, not queued
+        seconds = time.perf_counter() - start
+        self.log.info(f"fused {len(members)} networks with --method {args.method} in {seconds:.3f} s")
+        return fused, seconds
+
+    def finetune(self, network, stop):
+        """Fine-tune ``network``; returns it at the epoch with the best validation top-1."""
+        args = self.args
+        in_flight = self.resumed if self.resumed is not None and self.resumed.get("training") == "finetune" else None
+        self.log.info(f"fine-tuning {args.finetune_epochs} epochs: SGD lr {args.finetune_lr:g} momentum "
+                      f"{args.finetune_momentum:g} weight decay {args.finetune_weight_decay:g}"
+                      + (f", x{args.finetune_gamma:g} at {args.finetune_milestones}" if args.finetune_milestones
+                         else ", constant lr"))
+        self.train(network, phase="finetune", name="finetune", epochs=args.finetune_epochs, lr_of=self.finetune_lr,
+                   momentum=args.finetune_momentum, weight_decay=args.finetune_weight_decay, seed=args.manualSeed,
+                   stop=stop, resumed=in_flight, select=True)
+        best, _ = self.load_network(BEST_NAME)
+        self.log.info(f"selected fine-tuning epoch {self.record['best_epoch']} (val top-1 "
+                      f"{self.record['best_val']:.2f}%)")
+        return best
+
+    def train(self, network, *, phase: str, name: str, epochs: int, lr_of, momentum: float, weight_decay: float,
+              seed: int, stop, resumed: dict | None, select: bool = False) -> None:
+        """Train ``network`` in place for ``epochs`` through ``engine.train_one_epoch``, checkpointing every epoch."""
+        import torch
+
+        import distributed
+        import engine
+        from utils import set_rng_state
+
+        args, ctx = self.args, self.ctx
+        optimizer = engine.build_optimizer(network, lr=lr_of(0), momentum=momentum, nesterov=False,
+                                           weight_decay=weight_decay)
+        start, partial = 0, None
+        if resumed is not None:
+            network.load_state_dict(resumed["model"])
+            engine.load_optimizer_state_by_name(optimizer, network, resumed["optimizer"])
+            if ctx.scaler is not None and resumed.get("scaler"):
+                ctx.scaler.load_state_dict(resumed["scaler"])
+            start, partial = resumed["training_epoch"], resumed.get("partial")
+            set_rng_state(resumed["rng"])
+        net = runtime.wrap_for_training(network, ctx)
+        loader = self.data.train_loader(seed)
+        for epoch in range(start, epochs):
+            engine.set_lr(optimizer, lr_of(epoch))
+            loader.sampler.set_epoch(epoch, skip=partial["step"] * args.batch_size if partial else 0)
+            started = time.time()
+            metrics = engine.train_one_epoch(
+                net, loader, optimizer, ctx.device, members=(None,), loss_weights=(1.0,), epoch=epoch, phase=phase,
+                amp=args.amp, scaler=ctx.scaler, show_progress=ctx.main_process, stop=stop, resume_from=partial,
+                batch_transform=self.data.train_transform)
+            partial = None
+            if not metrics["completed"]:
+                self.checkpoint_progress({"training": name, "training_epoch": epoch, "network": network,
+                                          "optimizer": optimizer, "partial": metrics["partial"]})
+                raise runtime.Preempted(
+                    f"stopped by {stop.signal_name} in {phase} epoch {epoch}, step {metrics['partial']['step']}; "
+                    f"checkpoint written to {os.path.abspath(self.run_dir)}; resume with the same command plus "
+                    "--resume auto")
+            distributed.broadcast_buffers(network)
+            if not all(torch.isfinite(p).all() for p in network.parameters()):
+                raise engine.NonFiniteLossError(f"the weights became non-finite in {phase} epoch {epoch}; "
+                                                "the last good checkpoint is kept")
+            val = self.evaluate(network, "val")
+            self.record["epoch"] += 1
+            row = {"epoch": self.record["epoch"], "phase": phase, "phase_epoch": epoch, "lr": lr_of(epoch),
+                   **{k: v for k, v in metrics.items() if k != "completed"},
+                   "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"],
+                   "epoch_time": time.time() - started}
+            self.record["history"].append(row)
+            self.log.log_epoch(row)
+            self.log.info(f"{phase} epoch {epoch:>3} lr {row['lr']:.2e}  train loss {row['train_loss']:.4f} "
+                          f"top-1 {row['train_top1']:.2f}  val top-1 {val['top1']:.2f}  ({row['epoch_time']:.1f}s)")
+            if select and (self.record["best_val"] is None or val["top1"] > self.record["best_val"]):
+                self.record.update(best_val=val["top1"], best_epoch=epoch)
+                self.save(BEST_NAME, self.network_state(network, phase="finetune", epoch=self.record["epoch"],
+                                                        finetune_epoch=epoch))
+            more = epoch + 1 < epochs
+            self.checkpoint_progress({"training": name, "training_epoch": epoch + 1, "network": network,
+                                      "optimizer": optimizer} if more else None)
+            distributed.barrier()
+
+    def checkpoint_progress(self, training: dict | None) -> None:
+        """Write checkpoint.pth: what is done (``record``) and the training in progress, if any."""
+        import checkpoint
+        import engine
+        from utils import rng_state
+
+        state = {"args": checkpoint.args_to_dict(self.args), "epoch": self.record["epoch"], "record": self.record,
+                 "rng": rng_state()}
+        if training is not None:
+            network = training.pop("network")
+            state.update(training, model=network.state_dict(),
+                         optimizer=engine.optimizer_state_by_name(training.pop("optimizer"), network),
+                         scaler=self.ctx.scaler.state_dict() if self.ctx.scaler is not None else None)
+        self.save(checkpoint.LATEST_NAME, state)
+
+    def evaluate(self, network, split: str) -> dict:
+        import engine
+
+        loader = self.data.val_loader if split == "val" else self.data.test_loader
+        if loader is None:
+            return {"top1": None, "top5": None, "loss": None}
+        return engine.evaluate(network, loader, self.ctx.device, (None,), amp=self.args.amp,
+                               batch_transform=self.data.eval_transform)[None]
+
+    # ------------------------------------------------------------------ report
+
+    def finish(self, members: list, member_val: list[dict], initial, final, fine_tuned: bool) -> dict:
+        """Test every network of the summary once, write fused.pth, summary.json and the accuracy plot."""
+        import fusion
+        from custom_log import format_table, humanize, plot_accuracy
+        from utils import atomic_write_text
+
+        args, input_size = self.args, self.data.input_size
+        ensemble = fusion.concat(members)
+        member_size = size_of(members[0], input_size)
+        rows = [{"network": f"member {i}", **self.scores(net, val), **member_size}
+                for i, (net, val) in enumerate(zip(members, member_val))]
+        rows.append({"network": f"ensemble of {len(members)}", **self.scores(ensemble),
+                     "params": member_size["params"] * len(members), "flops": member_size["flops"] * len(members)})
+        if args.method != "ensemble":
+            seconds = self.record["fusion_seconds"] if args.method != "best_member" else None
+            rows.append({"network": f"{args.method} before fine-tuning", **self.scores(initial),
+                         **size_of(initial, input_size), "seconds": seconds})
+        if fine_tuned:
+            rows.append({"network": f"{args.method} after fine-tuning", **self.scores(final),
+                         **size_of(final, input_size), "epoch": self.record["best_epoch"]})
+        table = format_table(rows, ["network", "val_top1", "test_top1", "params", "flops", "seconds", "epoch"],
+                             formats={"params": humanize, "flops": humanize, "seconds": lambda s: f"{s:.3f}"})
+        fused = ensemble if args.method == "ensemble" else final
+        self.save(FUSED_NAME, self.network_state(fused, phase="fused", epoch=self.record["epoch"], summary=rows,
+                                                 method=args.method, fusion_seconds=self.record["fusion_seconds"]))
+        self.checkpoint_progress(None)
+        if self.ctx.main_process:
+            atomic_write_text(self.path("summary.json"), json.dumps(rows, indent=1))
+            plot = ""
+            if self.record["history"]:
+                plot = plot_accuracy(self.record["history"], self.path("accuracy.png"),
+                                     title=f"{args.dataset} {args.tag} seed {args.manualSeed} ({args.method})")
+            evaluate = ["python", "main.py", *([args.data_path] if args.data_path else []), "--dataset", args.dataset,
+                        "--evaluate", "--resume", self.path(FUSED_NAME), "--ngpu", str(args.ngpu)]
+            self.log.info(f"summary (val: the selection split; test: evaluated once, now):\n{table}\n"
+                          f"fused network: {os.path.abspath(self.path(FUSED_NAME))}"
+                          + (f"\naccuracy curves: {plot}" if plot else "")
+                          + f"\nevaluate it with: {' '.join(evaluate)}")
+        return {"summary": rows, "run_dir": self.run_dir}
+
+    def scores(self, network, val: dict | None = None) -> dict:
+        """Top-1 on the validation split (``val`` if already measured) and on the test set."""
+        val = val or self.evaluate(network, "val")
+        return {"val_top1": val["top1"], "test_top1": self.evaluate(network, "test")["top1"]}
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

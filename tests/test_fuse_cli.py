@@ -1,0 +1,199 @@
+"""fuse.py: members in, one fused network out, a summary, resume, and bad input refused (SPEC-transplant 3-5)."""
+
+import json
+import os
+
+import pytest
+import torch
+
+import checkpoint
+import engine
+import fuse
+import main
+import models
+from models.mlp import MLP
+
+# Tiny WRN-10-1 members on a 100-image digits subset (80 to train, 20 to validate): seconds a run.
+TINY = ["--dataset", "digits", "--ngpu", "0", "--workers", "0", "--train_subset", "100", "--val_split", "0.2",
+        "--batch_size", "32", "--eval_batch_size", "512", "--manualSeed", "4"]
+TRAIN = ["--train_members", "2", "--arch", "wrn", "--depth", "10", "--wide", "1", "--member_epochs", "1",
+         "--method", "nt", "--finetune_epochs", "2"]
+
+
+def run_fuse(save_path, *flags):
+    return fuse.cli([*TINY, "--save_path", str(save_path), *map(str, flags)])
+
+
+def run_dir(save_path, tag="fuse"):
+    return os.path.join(str(save_path), "digits", tag, "seed_4")
+
+
+def summary(save_path, tag="fuse"):
+    with open(os.path.join(run_dir(save_path, tag), "summary.json")) as handle:
+        return {row["network"]: row for row in json.load(handle)}
+
+
+def fused_state(save_path, tag="fuse"):
+    return torch.load(os.path.join(run_dir(save_path, tag), "fused.pth"), map_location="cpu", weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Two members trained here, fused with NT, fine-tuned: the uninterrupted reference run."""
+    save_path = tmp_path_factory.mktemp("trained")
+    assert run_fuse(save_path, *TRAIN) == 0
+    return save_path
+
+
+def test_a_run_reports_members_ensemble_and_the_fused_network_before_and_after_fine_tuning(trained):
+    rows = summary(trained)
+    assert list(rows) == ["member 0", "member 1", "ensemble of 2", "nt before fine-tuning", "nt after fine-tuning"]
+    for row in rows.values():
+        assert 0 <= row["test_top1"] <= 100 and 0 <= row["val_top1"] <= 100 and row["params"] > 0 and row["flops"] > 0
+    assert rows["ensemble of 2"]["params"] == 2 * rows["member 0"]["params"]
+    assert rows["nt before fine-tuning"]["params"] == rows["member 0"]["params"]
+    assert rows["nt before fine-tuning"]["seconds"] > 0
+    assert [row["phase"] for row in epochs(trained)] == ["member_0", "member_1", "finetune", "finetune"]
+
+
+def test_fused_checkpoint_holds_a_member_sized_network_of_our_class(trained):
+    state = fused_state(trained)
+    member = torch.load(os.path.join(run_dir(trained), "member_0.pth"), map_location="cpu", weights_only=True)
+    assert state["model_kind"] == member["model_kind"] == "plain_wrn"
+    assert state["model_config"] == member["model_config"]
+    network = models.build_from_config(state["model_kind"], state["model_config"])
+    network.load_state_dict(state["model"], strict=True)
+
+
+def test_main_py_evaluates_the_fused_checkpoint(trained, parse):
+    path = os.path.join(run_dir(trained), "fused.pth")
+    result = main.main(parse("--dataset", "digits", "--evaluate", "--resume", path, "--ngpu", "0", "--workers", "0"))
+    assert result["results"]["network"]["top1"] == pytest.approx(summary(trained)["nt after fine-tuning"]["test_top1"])
+
+
+@pytest.mark.parametrize("method", ["nt", "nt_iterative", "nt_hierarchical", "average", "ot", "ensemble",
+                                    "best_member"])
+def test_members_from_checkpoints_fuse_with_every_method(trained, tmp_path, method):
+    members = [os.path.join(run_dir(trained), f"member_{i}.pth") for i in (0, 1)]
+    assert run_fuse(tmp_path, "--checkpoints", *members, "--method", method, "--finetune_epochs", "0") == 0
+    rows, state = summary(tmp_path), fused_state(tmp_path)
+    reference = summary(trained)
+    for name in ("member 0", "member 1", "ensemble of 2"):
+        assert rows[name]["test_top1"] == reference[name]["test_top1"]
+    network = models.build_from_config(state["model_kind"], state["model_config"])
+    network.load_state_dict(state["model"])
+    if method == "ensemble":  # the concatenated network itself: twice as wide, the ensemble's accuracy
+        assert state["model_config"]["channels"] == [32, 32, 64, 128]
+        assert list(rows)[-1] == "ensemble of 2"
+    else:
+        assert list(rows)[-1] == f"{method} before fine-tuning"
+        assert state["model_config"]["channels"] == [16, 16, 32, 64]
+    if method == "best_member":
+        best = max(reference["member 0"]["val_top1"], reference["member 1"]["val_top1"])
+        assert rows["best_member before fine-tuning"]["val_top1"] == best
+
+
+def test_a_pre_growth_mixturegrowth_checkpoint_gives_its_two_members(tmp_path, parse):
+    args = parse("--dataset", "digits", "--depth", "10", "--wide", "2")
+    torch.manual_seed(0)
+    template = models.create_model(args, 10)
+    path = tmp_path / "member_1.pth"
+    checkpoint.save_checkpoint({"args": checkpoint.args_to_dict(args), "epoch": 5, "phase": "member_1",
+                                "grown": False, "model_kind": "args", "model_config": None,
+                                "model": template.state_dict()}, path)
+    assert run_fuse(tmp_path / "out", "--checkpoints", path, "--finetune_epochs", "0") == 0
+    rows = summary(tmp_path / "out")
+    assert list(rows)[:3] == ["member 0", "member 1", "ensemble of 2"]
+    assert fused_state(tmp_path / "out")["model_config"]["channels"] == [8, 16, 32, 64]  # WRN-10-2 halves
+
+
+# 80 training images in batches of 32: 3 steps an epoch; members 0 and 1, then fine-tuning epochs 0 and 1.
+@pytest.mark.parametrize("stop_at_step", [5, 11], ids=["in member 1", "in fine-tuning epoch 1"])
+def test_a_preempted_run_resumes_to_the_same_fused_network(trained, tmp_path, monkeypatch, stop_at_step):
+    calls = {"n": 0}
+
+    def requested(self, device):
+        calls["n"] += 1
+        if calls["n"] == stop_at_step:
+            self.signal_name = "SIGTERM"
+        return calls["n"] == stop_at_step
+
+    monkeypatch.setattr(engine.StopRequest, "requested", requested)
+    assert run_fuse(tmp_path, *TRAIN) == 75
+    assert os.path.exists(os.path.join(run_dir(tmp_path), "checkpoint.pth"))
+    monkeypatch.undo()
+    assert run_fuse(tmp_path, *TRAIN, "--resume", "auto") == 0
+    resumed, reference = fused_state(tmp_path)["model"], fused_state(trained)["model"]
+    for key, value in reference.items():
+        assert torch.equal(resumed[key], value), key
+    def without_seconds(rows):  # fusion takes a different time in each run
+        return {name: {k: v for k, v in row.items() if k != "seconds"} for name, row in rows.items()}
+
+    assert without_seconds(summary(tmp_path)) == without_seconds(summary(trained))
+    # Every epoch, the interrupted one included, trained on the same batches to the same weights.
+    assert epochs(tmp_path) == epochs(trained)
+
+
+def epochs(save_path):
+    with open(os.path.join(run_dir(save_path), "metrics.jsonl")) as handle:
+        return [{k: v for k, v in json.loads(line).items() if k != "epoch_time"} for line in handle]
+
+
+def write_network(path, network, dataset="digits"):
+    kind, config = models.model_config(network)
+    checkpoint.save_checkpoint({"args": {"dataset": dataset}, "model_kind": kind, "model_config": config,
+                                "model": network.state_dict()}, path)
+    return str(path)
+
+
+def bad_inputs(tmp_path, trained):
+    member = os.path.join(run_dir(trained), "member_0.pth")
+    not_checkpoint = tmp_path / "notes.pth"
+    not_checkpoint.write_text("not a checkpoint")
+    no_network = tmp_path / "state.pth"
+    checkpoint.save_checkpoint({"args": {"dataset": "digits"}, "epoch": 3}, no_network)
+    mlp_10 = write_network(tmp_path / "mlp10.pth", MLP(3 * 32 * 32, (8,), 10))
+    mlp_4 = write_network(tmp_path / "mlp4.pth", MLP(3 * 32 * 32, (8,), 4))
+    return {
+        "different architectures": (["--checkpoints", member, mlp_10], "one architecture"),
+        "a single checkpoint": (["--checkpoints", member], "two or more networks, got 1"),
+        "different numbers of classes": (["--checkpoints", mlp_10, mlp_4], "different numbers of classes"),
+        "classes that are not the data set's": (["--checkpoints", mlp_4, mlp_4], "predict 4 classes"),
+        "a file that is not a checkpoint": (["--checkpoints", member, str(not_checkpoint)], "not a PyTorch checkpoint"),
+        "a checkpoint without a network": (["--checkpoints", member, str(no_network)], "holds no network"),
+        "a checkpoint of another data set": (["--checkpoints", write_network(tmp_path / "c.pth", MLP(
+            3 * 32 * 32, (8,), 10), "cifar10"), mlp_10], "trained on cifar10"),
+        "a missing checkpoint": (["--checkpoints", member, str(tmp_path / "missing.pth")], "no checkpoint at"),
+        "no members": ([], "either as --checkpoints"),
+        "one member to train": (["--train_members", "1"], "at least 2"),
+        "selection without a validation split": (["--checkpoints", member, member, "--val_split", "0"],
+                                                 "--val_split must be above 0"),
+        "a milestone after the last epoch": (["--checkpoints", member, member, "--finetune_milestones", "30"],
+                                             "--finetune_milestones must be increasing epochs"),
+    }
+
+
+@pytest.mark.parametrize("case", ["different architectures", "a single checkpoint", "different numbers of classes",
+                                  "classes that are not the data set's", "a file that is not a checkpoint",
+                                  "a checkpoint without a network", "a checkpoint of another data set",
+                                  "a missing checkpoint", "no members", "one member to train",
+                                  "selection without a validation split", "a milestone after the last epoch"])
+def test_bad_input_exits_2_with_one_sentence_and_writes_nothing(trained, tmp_path, capsys, case):
+    (tmp_path / "inputs").mkdir()
+    flags, expected = bad_inputs(tmp_path / "inputs", trained)[case]
+    capsys.readouterr()
+    out = tmp_path / "out"
+    assert run_fuse(out, *flags) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("fuse.py: error: ") and expected in error and "\n" not in error
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("flag, value", [("--finetune_lr", "0"), ("--finetune_epochs", "-1"),
+                                         ("--finetune_momentum", "1"), ("--hidden", "8,0"), ("--member_epochs", "0")])
+def test_a_number_outside_its_stated_range_exits_2_before_anything_is_written(tmp_path, capsys, flag, value):
+    with pytest.raises(SystemExit) as stopped:
+        run_fuse(tmp_path / "out", *TRAIN, flag, value)
+    assert stopped.value.code == 2
+    assert f"argument {flag}: " in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
