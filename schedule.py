@@ -51,6 +51,14 @@ restarted cosine; here ``--cosine_lr_warmup`` applies (same numbers at the defau
 Where the reference crashes (a zero-length cosine, e.g. g = 0) the plan either skips the
 empty phase or ``build_plan`` raises ``ConfigError``.
 
+``--anneal_each_phase`` (not the reference; for comparisons at equal budget): every phase runs
+its own cosine down to its floor, the shape a network trained from scratch gets. Member 0 as
+above; member 1 restarts a cosine of length E from ``--learning_rate`` (as ``--reset_scheduler``,
+whatever ``--reset_lr_scheduler_growing`` says); the grown network runs one cycle from
+``--lr_growing`` to ``--lr_growing_min`` over all grown epochs. A plain run with
+``--net2net_epoch W`` anneals its small network over epochs 0 .. W-1 and runs one cycle from
+``--lr_growing`` to ``--lr_growing_min`` after widening.
+
 ``--warmup_01_growing K`` (SPEC section 5): the first K grown epochs train only the
 coefficients of members 0 and 1 (templates, BatchNorms and new coefficients stay). The
 published code instead freezes member 0's template set for K epochs from member 1's start;
@@ -357,8 +365,10 @@ def _learning_rates(
     """
     kind = args.scheduler_type
     lr = args.learning_rate
+    anneal = getattr(args, "anneal_each_phase", False)
+    widen = getattr(args, "net2net_epoch", 0) if anneal and growth is None else 0
     schedule: _Cosine | None = None  # the cosine driving the live optimizer
-    first_length = args.epochs if growth is None else member_1_start
+    first_length = (widen or args.epochs) if growth is None else member_1_start
     if kind == "cosine" and first_length > 0:
         schedule = _Cosine(0, first_length, args.learning_rate, PRE_GROWTH_LR_MIN, args.cosine_lr_warmup)
 
@@ -372,7 +382,11 @@ def _learning_rates(
         if epoch == member_1_start and member_1_start < growth:
             lr = args.learning_rate
             schedule = None
-            if args.reset_scheduler and kind == "cosine":
+            if anneal:
+                schedule = _Cosine(epoch, args.ensemble_train_epochs, args.learning_rate,
+                                   PRE_GROWTH_LR_MIN, args.cosine_lr_warmup)
+                lr = schedule.lr(epoch)
+            elif args.reset_scheduler and kind == "cosine":
                 schedule = _Cosine(epoch, _member_1_schedule_length(args), args.learning_rate,
                                    PRE_GROWTH_LR_MIN, args.cosine_lr_warmup)
                 lr = schedule.lr(epoch)
@@ -383,12 +397,17 @@ def _learning_rates(
             lr = args.lr_growing
             if args.reset_optimizer_growing:
                 schedule = None
-            if kind == "cosine" and args.reset_lr_scheduler_growing != "none":
-                cycles = int(args.reset_lr_scheduler_growing)
+            if kind == "cosine" and (anneal or args.reset_lr_scheduler_growing != "none"):
+                cycles = 1 if anneal else int(args.reset_lr_scheduler_growing)
                 schedule = _Cosine(epoch, (args.epochs - epoch) // cycles, args.lr_growing,
                                    args.lr_growing_min, args.lr_warmup_growing,
                                    cycle_limit=cycles, cycle_decay=GROWN_CYCLE_DECAY)
                 lr = schedule.lr(epoch)
+
+        if widen and epoch == widen:
+            schedule = _Cosine(epoch, args.epochs - epoch, args.lr_growing, args.lr_growing_min,
+                               args.lr_warmup_growing)
+            lr = schedule.lr(epoch)
         rates.append(lr)
     return rates
 
@@ -438,6 +457,8 @@ def _validate(args: argparse.Namespace) -> None:
         require(list(args.schedule) == sorted(args.schedule),
                 f"--schedule epochs must be in increasing order, got {args.schedule}")
 
+    require(not getattr(args, "anneal_each_phase", False) or args.scheduler_type == "cosine",
+            "--anneal_each_phase gives every phase its own cosine: use it with --scheduler_type cosine")
     if first == -1:
         return  # a plain run: the growth flags below do not apply
     grown_epochs = args.epochs - first - args.ensemble_train_epochs

@@ -263,3 +263,32 @@ def test_one_cycle_after_growth_without_member_1_continues_member_0s_cosine():
     assert rates[5:] == [1e-4, 1e-6, 1e-6, 1e-6, 1e-6]
     rates = lrs(plan_for(flags + " --reset_optimizer_growing"))
     assert rates[5:] == [1e-4] * 5
+
+
+def _annealed(flags):
+    import argparse
+
+    args = main.get_args_parser().parse_args(flags.split())
+    return argparse.Namespace(**{**vars(args), "anneal_each_phase": True})
+
+
+def test_anneal_each_phase_gives_every_phase_its_own_cosine_to_the_floor():
+    from schedule import PRE_GROWTH_LR_MIN, cosine_lr
+
+    args = _annealed("--growth_epochs 4 --ensemble_train_epochs 4 --epochs 12 --cosine_lr_warmup 0 "
+                     "--lr_warmup_growing 0 --lr_growing 0.05 --lr_growing_min 1e-6")
+    rates = [e.lr for e in build_plan(args)]
+    for first, length, peak in ((0, 4, 0.1), (4, 4, 0.1), (8, 4, 0.05)):
+        expected = [cosine_lr(t, t_initial=length, base_lr=peak, lr_min=PRE_GROWTH_LR_MIN, warmup_t=0,
+                              warmup_lr_init=1e-5) for t in range(length)]
+        assert rates[first:first + length] == pytest.approx(expected)
+    # Each phase ends near its floor, not half-way down a longer cosine.
+    assert rates[3] < 0.02 and rates[7] < 0.02 and rates[11] < 0.01
+
+
+def test_anneal_each_phase_restarts_net2nets_cosine_at_widening():
+    args = _annealed("--arch normalwrn --growth_epochs -1 --epochs 10 --net2net_epoch 6 --cosine_lr_warmup 0 "
+                     "--lr_warmup_growing 0 --lr_growing 0.05")
+    rates = [e.lr for e in build_plan(args)]
+    assert rates[0] == pytest.approx(0.1) and rates[5] < 0.01
+    assert rates[6] == pytest.approx(0.05) and rates[9] < rates[6]
