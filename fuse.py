@@ -500,11 +500,10 @@ class FusionRun:
         from utils import atomic_write_text
 
         args, input_size = self.args, self.data.input_size
-        ensemble = fusion.concat(members)
         member_size = size_of(members[0], input_size)
         rows = [{"network": f"member {i}", **self.scores(net, val), **member_size}
                 for i, (net, val) in enumerate(zip(members, member_val))]
-        rows.append({"network": f"ensemble of {len(members)}", **self.scores(ensemble),
+        rows.append({"network": f"ensemble of {len(members)}", **self.scores(fusion.Ensemble(members)),
                      "params": member_size["params"] * len(members), "flops": member_size["flops"] * len(members)})
         if args.method != "ensemble":
             seconds = self.record["fusion_seconds"] if args.method != "best_member" else None
@@ -515,7 +514,7 @@ class FusionRun:
                          **size_of(final, input_size), "epoch": self.record["best_epoch"]})
         table = format_table(rows, ["network", "val_top1", "test_top1", "params", "flops", "seconds", "epoch"],
                              formats={"params": humanize, "flops": humanize, "seconds": lambda s: f"{s:.3f}"})
-        fused = ensemble if args.method == "ensemble" else final
+        fused = fusion.concat(members) if args.method == "ensemble" else final
         self.save(FUSED_NAME, self.network_state(fused, phase="fused", epoch=self.record["epoch"], summary=rows,
                                                  method=args.method, fusion_seconds=self.record["fusion_seconds"]))
         self.checkpoint_progress(None)

@@ -5,6 +5,7 @@ MixtureGrowth member from ``models.materialize(model, 0/1)``, ``ResNet18``, ``ML
 device and returns a new one of the same class; the inputs are left as they are.
 
     concat(networks)                              k times as wide, outputs the mean of their logits (exact)
+    Ensemble(networks)                            the same function as k separate networks (for evaluation)
     transplant(networks, example_inputs)          Neuron Transplantation: concat, prune 1 - 1/k per layer
     transplant_iterative(networks, example_inputs)    running pair-wise NT
     transplant_hierarchical(networks, example_inputs) merge-sort-ordered pair-wise NT
@@ -24,7 +25,7 @@ import torch.nn as nn
 from .align import ot
 from .architectures import check_members, describe, permute_neurons
 from .average import average
-from .concat import concat
+from .concat import Ensemble, concat
 from .transplant import transplant, transplant_hierarchical, transplant_iterative
 
 # CLI name -> fusion function of (networks, example_inputs); "ensemble" is the concatenation itself.
@@ -43,5 +44,5 @@ def fuse(method: str, networks: list[nn.Module], example_inputs: torch.Tensor) -
     return METHODS[method](list(networks), example_inputs)
 
 
-__all__ = ["concat", "transplant", "transplant_iterative", "transplant_hierarchical", "average", "ot", "fuse",
+__all__ = ["concat", "Ensemble", "transplant", "transplant_iterative", "transplant_hierarchical", "average", "ot", "fuse",
            "METHODS", "check_members", "describe", "permute_neurons"]

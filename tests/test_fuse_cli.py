@@ -73,7 +73,7 @@ def test_main_py_evaluates_the_fused_checkpoint(trained, parse):
 
 @pytest.mark.parametrize("method", ["nt", "nt_iterative", "nt_hierarchical", "average", "ot", "ensemble",
                                     "best_member"])
-def test_members_from_checkpoints_fuse_with_every_method(trained, tmp_path, method):
+def test_members_from_checkpoints_fuse_with_every_method(trained, tmp_path, parse, method):
     members = [os.path.join(run_dir(trained), f"member_{i}.pth") for i in (0, 1)]
     assert run_fuse(tmp_path, "--checkpoints", *members, "--method", method, "--finetune_epochs", "0") == 0
     rows, state = summary(tmp_path), fused_state(tmp_path)
@@ -85,6 +85,10 @@ def test_members_from_checkpoints_fuse_with_every_method(trained, tmp_path, meth
     if method == "ensemble":  # the concatenated network itself: twice as wide, the ensemble's accuracy
         assert state["model_config"]["channels"] == [32, 32, 64, 128]
         assert list(rows)[-1] == "ensemble of 2"
+        path = os.path.join(run_dir(tmp_path), "fused.pth")
+        result = main.main(parse("--dataset", "digits", "--evaluate", "--resume", path, "--ngpu", "0",
+                                 "--workers", "0"))
+        assert result["results"]["network"]["top1"] == pytest.approx(rows["ensemble of 2"]["test_top1"])
     else:
         assert list(rows)[-1] == f"{method} before fine-tuning"
         assert state["model_config"]["channels"] == [16, 16, 32, 64]

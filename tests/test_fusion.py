@@ -81,6 +81,7 @@ def test_concatenation_computes_the_average_of_the_members_logits(architecture, 
     wide = fusion.concat(networks)
     expected = torch.stack([logits(net, x) for net in networks]).mean(0)
     torch.testing.assert_close(logits(wide, x), expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(logits(fusion.Ensemble(networks), x), expected, rtol=0, atol=1e-6)
     assert type(wide) is type(networks[0])
 
 
