@@ -130,7 +130,8 @@ def net2wider(small: WideResNet, large_channels: tuple[int, int, int, int], nois
     if small.takes_member:
         raise ConfigError("net2wider widens a plain network (--arch normalwrn), not a template-mixed one")
     large_channels = tuple(int(c) for c in large_channels)
-    large = WideResNet(small.depth, large_channels, small.num_classes, PlainLayers(), use_bn=small.use_bn)
+    # The same network but for its widths (mutated networks keep their block counts and kernels).
+    large = WideResNet.from_config({**small.config(), "channels": list(large_channels)})
     for (name, block), (_, large_block) in zip(
         ((n, m) for n, m in small.named_modules() if n.count(".") == 1 and n.startswith("stage")),
         ((n, m) for n, m in large.named_modules() if n.count(".") == 1 and n.startswith("stage")),

@@ -18,18 +18,19 @@ class Block(nn.Module):
     """Pre-activation residual block: BN-ReLU-conv3x3-(BN)-ReLU-conv3x3.
 
     Reference behaviour: no BN between the two convs unless ``use_bn`` (the
-    ReLU is there either way).
+    ReLU is there either way). ``kernel`` (odd) replaces the 3x3 of both convs
+    (the ``wider_kernel`` mutation grows it).
     """
 
     def __init__(self, layers, in_planes: int, out_planes: int, stride: int,
-                 use_bn: bool, share_templates: bool) -> None:
+                 use_bn: bool, share_templates: bool, kernel: int = 3) -> None:
         super().__init__()
         self.bn1 = layers.bn(in_planes)
         # Two convs can share templates only when their blocks have one shape.
         share = layers.sharing_group(2) if share_templates and in_planes == out_planes else None
-        self.conv1 = layers.conv(in_planes, out_planes, 3, stride, 1, share=share)
+        self.conv1 = layers.conv(in_planes, out_planes, kernel, stride, kernel // 2, share=share)
         self.bn2 = layers.bn(out_planes) if use_bn else None
-        self.conv2 = layers.conv(out_planes, out_planes, 3, 1, 1, share=share)
+        self.conv2 = layers.conv(out_planes, out_planes, kernel, 1, kernel // 2, share=share)
         self.shortcut = layers.conv(in_planes, out_planes, 1, stride, 0) if in_planes != out_planes else None
 
     def forward(self, x: torch.Tensor, *member) -> torch.Tensor:
@@ -47,18 +48,30 @@ class WideResNet(nn.Module):
 
     channels: (stem, stage 1, stage 2, stage 3) widths, e.g. (16, 160, 320, 640)
     for WRN-28-10.
+    blocks_per_stage, kernel_sizes: per stage, for networks the architecture mutations changed
+        (``operators/mutations.py``); by default (depth - 4) / 6 blocks of 3x3 convs each. With
+        ``blocks_per_stage``, ``depth`` must be 2 x (total blocks) + 4.
     """
 
     def __init__(self, depth: int, channels: tuple[int, int, int, int], num_classes: int, layers,
-                 use_bn: bool = False, cross_layer_sharing: bool = False) -> None:
+                 use_bn: bool = False, cross_layer_sharing: bool = False,
+                 blocks_per_stage: tuple[int, int, int] | None = None,
+                 kernel_sizes: tuple[int, int, int] = (3, 3, 3)) -> None:
         super().__init__()
-        if depth < 10 or (depth - 4) % 6 != 0:
-            raise ConfigError(f"--depth must be 6n+4 with n >= 1 (10, 16, 22, 28, ...), got {depth}")
+        if blocks_per_stage is None:
+            if depth < 10 or (depth - 4) % 6 != 0:
+                raise ConfigError(f"--depth must be 6n+4 with n >= 1 (10, 16, 22, 28, ...), got {depth}")
+            blocks_per_stage = ((depth - 4) // 6,) * 3
+        elif len(blocks_per_stage) != 3 or min(blocks_per_stage) < 1 or depth != 2 * sum(blocks_per_stage) + 4:
+            raise ConfigError(f"a Wide-ResNet needs three stages of at least one block and depth = 2 x blocks + 4, "
+                              f"got blocks {tuple(blocks_per_stage)} and depth {depth}")
+        if len(kernel_sizes) != 3 or any(k < 1 or k % 2 == 0 for k in kernel_sizes):
+            raise ConfigError(f"a Wide-ResNet needs one odd kernel size per stage, got {tuple(kernel_sizes)}")
         self.depth, self.channels, self.num_classes = depth, tuple(channels), num_classes
         self.use_bn, self.cross_layer_sharing = use_bn, cross_layer_sharing
+        self.blocks_per_stage, self.kernel_sizes = tuple(blocks_per_stage), tuple(kernel_sizes)
         self.takes_member = layers.takes_member
         self.template_config = getattr(layers, "config", None)
-        blocks_per_stage = (depth - 4) // 6
 
         self.conv_3x3 = layers.conv(3, channels[0], 3, 1, 1, is_input=True)
         stages = []
@@ -67,8 +80,8 @@ class WideResNet(nn.Module):
         ):
             stages.append(nn.ModuleList(
                 Block(layers, in_planes if i == 0 else out_planes, out_planes, stride if i == 0 else 1,
-                      use_bn, cross_layer_sharing)
-                for i in range(blocks_per_stage)
+                      use_bn, cross_layer_sharing, self.kernel_sizes[stage])
+                for i in range(self.blocks_per_stage[stage])
             ))
         self.stage_1, self.stage_2, self.stage_3 = stages
         self.last_bn = layers.bn(channels[3])
@@ -88,24 +101,35 @@ class WideResNet(nn.Module):
         return self.classifier(x, *member)
 
     def config(self) -> dict:
-        """What decides a plain network's shape: a checkpoint rebuilds it from this alone."""
-        return {"depth": self.depth, "channels": list(self.channels), "num_classes": self.num_classes,
-                "use_bn": self.use_bn}
+        """What decides a plain network's shape: a checkpoint rebuilds it from this alone.
+
+        Per-stage block counts and kernel sizes appear only when a mutation changed them.
+        """
+        config = {"depth": self.depth, "channels": list(self.channels), "num_classes": self.num_classes,
+                  "use_bn": self.use_bn}
+        if self.blocks_per_stage != ((self.depth - 4) // 6,) * 3:
+            config["blocks_per_stage"] = list(self.blocks_per_stage)
+        if self.kernel_sizes != (3, 3, 3):
+            config["kernel_sizes"] = list(self.kernel_sizes)
+        return config
 
     @classmethod
     def from_config(cls, config: dict) -> "WideResNet":
         """The plain Wide-ResNet that ``config()`` describes (fresh weights)."""
         from .layers import PlainLayers
 
+        blocks = config.get("blocks_per_stage")
         return cls(config["depth"], tuple(config["channels"]), config["num_classes"], PlainLayers(),
-                   use_bn=config["use_bn"])
+                   use_bn=config["use_bn"], blocks_per_stage=tuple(blocks) if blocks else None,
+                   kernel_sizes=tuple(config.get("kernel_sizes", (3, 3, 3))))
 
     def plain_twin(self, width_fraction: float = 1.0) -> "WideResNet":
         """The same network built from torch's own layers, widths scaled by ``width_fraction``."""
         from .layers import PlainLayers
 
         channels = tuple(int(c * width_fraction) for c in self.channels)
-        return WideResNet(self.depth, channels, self.num_classes, PlainLayers(), self.use_bn)
+        return WideResNet(self.depth, channels, self.num_classes, PlainLayers(), self.use_bn,
+                          blocks_per_stage=self.blocks_per_stage, kernel_sizes=self.kernel_sizes)
 
 
 def wrn_channels(wide: float) -> tuple[int, int, int, int]:

@@ -274,8 +274,89 @@ _CELL_MUTATIONS = {"wider": _cell_wider, "deeper": _cell_deeper, "wider_kernel":
 
 
 # --------------------------------------------------------------------------- the plain Wide-ResNet
+# "where" is a stage (0, 1, 2); its blocks all read and write one residual stream of width
+# channels[stage + 1]. A block has a 1x1 shortcut exactly where its input and output widths differ.
 
-_WRN_MUTATIONS = {}
+
+def wrn_parameter_count(config: dict) -> int:
+    """Trainable parameters of the plain ``WideResNet.from_config(config)``, from the config alone."""
+    channels, classes = config["channels"], config["num_classes"]
+    blocks = config.get("blocks_per_stage") or [(config["depth"] - 4) // 6] * 3
+    kernels = config.get("kernel_sizes") or [3, 3, 3]
+    total = 3 * channels[0] * 9
+    for stage in range(3):
+        out, k = channels[stage + 1], kernels[stage]
+        for i in range(blocks[stage]):
+            cin = channels[stage] if i == 0 else out
+            total += 2 * cin + cin * out * k * k + out * out * k * k + (2 * out if config["use_bn"] else 0)
+            total += cin * out if cin != out else 0
+    return total + 2 * channels[3] + channels[3] * classes
+
+
+def _wrn_wider(model: WideResNet, generator: torch.Generator, noise: float, where) -> tuple[WideResNet, str]:
+    stage = _choose(3, generator, where)
+    channels = list(model.channels)
+    old = channels[stage + 1]
+    new = _widened(old, generator)
+    shares_stem = stage == 0 and channels[0] == channels[1]  # no shortcut: the stem's stream runs through
+    neighbours = {channels[stage + 2]} if stage < 2 else set()
+    if stage > 0 or not shares_stem:
+        neighbours.add(channels[stage])
+    while new in neighbours:  # equal widths would remove a shortcut (and break a strided block)
+        new += 1
+    channels[stage + 1] = new
+    if shares_stem:
+        channels[0] = new
+    wide = net2wider(model, tuple(channels), noise, generator)
+    return wide, f"stage {stage + 1}, {old} -> {new} channels" + (" (with the stem)" if shares_stem else "")
+
+
+def _wrn_deeper(model: WideResNet, generator: torch.Generator, noise: float, where) -> tuple[WideResNet, str]:
+    stage = _choose(3, generator, where)
+    blocks = list(model.blocks_per_stage)
+    position = 1 + _choose(blocks[stage], generator, None)  # after any block, so the new one is stride 1
+    blocks[stage] += 1
+    config = {**model.config(), "blocks_per_stage": blocks, "depth": 2 * sum(blocks) + 4,
+              "kernel_sizes": list(model.kernel_sizes)}
+    deeper = WideResNet.from_config(config)
+    name = f"stage_{stage + 1}"
+    state = {}
+    for key, value in model.state_dict().items():
+        parts = key.split(".")
+        if parts[0] == name and int(parts[1]) >= position:
+            parts[1] = str(int(parts[1]) + 1)
+        state[".".join(parts)] = value.clone()
+    # The new block adds conv2(...) = 0 to its input: an identity. Its first conv is an identity
+    # kernel behind an identity BN (Net2DeeperNet), so the block starts as ReLU -> 0 and learns from there.
+    block = getattr(deeper, name)[position]
+    identity_batchnorm_(block.bn1)
+    if block.bn2 is not None:
+        identity_batchnorm_(block.bn2)
+    width, kernel = model.channels[stage + 1], model.kernel_sizes[stage]
+    with torch.no_grad():
+        block.conv1.weight.copy_(_identity_kernel(width, kernel))
+        block.conv2.weight.zero_()
+    state.update({f"{name}.{position}.{k}": v.to(model.conv_3x3.weight) for k, v in block.state_dict().items()})
+    deeper.load_state_dict(state, strict=True)
+    return deeper, f"stage {stage + 1}, a block after block {position - 1} ({width} channels, kernel {kernel})"
+
+
+def _wrn_wider_kernel(model: WideResNet, generator: torch.Generator, noise: float, where) -> tuple[WideResNet, str]:
+    stage = _choose(3, generator, where)
+    kernels = list(model.kernel_sizes)
+    old = kernels[stage]
+    kernels[stage] += 2
+    wider = WideResNet.from_config({**model.config(), "kernel_sizes": kernels})
+    state = {key: value.clone() for key, value in model.state_dict().items()}
+    for i in range(model.blocks_per_stage[stage]):
+        for conv in ("conv1", "conv2"):
+            key = f"stage_{stage + 1}.{i}.{conv}.weight"
+            state[key] = F.pad(state[key], (1, 1, 1, 1))
+    wider.load_state_dict(state, strict=True)
+    return wider, f"stage {stage + 1}, kernel {old} -> {old + 2}"
+
+
+_WRN_MUTATIONS = {"wider": _wrn_wider, "deeper": _wrn_deeper, "wider_kernel": _wrn_wider_kernel}
 
 
 # --------------------------------------------------------------------------- as operators

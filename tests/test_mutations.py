@@ -9,6 +9,8 @@ import torch.nn as nn
 import models
 from compute_flops import count_parameters
 from models.cellnet import CellNet, base_config, parameter_count
+from models.layers import PlainLayers
+from models.wrn import WideResNet
 from operators.mutations import MUTATIONS, mutate, mutate_with_record
 from utils import ConfigError
 
@@ -212,3 +214,57 @@ def test_parameter_changes_of_the_base_network_by_hand():
     # 0 -> 2 is the only skip a two-layer cell can take: BN on the input, 3x3 conv input -> width.
     assert count_parameters(skip) - count_parameters(two_layers) == (
         (2 * head + head * width * 9 + width) + 2 * (2 * width + width * width * 9 + width))
+
+
+# --------------------------------------------------------------------------- the plain Wide-ResNet
+
+
+def plain_wrn(channels=(16, 16, 32, 64), use_bn=False) -> WideResNet:
+    """A trained-looking plain WRN-10; (16, 16, ...) has no shortcut in stage 1, so the stem's stream runs through."""
+    torch.manual_seed(0)
+    return trained_looking(WideResNet(10, channels, 10, PlainLayers(), use_bn=use_bn))
+
+
+WRN_MUTATIONS = ("wider", "deeper", "wider_kernel")
+X32 = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+
+
+@pytest.mark.parametrize("channels, use_bn", [((16, 16, 32, 64), False), ((8, 12, 24, 48), True)])
+@pytest.mark.parametrize("kind", WRN_MUTATIONS)
+def test_wrn_mutations_preserve_the_function_in_every_stage(kind, channels, use_bn):
+    model = plain_wrn(channels, use_bn)
+    for stage in range(3):
+        mutated, record = mutate_with_record(model, kind, torch.Generator().manual_seed(stage), noise=0.0, where=stage)
+        assert max_relative_change(model, mutated, X32) < 1e-5, (kind, stage)
+        assert record.parameters_before == count_parameters(model)
+        assert record.parameters_after == count_parameters(mutated)
+        noisy = mutate_with_record(model, kind, torch.Generator().manual_seed(stage), where=stage)[0]
+        assert max_relative_change(model, noisy, X32) < 1e-4
+
+
+def test_wrn_mutations_compose_and_rebuild_from_their_config():
+    model = plain_wrn()
+    for kind, stage in (("deeper", 1), ("wider_kernel", 2), ("wider", 1), ("deeper", 1), ("wider", 0)):
+        mutated = mutate_with_record(model, kind, torch.Generator().manual_seed(0), noise=0.0, where=stage)[0]
+        assert max_relative_change(model, mutated, X32) < 1e-5, kind
+        model = trained_looking(mutated, seed=len(kind))
+    assert model.blocks_per_stage == (1, 3, 1) and model.kernel_sizes == (3, 3, 5)
+    kind, config = models.model_config(model)
+    rebuilt = models.build_from_config(kind, json.loads(json.dumps(config)))
+    rebuilt.load_state_dict(model.state_dict())
+    assert max_relative_change(model, rebuilt, X32) == 0.0
+
+
+def test_wrn_parameter_changes_by_hand():
+    model = plain_wrn(use_bn=True)
+    count = count_parameters(model)
+    deeper = mutate_with_record(model, "deeper", torch.Generator(), noise=0.0, where=2)[0]
+    assert count_parameters(deeper) - count == 2 * 64 * 64 * 9 + 2 * 64 + 2 * 64  # two convs, two BNs
+    kernel = mutate_with_record(model, "wider_kernel", torch.Generator(), noise=0.0, where=1)[0]
+    assert count_parameters(kernel) - count == (16 * 32 + 32 * 32) * (25 - 9)  # the 1x1 shortcut stays
+
+
+def test_a_default_wide_resnet_keeps_its_config_and_a_skip_does_not_apply_to_it():
+    assert set(plain_wrn().config()) == {"depth", "channels", "num_classes", "use_bn"}
+    with pytest.raises(ConfigError, match="does not apply"):
+        mutate(plain_wrn(), "skip_connection", torch.Generator())
