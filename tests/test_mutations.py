@@ -268,3 +268,18 @@ def test_a_default_wide_resnet_keeps_its_config_and_a_skip_does_not_apply_to_it(
     assert set(plain_wrn().config()) == {"depth", "channels", "num_classes", "use_bn"}
     with pytest.raises(ConfigError, match="does not apply"):
         mutate(plain_wrn(), "skip_connection", torch.Generator())
+
+
+def test_every_mutation_is_a_registered_operator():
+    import argparse
+
+    import operators
+
+    assert set(MUTATIONS) <= set(operators.names())
+    model = cells_with_skips()
+    inputs = operators.OperatorInputs(argparse.Namespace(mutation_noise=0.0), torch.device("cpu"),
+                                      generator=torch.Generator().manual_seed(0))
+    for kind in MUTATIONS:
+        result = operators.apply(kind, model, inputs)
+        assert not result.keep_optimizer_state and result.label == f"after {kind}"
+        assert max_relative_change(model, result.model, X) < 1e-5
