@@ -172,6 +172,7 @@ def networks_from_checkpoint(path: str) -> tuple[list, dict]:
     import checkpoint
     import main as mixturegrowth
     import models
+    import models.mlp  # noqa: F401  (registers the model kind "mlp", which models/__init__ does not import)
 
     state = checkpoint.load_checkpoint(path, flag="--checkpoints")
     if not isinstance(state.get("model"), dict) or not isinstance(state.get("args", {}), dict):
@@ -297,6 +298,7 @@ class FusionRun:
     def load_network(self, name: str):
         import checkpoint
         import models
+        import models.mlp  # noqa: F401  (registers the model kind "mlp")
 
         state = checkpoint.load_checkpoint(self.path(name), flag="--resume")
         network = models.build_from_config(state["model_kind"], state["model_config"])

@@ -201,3 +201,17 @@ def test_a_number_outside_its_stated_range_exits_2_before_anything_is_written(tm
     assert stopped.value.code == 2
     assert f"argument {flag}: " in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_fuse_py_fuses_mlp_checkpoints_in_a_fresh_process(tmp_path):
+    import subprocess
+    import sys
+
+    torch.manual_seed(0)
+    paths = [write_network(tmp_path / f"mlp{i}.pth", MLP(3 * 32 * 32, (16,), 10)) for i in range(2)]
+    command = [sys.executable, "fuse.py", *TINY, "--save_path", str(tmp_path / "out"), "--checkpoints", *paths,
+               "--method", "ot", "--finetune_epochs", "0"]
+    done = subprocess.run(command, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert fused_state(tmp_path / "out")["model_kind"] == "mlp"
