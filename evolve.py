@@ -427,10 +427,11 @@ class EvolutionRun:
             rows.append({"network": f"champion ({final['champion']}) after final training", "split": "test",
                          "top1": final["test_top1"], "params": final["params"], "flops": final["flops"]})
         report = {"run_dir": self.run_dir, "summary": rows, "final": final, "lineage": search.records(),
-                  "population": [ind.id for ind in search.population.members], "epochs": self.epochs_done}
+                  "population": [ind.id for ind in search.population.members], "epochs": self.epochs_done,
+                  "session_seconds": time.time() - self.started}
         if self.ctx.main_process:
-            seconds = sum(ind.seconds for ind in search.lineage)
-            per_hour = 3600 * (len(search.lineage) - 1) / seconds if len(search.lineage) > 1 and seconds else math.nan
+            seconds = sum(ind.seconds for ind in search.lineage)  # training only, not evaluation or mutation
+            per_hour = 3600 * len(search.lineage) / seconds if seconds else math.nan
             table = format_table(rows, ["network", "split", "top1", "params", "flops"],
                                  formats={"params": humanize, "flops": humanize})
             self.log.info(f"summary:\n{table}\n{len(search.lineage)} individuals, {self.epochs_done} epochs in all, "
