@@ -38,6 +38,7 @@ import statistics
 import sys
 import time
 
+import flags
 from utils import ConfigError, atomic_write_text, parse_list
 
 METHODS = ("scratch_small", "scratch_large", "net2net", "random_growth",
@@ -66,28 +67,29 @@ def get_args_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
     parser.add_argument("--dataset", default="fashion_mnist", help="main.py --dataset")
     parser.add_argument("--data_path", default=None, help="main.py DATA_PATH (not needed for digits)")
-    parser.add_argument("--seeds", type=parse_list(int, "--seeds"), default=[0, 1, 2],
-                        help="seeds, comma-separated; every method runs once per seed")
-    parser.add_argument("--epochs", type=int, default=None,
-                        help="total epochs of every method (default: the data set's preset, fashion_mnist 10)")
-    parser.add_argument("--member_epochs", type=int, default=None,
-                        help="epochs of each member (g); growth / Net2Net widening before epoch 2g "
-                             "(default: the preset, fashion_mnist 3)")
-    parser.add_argument("--train_subset", type=int, default=None,
-                        help="main.py --train_subset: class-balanced training images, 0 = all "
-                             "(default: the preset, fashion_mnist 10000)")
-    parser.add_argument("--val_split", type=float, default=None,
-                        help="main.py --val_split: per-epoch curves on this held-out fraction, the test set "
-                             "once at the end (default: the preset, fashion_mnist 0.1)")
-    parser.add_argument("--depth", type=int, default=10, help="Wide-ResNet depth")
-    parser.add_argument("--wide", type=float, default=2, help="width factor of the LARGE network")
-    parser.add_argument("--member_fraction", type=float, default=0.5,
-                        help="width of the small network / a member as a fraction of --wide")
+    flags.add(parser, "--seeds", flags.numbers(flags.count(min=0)), default=[0, 1, 2],
+              help="seeds, comma-separated; every method runs once per seed")
+    flags.add(parser, "--epochs", flags.count(min=1), default=None,
+              help="total epochs of every method (default: the data set's preset, fashion_mnist 10)")
+    flags.add(parser, "--member_epochs", flags.count(min=1), default=None,
+              help="epochs of each member (g); growth / Net2Net widening before epoch 2g "
+                   "(default: the preset, fashion_mnist 3)")
+    flags.add(parser, "--train_subset", flags.count(min=0), default=None,
+              help="main.py --train_subset: class-balanced training images, 0 = all "
+                   "(default: the preset, fashion_mnist 10000)")
+    flags.add(parser, "--val_split", flags.number(low=0.0, high=1.0, high_open=True), default=None,
+              help="main.py --val_split: per-epoch curves on this held-out fraction, the test set "
+                   "once at the end (default: the preset, fashion_mnist 0.1)")
+    flags.add(parser, "--depth", flags.count(min=1), default=10, help="Wide-ResNet depth")
+    flags.add(parser, "--wide", flags.number(low=0.0, low_open=True), default=2,
+              help="width factor of the LARGE network")
+    flags.add(parser, "--member_fraction", flags.number(low=0.0, high=1.0, low_open=True, high_open=True),
+              default=0.5, help="width of the small network / a member as a fraction of --wide")
     parser.add_argument("--methods", type=parse_list(str, "--methods"), default=None,
                         help=f"methods to run, comma-separated, from {','.join(METHODS)} (default: the preset; "
                              "fashion_mnist leaves out mixturegrowth_copy to fit 45 minutes)")
-    parser.add_argument("--ngpu", type=int, default=0, help="main.py --ngpu (0 = CPU)")
-    parser.add_argument("--workers", type=int, default=0, help="main.py --workers")
+    flags.add(parser, "--ngpu", flags.count(min=0), default=0, help="main.py --ngpu (0 = CPU)")
+    flags.add(parser, "--workers", flags.count(min=0), default=0, help="main.py --workers")
     parser.add_argument("--out", default="runs/compare", help="folder of the report (created)")
     return parser
 

@@ -14,10 +14,11 @@ import os
 import sys
 import time
 
+import flags
 import runtime
 from runtime import EXIT_NON_FINITE, EXIT_PREEMPTED, EXIT_USAGE, Context, Preempted, run_directory  # noqa: F401
 import schedule
-from utils import ConfigError, parse_list
+from utils import ConfigError
 
 ARCHS = ("wrn", "normalwrn", "wrn_imagenet", "wrn_imagenet_bank", "normal_wrn_imagenet")
 PLAIN_ARCHS = ("normalwrn", "normal_wrn_imagenet")
@@ -33,11 +34,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="wrn: template-mixed Wide-ResNet; normalwrn: plain Wide-ResNet; wrn_imagenet / "
                         "normal_wrn_imagenet: template-mixed / plain ResNet-50-style bottleneck net; "
                         "wrn_imagenet_bank: wrn_imagenet with template banks shared across layers")
-    g.add_argument("--depth", type=int, default=28,
-                   help="Wide-ResNet depth, 6n+4; for the *_imagenet archs a bottleneck ResNet depth: "
-                        "26, 38, 50, 101 or 152")
-    g.add_argument("--wide", type=float, default=10,
-                   help="Wide-ResNet width factor of the full (grown) network")
+    flags.add(g, "--depth", flags.count(min=1), default=28,
+              help="Wide-ResNet depth, 6n+4; for the *_imagenet archs a bottleneck ResNet depth: "
+                   "26, 38, 50, 101 or 152")
+    flags.add(g, "--wide", flags.number(low=0.0, low_open=True), default=10,
+              help="Wide-ResNet width factor of the full (grown) network")
     g.add_argument("--use_bn", action="store_true",
                    help="add a BatchNorm between the two convs of a block (reference: off)")
     g.add_argument("--cutout", action="store_true", help="Cutout augmentation: one 16px hole")
@@ -45,13 +46,13 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="hold out 10%% of the training set as validation instead of testing on the test set")
 
     g = parser.add_argument_group("Templates")
-    g.add_argument("--template_size", type=parse_list(float, "--template_size"), default=[0.5, 0.5, 1.0],
-                   help="width fraction of member 0, member 1 and the grown network, comma-separated")
-    g.add_argument("--num_templates_each_set", type=parse_list(int, "--num_templates_each_set"),
-                   default=[2, 2], help="templates in each template set, comma-separated (one entry per set)")
-    g.add_argument("--member_template_sets", type=parse_list(int, "--member_template_sets"),
-                   default=[0, 1, 0, 1],
-                   help="template set used by each member (grid cell) of a layer, comma-separated")
+    flags.add(g, "--template_size", flags.numbers(flags.number(low=0.0, low_open=True, high=1.0)),
+              default=[0.5, 0.5, 1.0],
+              help="width fraction of member 0, member 1 and the grown network, comma-separated")
+    flags.add(g, "--num_templates_each_set", flags.numbers(flags.count(min=1)), default=[2, 2],
+              help="templates in each template set, comma-separated (one entry per set)")
+    flags.add(g, "--member_template_sets", flags.numbers(flags.count(min=0)), default=[0, 1, 0, 1],
+              help="template set used by each member (grid cell) of a layer, comma-separated")
     g.add_argument("--cross_layer_sharing", action="store_true",
                    help="the two convs of an equal-width block share one template bank (2x templates)")
     g.add_argument("--split_edge_layers", action="store_true",
@@ -59,24 +60,28 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "(one template per grid cell, fixed coefficients) instead of K templates per set: "
                         "the grown network then stores exactly the plain network's weights "
                         "(matters for 1000 classes: +8%% otherwise); always on for wrn_imagenet_bank")
-    g.add_argument("--bank_group_size", type=int, default=2,
-                   help="wrn_imagenet_bank: convs of one shape within a stage share a template bank this many "
-                        "at a time (in build order); a bank of n layers holds n x --num_templates_each_set "
-                        "templates per set")
+    flags.add(g, "--bank_group_size", flags.count(min=1, checked_by="main.validate_args"), default=2,
+              help="wrn_imagenet_bank: convs of one shape within a stage share a template bank this many "
+                   "at a time (in build order); a bank of n layers holds n x --num_templates_each_set "
+                   "templates per set")
     g.add_argument("--ensemble_growth_type", default="diag", choices=("diag",),
                    help="where members sit in the grown weight grid: diag = [[W0, W2], [W3, W1]]")
 
     g = parser.add_argument_group("Phases")
-    g.add_argument("--epochs", type=int, default=440, help="total epochs of the run, all phases")
-    g.add_argument("--growth_epochs", type=parse_list(int, "--growth_epochs"), default=[200],
-                   help="epochs of member 0 before member 1 starts (growth happens after member 1); "
-                        "-1 = no growth, train one plain network")
-    g.add_argument("--ensemble_train_epochs", type=int, default=200,
-                   help="epochs of member 1 before the grown network starts")
+    # checked_by: these epoch counts (and --cosine_lr_warmup, --bank_group_size) are refused by build_plan /
+    # validate_args in their own sentences, before anything is written (tests build plans from parsed values).
+    flags.add(g, "--epochs", flags.count(min=1, checked_by="schedule.build_plan"), default=440,
+              help="total epochs of the run, all phases")
+    flags.add(g, "--growth_epochs", flags.numbers(flags.count(min=-1, checked_by="schedule.build_plan")),
+              default=[200],
+              help="epochs of member 0 before member 1 starts (growth happens after member 1); "
+                   "-1 = no growth, train one plain network")
+    flags.add(g, "--ensemble_train_epochs", flags.count(min=0, checked_by="schedule.build_plan"), default=200,
+              help="epochs of member 1 before the grown network starts")
     g.add_argument("--train_both_members", action="store_true",
                    help="train members 0 and 1 together during member 1's phase")
-    g.add_argument("--member_0_loss_weight", type=float, default=0.1,
-                   help="member 0's loss is multiplied by this whenever it trains (reference behaviour)")
+    flags.add(g, "--member_0_loss_weight", flags.number(low=0.0), default=0.1,
+              help="member 0's loss is multiplied by this whenever it trains (reference behaviour)")
     g.add_argument("--resume_member_0", default=None, metavar="PATH",
                    help="load member 0 from a checkpoint of another run (the member that run trained)")
     g.add_argument("--resume_member_1", default=None, metavar="PATH",
@@ -85,8 +90,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="train on a fixed random half of the data before growth, all of it after")
     g.add_argument("--copy_templates_and_bn_0_to_1", action="store_true",
                    help="start member 1 as a noisy copy of member 0's templates and BN")
-    g.add_argument("--copy_templates_and_bn_0_to_1_noise", type=float, default=0.01,
-                   help="std of the Gaussian noise added by --copy_templates_and_bn_0_to_1")
+    flags.add(g, "--copy_templates_and_bn_0_to_1_noise", flags.number(low=0.0), default=0.01,
+              help="std of the Gaussian noise added by --copy_templates_and_bn_0_to_1")
     g.add_argument("--scale_templates_and_coefs", action="store_true",
                    help="when member 1 starts, rescale set 0 templates and member 0 coefficients to set 1's norms")
 
@@ -95,25 +100,26 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="initial value of the new coefficients at growth; random_blocks is the naive-growth "
                         "baseline: members 0 and 1 keep their blocks, every new off-diagonal block gets fresh "
                         "Kaiming-normal weights (no templates), and the run goes on with that plain network")
-    g.add_argument("--coefs_noise_growing", type=float, default=1.0,
-                   help="scale of the new coefficients / of the noise added to copied ones")
-    g.add_argument("--add_extra_templates_growing", type=int, default=0,
-                   help="extra Kaiming-initialised templates added to each set at growth")
+    flags.add(g, "--coefs_noise_growing", flags.number(low=0.0), default=1.0,
+              help="scale of the new coefficients / of the noise added to copied ones")
+    flags.add(g, "--add_extra_templates_growing", flags.count(min=0), default=0,
+              help="extra Kaiming-initialised templates added to each set at growth")
     g.add_argument("--scale_templates_and_coefs_growing", action="store_true",
                    help="at growth, rescale set 0 templates and member 0 coefficients to set 1's norms")
-    g.add_argument("--net2net_epoch", type=int, default=0,
-                   help="Net2Net baseline (with --arch normalwrn --growth_epochs -1): train the plain network at "
-                        "the member width (--wide x template_size[0]) and before this epoch widen it "
-                        "function-preservingly (Net2WiderNet) to --wide; the lr follows the plain run's cosine "
-                        "throughout; 0 = off")
-    g.add_argument("--net2net_noise", type=float, default=0.0,
-                   help="Net2Net: std of the symmetry-breaking Gaussian noise added to the widened weights, "
-                        "relative to each layer's weight std (0 = exactly function-preserving)")
-    g.add_argument("--lr_growing", type=float, default=1e-4, help="peak learning rate after growth")
-    g.add_argument("--lr_growing_min", type=float, default=3e-5,
-                   help="learning-rate floor of the post-growth cosine cycles")
-    g.add_argument("--lr_warmup_growing", type=int, default=1,
-                   help="warm-up epochs of each post-growth cosine cycle")
+    flags.add(g, "--net2net_epoch", flags.count(min=0), default=0,
+              help="Net2Net baseline (with --arch normalwrn --growth_epochs -1): train the plain network at "
+                   "the member width (--wide x template_size[0]) and before this epoch widen it "
+                   "function-preservingly (Net2WiderNet) to --wide; the lr follows the plain run's cosine "
+                   "throughout; 0 = off")
+    flags.add(g, "--net2net_noise", flags.number(low=0.0), default=0.0,
+              help="Net2Net: std of the symmetry-breaking Gaussian noise added to the widened weights, "
+                   "relative to each layer's weight std (0 = exactly function-preserving)")
+    flags.add(g, "--lr_growing", flags.number(low=0.0, low_open=True), default=1e-4,
+              help="peak learning rate after growth")
+    flags.add(g, "--lr_growing_min", flags.number(low=0.0), default=3e-5,
+              help="learning-rate floor of the post-growth cosine cycles")
+    flags.add(g, "--lr_warmup_growing", flags.count(min=0), default=1,
+              help="warm-up epochs of each post-growth cosine cycle")
     g.add_argument("--reset_lr_scheduler_growing", default=None, choices=("1", "2", "3", "4", "5", "6", "none"),
                    help="number of cosine cycles after growth, each with half the previous peak; none = one cycle; "
                         f"default {schedule.DEFAULT_GROWN_CYCLES} (fewer when the grown phase has fewer epochs, "
@@ -124,31 +130,33 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="after growth, do not train the first conv and the classifier")
     g.add_argument("--freeze_coef_0_1_growing", action="store_true",
                    help="after growth, do not train the coefficients of members 0 and 1")
-    g.add_argument("--warmup_01_growing", type=int, default=0,
-                   help="after growth, train only members 0 and 1 coefficients for this many epochs")
-    g.add_argument("--recalibrate_bn", type=int, default=0,
-                   help="after a network operator (growth, widening, ...) re-estimate the BatchNorm statistics "
-                        "from this many training batches (train-mode forward, no gradients, cumulative average) "
-                        "before the 'right after' evaluation and before training goes on; 0 = off")
+    flags.add(g, "--warmup_01_growing", flags.count(min=0), default=0,
+              help="after growth, train only members 0 and 1 coefficients for this many epochs")
+    flags.add(g, "--recalibrate_bn", flags.count(min=0), default=0,
+              help="after a network operator (growth, widening, ...) re-estimate the BatchNorm statistics "
+                   "from this many training batches (train-mode forward, no gradients, cumulative average) "
+                   "before the 'right after' evaluation and before training goes on; 0 = off")
 
     g = parser.add_argument_group("Optimization")
     runtime.add_batch_arguments(g)
     g.add_argument("--drop_last", action="store_true", help="drop the last incomplete training batch")
-    g.add_argument("--learning_rate", type=float, default=0.1, help="peak learning rate before growth")
-    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    flags.add(g, "--learning_rate", flags.number(low=0.0, low_open=True), default=0.1,
+              help="peak learning rate before growth")
+    flags.add(g, "--momentum", flags.number(low=0.0, high=1.0, high_open=True), default=0.9, help="SGD momentum")
     g.add_argument("--no_nesterov", action="store_true", help="plain momentum instead of Nesterov")
-    g.add_argument("--decay", type=float, default=5e-4,
-                   help="weight decay on templates, plain weights and BatchNorm (never on coefficients)")
+    flags.add(g, "--decay", flags.number(low=0.0, warn_above=0.1), default=5e-4,
+              help="weight decay on templates, plain weights and BatchNorm (never on coefficients)")
     g.add_argument("--no_bn_decay", action="store_true", help="no weight decay on BatchNorm parameters")
-    g.add_argument("--label_smoothing", type=float, default=0.0, help="label smoothing of the cross-entropy")
+    flags.add(g, "--label_smoothing", flags.number(low=0.0, high=1.0, high_open=True), default=0.0,
+              help="label smoothing of the cross-entropy")
     g.add_argument("--scheduler_type", default="cosine", choices=("cosine", "steps", "none"),
                    help="per-epoch learning-rate schedule")
-    g.add_argument("--cosine_lr_warmup", type=int, default=2,
-                   help="linear warm-up epochs (from 1e-5) of the cosine schedule")
-    g.add_argument("--schedule", type=int, nargs="+", default=None,
-                   help="--scheduler_type steps: epochs at which the lr is multiplied by a gamma")
-    g.add_argument("--gammas", type=float, nargs="+", default=None,
-                   help="--scheduler_type steps: one multiplier per --schedule epoch")
+    flags.add(g, "--cosine_lr_warmup", flags.count(min=0, checked_by="schedule.build_plan"), default=2,
+              help="linear warm-up epochs (from 1e-5) of the cosine schedule")
+    flags.add(g, "--schedule", flags.count(min=0), nargs="+", default=None,
+              help="--scheduler_type steps: epochs at which the lr is multiplied by a gamma")
+    flags.add(g, "--gammas", flags.number(low=0.0, low_open=True), nargs="+", default=None,
+              help="--scheduler_type steps: one multiplier per --schedule epoch")
     g.add_argument("--reset_scheduler", action="store_true",
                    help="restart the lr schedule when member 1 starts")
     g.add_argument("--lr_schedule_as_member_0", action="store_true",
@@ -160,7 +168,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="only evaluate the --resume checkpoint (members if pre-growth, else the grown net)")
     g.add_argument("--evaluate_ensemble", action="store_true",
                    help="evaluate --resume_member_0/1 and their averaged-logit ensemble")
-    g.add_argument("--print_freq", type=int, default=100, help="log every N training steps")
+    flags.add(g, "--print_freq", flags.count(min=1), default=100, help="log every N training steps")
     g.add_argument("--no_wandb", action="store_true",
                    help="accepted for the paper's scripts; logging is TensorBoard, never wandb")
 
@@ -177,7 +185,10 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def validate_args(args: argparse.Namespace) -> None:
-    """Checks that need no data and no model, so mistakes fail before anything is loaded or written."""
+    """Checks that need no data and no model, so mistakes fail before anything is loaded or written.
+
+    Each flag's own range is checked while parsing (``flags``); here: how flags combine, files.
+    """
     if args.dataset == "imagenet" and args.arch in ("wrn", "normalwrn"):
         raise ConfigError(f"--arch {args.arch} is the CIFAR Wide-ResNet; it does not fit --dataset imagenet")
     if len(args.growth_epochs) != 1:
@@ -185,11 +196,9 @@ def validate_args(args: argparse.Namespace) -> None:
                           f"got {','.join(map(str, args.growth_epochs))}")
     if args.growth_epochs[0] >= 0 and args.arch in PLAIN_ARCHS:
         raise ConfigError(f"--arch {args.arch} is a plain network and cannot grow; pass --growth_epochs -1")
-    if args.growth_epochs[0] < 0 and args.arch not in PLAIN_ARCHS:
+    if args.growth_epochs[0] == -1 and args.arch not in PLAIN_ARCHS:  # below -1: build_plan's sentence
         plain = "normalwrn" if args.arch == "wrn" else "normal_wrn_imagenet"
         raise ConfigError(f"--growth_epochs -1 trains a plain network; use --arch {plain} with it")
-    if args.net2net_epoch < 0:
-        raise ConfigError(f"--net2net_epoch must be >= 0 (0 = off), got {args.net2net_epoch}")
     if args.net2net_epoch:
         if args.arch != "normalwrn" or args.growth_epochs[0] != -1:
             raise ConfigError("--net2net_epoch widens a plain CIFAR Wide-ResNet: use it with --arch normalwrn "
@@ -199,8 +208,6 @@ def validate_args(args: argparse.Namespace) -> None:
         if not 0 < args.template_size[0] < 1:
             raise ConfigError("--net2net_epoch starts at the width --wide x template_size[0]; that fraction must "
                               f"be between 0 and 1, got {args.template_size[0]}")
-    if args.net2net_noise < 0:
-        raise ConfigError(f"--net2net_noise must be >= 0, got {args.net2net_noise}")
     if args.coefs_growing == "random_blocks" and args.arch != "wrn":
         raise ConfigError("--coefs_growing random_blocks grows the CIFAR template Wide-ResNet; use --arch wrn")
     if args.cross_layer_sharing and args.arch not in ("wrn", "normalwrn"):
@@ -220,11 +227,6 @@ def validate_args(args: argparse.Namespace) -> None:
             raise ConfigError(f"--{flag}: no checkpoint at {os.path.abspath(path)}")
     if args.resume and args.resume != "auto" and not os.path.isfile(args.resume):
         raise ConfigError(f"--resume: no checkpoint at {os.path.abspath(args.resume)}")
-    for flag in ("batch_size", "eval_batch_size", "epochs"):
-        if getattr(args, flag) < 1:
-            raise ConfigError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
-    if args.workers < 0:
-        raise ConfigError(f"--workers must be 0 or more, got {args.workers}")
 
 
 def cli(argv: list[str] | None = None) -> int:

@@ -19,6 +19,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 
+import flags
 from utils import ConfigError
 
 EXIT_USAGE = 2  # a mistake in the command line or the files it names
@@ -49,11 +50,11 @@ def add_data_arguments(parser: argparse.ArgumentParser, group: argparse._Argumen
     group.add_argument("--dataset", default="digits", choices=data.DATASETS,
                        help="data set; 'digits' is scikit-learn's bundled handwritten digits (no download), "
                             "'fashion_mnist' the 70k Fashion-MNIST images (Debian: dataset-fashion-mnist)")
-    group.add_argument("--val_split", type=float, default=0.0,
-                       help="fraction in [0, 1) of the training set held out (class-balanced, fixed split) for "
-                            "model selection; the test set is then evaluated once, at the end; 0 = none")
-    group.add_argument("--train_subset", type=int, default=0,
-                       help="train on a class-balanced, fixed subset of this many training images (0 = all)")
+    flags.add(group, "--val_split", flags.number(low=0.0, high=1.0, high_open=True), default=0.0,
+              help="fraction of the training set held out (class-balanced, fixed split) for model selection; "
+                   "the test set is then evaluated once, at the end; 0 = none")
+    flags.add(group, "--train_subset", flags.count(min=0), default=0,
+              help="train on a class-balanced, fixed subset of this many training images (0 = all)")
 
 
 def add_run_folder_arguments(group: argparse._ArgumentGroup) -> None:
@@ -67,19 +68,20 @@ def add_run_folder_arguments(group: argparse._ArgumentGroup) -> None:
 
 def add_hardware_arguments(group: argparse._ArgumentGroup) -> None:
     """--ngpu, --workers, --dist, --amp, --manualSeed."""
-    group.add_argument("--ngpu", type=int, default=1, help="GPUs per process; 0 (or no CUDA) = CPU")
-    group.add_argument("--workers", type=int, default=2, help="data-loading worker processes")
+    flags.add(group, "--ngpu", flags.count(min=0), default=1, help="GPUs per process; 0 (or no CUDA) = CPU")
+    flags.add(group, "--workers", flags.count(min=0), default=2, help="data-loading worker processes")
     group.add_argument("--dist", action="store_true",
                        help="distributed training; launch with torchrun (set automatically under torchrun)")
     group.add_argument("--amp", action="store_true",
                        help="automatic mixed precision: fp16 with loss scaling on CUDA, bf16 on CPU")
-    group.add_argument("--manualSeed", type=int, default=None,
-                       help="seed of Python, NumPy, torch and the data loaders; random if not given")
+    flags.add(group, "--manualSeed", flags.count(min=0), default=None,
+              help="seed of Python, NumPy, torch and the data loaders; random if not given")
 
 
 def add_batch_arguments(group: argparse._ArgumentGroup, batch_size: int = 128) -> None:
-    group.add_argument("--batch_size", type=int, default=batch_size, help="training batch size (per process)")
-    group.add_argument("--eval_batch_size", type=int, default=256, help="evaluation batch size (per process)")
+    flags.add(group, "--batch_size", flags.count(min=1), default=batch_size,
+              help="training batch size (per process)")
+    flags.add(group, "--eval_batch_size", flags.count(min=1), default=256, help="evaluation batch size (per process)")
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -116,6 +118,8 @@ def cli(prog: str, get_args_parser, main, argv: list[str] | None = None) -> int:
 class Context:
     """What every part of a run needs: the device, this process's rank, the logger."""
 
+    run_lock = None  # the run folder's lock, held by the main process (open_run_folder) until close()
+
     def __init__(self, args: argparse.Namespace) -> None:
         import torch
 
@@ -143,6 +147,9 @@ class Context:
         import distributed
 
         self.logger.close()
+        if self.run_lock is not None:
+            self.run_lock.release()
+            self.run_lock = None
         distributed.cleanup()
 
 
@@ -176,10 +183,29 @@ def ensure_writable(folder: str) -> None:
 
 
 def open_run_folder(args: argparse.Namespace, ctx: Context, run_dir: str) -> None:
-    """Make the run folder (checked writable) and log into it; only the main process writes."""
+    """Make the run folder (checked writable), lock it for this run, and log into it.
+
+    Only the main process writes, and it holds the lock (``runlock``) until ``ctx.close()``: a
+    second run on the same folder stops here with exit 2, before it writes anything.
+    """
+    import distributed
+    import runlock
+
+    refused = None
     if ctx.main_process:
-        ensure_writable(run_dir)
+        try:
+            if ctx.run_lock is not None:
+                ctx.run_lock.release()
+            ctx.run_lock = runlock.acquire(run_dir)  # makes the folder; nothing is written there before
+            ensure_writable(run_dir)
+        except ConfigError as error:
+            refused = str(error)
+    refused = distributed.broadcast_object(refused)  # under torchrun every rank stops with rank 0's sentence
+    if refused is not None:
+        raise ConfigError(refused)
     ctx.log_to(run_dir)
+    if ctx.run_lock is not None and ctx.run_lock.note:
+        ctx.logger.info(ctx.run_lock.note)
 
 
 # --------------------------------------------------------------------------- data
