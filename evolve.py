@@ -20,6 +20,7 @@ import os
 import sys
 import time
 
+import flags
 import runtime
 from utils import ConfigError, parse_list
 
@@ -42,43 +43,43 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.set_defaults(val_split=0.2, tag="evolve")
 
     g = parser.add_argument_group("Base network (cells between a fixed head and tail)")
-    g.add_argument("--num_cells", type=int, default=3,
-                   help="cells, each followed by a 2x2 max-pool (>= 1; the input must survive num_cells + 1 halvings)")
-    g.add_argument("--head_channels", type=int, default=64, help="width of the head conv (>= 1)")
-    g.add_argument("--cell_channels", type=int, default=128, help="width of the base cell's one conv layer (>= 1)")
-    g.add_argument("--kernel_size", type=int, default=3, help="kernel size of the base cell's conv (odd, >= 1)")
-    g.add_argument("--tail_channels", type=int, default=128, help="width of the tail conv (>= 1)")
-    g.add_argument("--fc_units", type=int, default=128, help="units of the hidden fully connected layer (>= 1)")
-    g.add_argument("--dropout_conv", type=float, default=0.7,
-                   help="Dropout2d probability at the end of every cell, in [0, 1)")
-    g.add_argument("--dropout_fc", type=float, default=0.5,
-                   help="dropout probability before each fully connected layer, in [0, 1)")
+    flags.add(g, "--num_cells", flags.count(min=1), default=3,
+              help="cells, each followed by a 2x2 max-pool; the input must survive num_cells + 1 halvings")
+    flags.add(g, "--head_channels", flags.count(min=1), default=64, help="width of the head conv")
+    flags.add(g, "--cell_channels", flags.count(min=1), default=128, help="width of the base cell's one conv layer")
+    flags.add(g, "--kernel_size", flags.count(min=1), default=3, help="kernel size of the base cell's conv, odd")
+    flags.add(g, "--tail_channels", flags.count(min=1), default=128, help="width of the tail conv")
+    flags.add(g, "--fc_units", flags.count(min=1), default=128, help="units of the hidden fully connected layer")
+    flags.add(g, "--dropout_conv", flags.number(low=0.0, high=1.0, high_open=True), default=0.7,
+              help="Dropout2d probability at the end of every cell")
+    flags.add(g, "--dropout_fc", flags.number(low=0.0, high=1.0, high_open=True), default=0.5,
+              help="dropout probability before each fully connected layer")
 
     g = parser.add_argument_group("Evolution")
-    g.add_argument("--population_size", type=int, default=15,
-                   help="individuals in the population, also the size of the initial population (>= 2)")
-    g.add_argument("--tournament_fraction", type=float, default=0.15,
-                   help="a tournament draws max(2, floor(fraction x population)) individuals; in (0, 1]")
-    g.add_argument("--generations", type=int, default=20,
-                   help="generations after the initial population, one child each (>= 0)")
+    flags.add(g, "--population_size", flags.count(min=2), default=15,
+              help="individuals in the population, also the size of the initial population (a tournament needs two)")
+    flags.add(g, "--tournament_fraction", flags.number(low=0.0, low_open=True, high=1.0), default=0.15,
+              help="a tournament draws max(2, floor(fraction x population)) individuals")
+    flags.add(g, "--generations", flags.count(min=0), default=20,
+              help="generations after the initial population, one child each")
     g.add_argument("--mutations", type=parse_list(str, "--mutations"), default=list(MUTATIONS),
                    help=f"mutations to draw from, uniformly, comma-separated: any of {', '.join(MUTATIONS)}")
-    g.add_argument("--mutation_noise", type=float, default=1e-5,
-                   help="std of the symmetry-breaking noise on widened units, relative to the layer's weight "
-                        "std (>= 0; 0 = exactly function-preserving)")
-    g.add_argument("--base_epochs", type=int, default=63, help="epochs of the base network (>= 1)")
-    g.add_argument("--mutation_epochs", type=int, default=15, help="epochs of every mutated network (>= 1)")
-    g.add_argument("--final_epochs", type=int, default=63,
-                   help="epochs of the champion on train + validation before its one test (the reference's "
-                        "ft_epochs; >= 0, 0 = test it as it is)")
+    flags.add(g, "--mutation_noise", flags.number(low=0.0), default=1e-5,
+              help="std of the symmetry-breaking noise on widened units, relative to the layer's weight std "
+                   "(0 = exactly function-preserving)")
+    flags.add(g, "--base_epochs", flags.count(min=1), default=63, help="epochs of the base network")
+    flags.add(g, "--mutation_epochs", flags.count(min=1), default=15, help="epochs of every mutated network")
+    flags.add(g, "--final_epochs", flags.count(min=0), default=63,
+              help="epochs of the champion on train + validation before its one test (the reference's "
+                   "ft_epochs; 0 = test it as it is)")
     g.add_argument("--base_only", action="store_true",
                    help="no search: train the base network --base_epochs, then --final_epochs on train + "
                         "validation, and test it (the control for a search with as many epochs in all)")
 
     g = parser.add_argument_group("Optimization (SGD, cosine warm restarts of 1, 2, 4, ... epochs, per batch)")
-    g.add_argument("--lr", type=float, default=0.05, help="peak learning rate of every cycle (> 0)")
-    g.add_argument("--momentum", type=float, default=0.5, help="SGD momentum, in [0, 1)")
-    g.add_argument("--weight_decay", type=float, default=1e-4, help="weight decay (>= 0)")
+    flags.add(g, "--lr", flags.number(low=0.0, low_open=True), default=0.05, help="peak learning rate of every cycle")
+    flags.add(g, "--momentum", flags.number(low=0.0, high=1.0, high_open=True), default=0.5, help="SGD momentum")
+    flags.add(g, "--weight_decay", flags.number(low=0.0, warn_above=0.1), default=1e-4, help="weight decay")
     g.add_argument("--no_nesterov", action="store_true", help="plain momentum instead of Nesterov")
     return parser
 
@@ -88,32 +89,13 @@ def validate_args(args: argparse.Namespace) -> None:
     import data
     from operators.mutations import check_kinds
 
-    for flag in ("population_size", "base_epochs", "mutation_epochs", "batch_size", "eval_batch_size"):
-        minimum = 2 if flag == "population_size" else 1
-        if getattr(args, flag) < minimum:
-            reason = " (a tournament needs two)" if flag == "population_size" else ""
-            raise ConfigError(f"--{flag} must be at least {minimum}{reason}, got {getattr(args, flag)}")
-    for flag in ("generations", "final_epochs", "workers"):
-        if getattr(args, flag) < 0:
-            raise ConfigError(f"--{flag} must be 0 or more, got {getattr(args, flag)}")
-    if not 0.0 < args.tournament_fraction <= 1.0:
-        raise ConfigError(f"--tournament_fraction must be in (0, 1], got {args.tournament_fraction}")
+    # Numeric ranges are checked while parsing (``flags``); what needs several flags, here.
     check_kinds(args.mutations)
     if not args.mutations:
         raise ConfigError("--mutations must name at least one mutation")
     if args.mutations == ["skip_connection"]:
         raise ConfigError("--mutations skip_connection alone cannot change the base network: a skip needs a cell "
                           "of two layers; allow deeper too")
-    if not args.mutation_noise >= 0:
-        raise ConfigError(f"--mutation_noise must be >= 0, got {args.mutation_noise}")
-    if not args.lr > 0:
-        raise ConfigError(f"--lr must be positive, got {args.lr}")
-    if not 0.0 <= args.momentum < 1.0:
-        raise ConfigError(f"--momentum must be in [0, 1), got {args.momentum}")
-    if not args.weight_decay >= 0:
-        raise ConfigError(f"--weight_decay must be >= 0, got {args.weight_decay}")
-    if not 0.0 <= args.val_split < 1.0:
-        raise ConfigError(f"--val_split must be in [0, 1), got {args.val_split}")
     if args.val_split == 0 and not args.base_only:
         raise ConfigError("--val_split must be above 0: an individual's fitness is its accuracy on the held-out "
                           "validation split, never on the test set")
