@@ -28,13 +28,13 @@ DIGITS = ["--dataset", "digits", "--depth", "10", "--wide", "1", "--epochs", "6"
 # --------------------------------------------------------------------------- the walk
 
 
-def parsers(parser: argparse.ArgumentParser, name: str):
-    """``parser`` and, depth first, every subcommand's parser (``nws.py pretrain``, ...)."""
-    yield name, parser
+def parsers(parser: argparse.ArgumentParser, command: tuple = ()):
+    """(subcommand words, parser): ``parser`` and, depth first, every subcommand's (``nws.py pretrain``)."""
+    yield command, parser
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
-            for command, sub in action.choices.items():
-                yield from parsers(sub, f"{name} {command}")
+            for word, sub in action.choices.items():
+                yield from parsers(sub, (*command, word))
 
 
 def is_numeric(action: argparse.Action) -> bool:
@@ -49,16 +49,17 @@ def is_numeric(action: argparse.Action) -> bool:
     return bool(values) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
 
 
-def numeric_flags(cli: str, get_parser) -> list[tuple[str, argparse.Action]]:
-    """("main.py --decay", its action), ... for every numeric flag of every parser of ``cli``."""
-    return [(f"{where} {action.option_strings[0] if action.option_strings else action.dest}", action)
-            for where, parser in parsers(get_parser(), cli) for action in parser._actions if is_numeric(action)]
+def numeric_flags(cli: str, get_parser) -> list[tuple[str, argparse.Action, tuple]]:
+    """("nws.py pretrain --lr", its action, ("pretrain",)), ... for every numeric flag of every parser of ``cli``."""
+    return [(" ".join([cli, *command, action.option_strings[0] if action.option_strings else action.dest]),
+             action, command)
+            for command, parser in parsers(get_parser()) for action in parser._actions if is_numeric(action)]
 
 
 def unchecked_numeric_flags(cli: str, get_parser) -> list[str]:
     """Numeric flags without a stated range (choices count as one), or whose --help does not state it."""
     missing = []
-    for name, action in numeric_flags(cli, get_parser):
+    for name, action, _ in numeric_flags(cli, get_parser):
         kind = flags.ranged(action)
         if kind is None and action.choices is None:
             missing.append(f"{name} (no range)")
@@ -75,7 +76,7 @@ def test_every_numeric_flag_states_a_checked_range(cli):
 @pytest.mark.parametrize("cli", sorted(CLIS))
 def test_help_shows_every_range(cli):
     text = " ".join(CLIS[cli]().format_help().split())
-    for name, action in numeric_flags(cli, CLIS[cli]):
+    for name, action, _ in numeric_flags(cli, CLIS[cli]):
         assert " ".join(flags.ranged(action).describe().split()) in text, name
 
 
@@ -96,36 +97,41 @@ def just_outside(kind: flags.Number) -> list[str]:
     return [repr(v) for v in values]
 
 
-def outside_cases():
-    for cli in sorted(CLIS):
-        for name, action in numeric_flags(cli, CLIS[cli]):
+def outside_cases(clis: dict):
+    """(cli, subcommand words, flag, value, the flag's type) for each ranged flag and each value just outside."""
+    for cli in sorted(clis):
+        for name, action, command in numeric_flags(cli, clis[cli]):
             kind = flags.ranged(action)
             if kind is None:
                 continue
             item = kind.item if isinstance(kind, flags.Numbers) else kind
             for value in just_outside(item):
-                yield pytest.param(cli, action.option_strings[0], value, kind, id=f"{name}={value}")
+                yield pytest.param(cli, command, action.option_strings[0], value, kind, id=f"{name}={value}")
 
 
-@pytest.mark.parametrize("cli, flag, value, kind", list(outside_cases()))
-def test_a_value_just_outside_the_range_exits_2_naming_the_flag(cli, flag, value, kind, tmp_path, capsys,
-                                                                 monkeypatch):
-    save_path = tmp_path / "runs"
-    argv = [f"{flag}={value}"]  # "=": argparse reads "-5e-324" after a space as an option
-    if kind.checked_by is None:
-        with pytest.raises(SystemExit) as stop:
-            CLIS[cli]().parse_known_args(argv)
-        status = stop.value.code
-    else:  # refused by build_plan / validate_args: through the real entry point
-        assert cli == "main.py"
-        monkeypatch.setattr(main, "Context", lambda args: pytest.fail(f"{flag}={value} was accepted"))
-        status = main.cli(DIGITS + ["--save_path", str(save_path), *argv])
+def assert_refused_while_parsing(get_parser, command: tuple, flag: str, value: str, kind, capsys) -> None:
+    """Exit 2 from argparse, the last line naming the flag and its range."""
+    with pytest.raises(SystemExit) as stop:  # "=": argparse reads "-5e-324" after a space as an option
+        get_parser().parse_known_args([*command, f"{flag}={value}"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert status == 2
-    assert flag in err[-1] and "Traceback" not in "\n".join(err)
+    item = kind.item if isinstance(kind, flags.Numbers) else kind
+    assert stop.value.code == 2
+    assert f"argument {flag}: " in err[-1] and item.range_text() in err[-1], err
+
+
+@pytest.mark.parametrize("cli, command, flag, value, kind", list(outside_cases(CLIS)))
+def test_a_value_just_outside_the_range_exits_2_naming_the_flag(cli, command, flag, value, kind, tmp_path, capsys,
+                                                                 monkeypatch):
     if kind.checked_by is None:
-        item = kind.item if isinstance(kind, flags.Numbers) else kind
-        assert f"argument {flag}: " in err[-1] and item.range_text() in err[-1]
+        assert_refused_while_parsing(CLIS[cli], command, flag, value, kind, capsys)
+        return
+    # Refused by build_plan / validate_args: through the real entry point, which must not get to run.
+    assert cli == "main.py"
+    save_path = tmp_path / "runs"
+    monkeypatch.setattr(main, "Context", lambda args: pytest.fail(f"{flag}={value} was accepted"))
+    assert main.cli(DIGITS + ["--save_path", str(save_path), f"{flag}={value}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert flag in err[-1] and "Traceback" not in "\n".join(err)
     assert not save_path.exists()
 
 
