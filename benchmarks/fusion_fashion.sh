@@ -106,7 +106,8 @@ def spread(values, digits=2):
 
 records, table = [], []
 for k in ks:
-    tags = sorted(t for t in os.listdir(runs) if t.startswith(f"k{k}_"))
+    order = ["nt", "nt_iterative", "nt_hierarchical", "average", "ot", "best_member"]
+    tags = sorted((t for t in os.listdir(runs) if t.startswith(f"k{k}_")), key=lambda t: order.index(t[len(k) + 2:]))
     first = {seed: summary(tags[0], seed) for seed in seeds}
     members = [[r for r in first[seed] if r["network"].startswith("member ")] for seed in seeds]
     table.append((k, f"members (mean of {k})", [statistics.mean(r["test_top1"] for r in m) for m in members], None,
