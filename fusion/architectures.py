@@ -16,6 +16,7 @@ this module adds, per kind:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -51,7 +52,7 @@ class NeuronGroup:
 class Architecture:
     kind: str  # the registered model kind (checkpoints store it as model_kind)
     width_keys: tuple[str, ...]  # config entries that are lists of layer widths
-    neuron_groups: callable  # config -> [NeuronGroup], in forward order
+    neuron_groups: Callable[[dict], list[NeuronGroup]]  # config -> its groups, in forward order
 
 
 # --------------------------------------------------------------------------- neuron groups
