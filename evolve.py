@@ -170,10 +170,7 @@ class EvolutionRun:
             self.search.load_state_dict(resumed["search"])
             self.epochs_done, self.in_flight = resumed["epochs_done"], resumed.get("in_flight")
             set_rng_state(resumed["rng"])
-            where = (f"in the training of individual {self.in_flight['individual']['id']}, epoch "
-                     f"{self.in_flight['epoch']} step {self.in_flight['partial']['step'] if self.in_flight['partial'] else 0}"
-                     if self.in_flight else f"stage {self.search.stage}")
-            self.log.info(f"resumed from {resume_path}: continuing {where}")
+            self.log.info(f"resumed from {resume_path}: continuing {self.position()}")
         else:
             args_text = json.dumps(checkpoint.args_to_dict(args), indent=1)
             self.log.log_text("args", args_text)
@@ -183,9 +180,17 @@ class EvolutionRun:
                 atomic_write_text(os.path.join(self.run_dir, "args.json"), args_text)
         self.log.info(f"run folder: {os.path.abspath(self.run_dir)}  device: {ctx.device}  "
                       f"processes: {ctx.dist.world_size}")
-        self.log.info(f"base network: {self.search.base_config['cell']} x {args.num_cells} cells; "
-                      f"{self.data.selection_split} split for fitness; "
-                      f"{args.population_size} individuals, {args.generations} generations")
+        self.log.info(f"base network: {args.num_cells} cells of one {args.cell_channels}-channel conv "
+                      f"(kernel {args.kernel_size}); fitness on the {self.data.selection_split} split; population "
+                      f"{args.population_size}, {args.generations} generations" + (" (--base_only)" if args.base_only else ""))
+
+    def position(self) -> str:
+        """Where the search stands, for the log."""
+        if self.in_flight is None:
+            return f"at stage {self.search.stage}, after {len(self.search.lineage)} individuals"
+        partial = self.in_flight["partial"]
+        return (f"in the training of individual {self.in_flight['individual']['id']} ({self.in_flight['stage']}), "
+                f"epoch {self.in_flight['epoch']} step {partial['step'] if partial else 0}")
 
     def find_resume(self):
         import checkpoint
@@ -215,7 +220,7 @@ class EvolutionRun:
                 return False
         self.in_flight = None
         first_epoch = resume["first_epoch"] if resume else self.epochs_done
-        model, seconds, train_metrics = self.train(task, stop, first_epoch, resume)
+        model, seconds = self.train(task, stop, first_epoch, resume)
         self.epochs_done = first_epoch + task.epochs
         if task.stage == "final":
             self.finish_champion(task, model, seconds)
@@ -225,7 +230,7 @@ class EvolutionRun:
             params, flops = count_parameters(model), count_flops(model, self.data.input_size)
             evicted = self.search.complete(task, model, fitness=fitness, params=params, flops=flops,
                                            epochs=task.epochs, seconds=seconds)
-            self.report_individual(task, evicted, train_metrics)
+            self.report_individual(task, evicted)
         self.save_checkpoint()
         if stop.requested(self.ctx.device):
             raise runtime.Preempted(f"stopped by {stop.signal_name} after individual {task.individual.id}; "
@@ -239,7 +244,7 @@ class EvolutionRun:
         from utils import set_rng_state
 
         individual = Individual.from_dict({**saved["individual"], "state": {}})
-        model = models.build_from_config("cellnet", individual.config)
+        model = models.build_from_config(self.search.model_kind, individual.config)
         model.load_state_dict(saved["model"])
         set_rng_state(saved["rng"])  # after building: construction draws from the global generator
         return Task(saved["stage"], individual, model, saved["epochs"])
@@ -260,13 +265,15 @@ class EvolutionRun:
         return self.full_loader
 
     def train(self, task, stop, first_epoch: int, resume: dict | None):
-        """Train ``task.model`` for ``task.epochs`` epochs of SGDR; (model, seconds, last epoch's metrics)."""
+        """Train ``task.model`` for ``task.epochs`` epochs of SGDR; (the trained model, seconds of training).
+
+        ``resume``: the ``in_flight`` record of a stopped training, which continues where it stopped.
+        """
         import torch
 
         import distributed
         import engine
         from evolution import SGDR
-        from utils import rng_state
 
         args, ctx = self.args, self.ctx
         model = task.model.to(ctx.device)
@@ -281,7 +288,6 @@ class EvolutionRun:
                 ctx.scaler.load_state_dict(resume["scaler"])
             start_epoch, partial, seconds = resume["epoch"], resume["partial"], resume["seconds"]
         started = time.time() - seconds
-        metrics = {}
         for epoch in range(start_epoch, task.epochs):
             if schedule.restarts_at(epoch) and partial is None:
                 optimizer = self.new_optimizer(model)  # a new cycle: the optimizer restarts
@@ -294,22 +300,10 @@ class EvolutionRun:
                 resume_from=partial, batch_transform=self.data.train_transform,
                 step_lr=lambda step, epoch=epoch: schedule.lr(epoch, step))
             partial = None
-            stopping = not metrics["completed"] or (epoch + 1 < task.epochs and stop.requested(ctx.device))
-            if stopping:
-                next_epoch = epoch if not metrics["completed"] else epoch + 1
-                self.in_flight = {
-                    "stage": task.stage, "epochs": task.epochs, "first_epoch": first_epoch, "epoch": next_epoch,
-                    "partial": None if metrics["completed"] else metrics["partial"],
-                    "individual": task.individual.record(), "model": model.state_dict(),
-                    "optimizer": engine.optimizer_state_by_name(optimizer, model),
-                    "scaler": ctx.scaler.state_dict() if ctx.scaler is not None else None,
-                    "rng": rng_state(), "seconds": time.time() - started}
-                self.save_checkpoint()
-                step = metrics["partial"]["step"] if not metrics["completed"] else 0
-                raise runtime.Preempted(
-                    f"stopped by {stop.signal_name} in the training of individual {task.individual.id}, epoch "
-                    f"{next_epoch} step {step}; checkpoint written to {os.path.abspath(self.run_dir)}; resume with "
-                    "the same command plus --resume auto")
+            if not metrics["completed"]:  # stopped mid-epoch
+                self.stop_in_flight(stop, task, model, optimizer, first_epoch, epoch, metrics["partial"], started)
+            if epoch + 1 < task.epochs and stop.requested(ctx.device):  # stopped at the end of an epoch
+                self.stop_in_flight(stop, task, model, optimizer, first_epoch, epoch + 1, None, started)
             distributed.broadcast_buffers(model)
             if not all(torch.isfinite(p).all() for p in model.parameters()):
                 raise engine.NonFiniteLossError(
@@ -319,7 +313,23 @@ class EvolutionRun:
                    "stage": task.stage, "lr_start": schedule.lr(epoch, 0),
                    **{k: v for k, v in metrics.items() if k != "completed"}, "epoch_time": time.time() - epoch_start}
             self.log.log_epoch(row)
-        return model, time.time() - started, metrics
+        return model, time.time() - started
+
+    def stop_in_flight(self, stop, task, model, optimizer, first_epoch: int, epoch: int, partial: dict | None,
+                       started: float) -> None:
+        """Checkpoint the search with this training's state (to continue at ``epoch``, ``partial``), then stop."""
+        import engine
+        from utils import rng_state
+
+        ctx = self.ctx
+        self.in_flight = {"stage": task.stage, "epochs": task.epochs, "first_epoch": first_epoch, "epoch": epoch,
+                          "partial": partial, "individual": task.individual.record(), "model": model.state_dict(),
+                          "optimizer": engine.optimizer_state_by_name(optimizer, model),
+                          "scaler": ctx.scaler.state_dict() if ctx.scaler is not None else None,
+                          "rng": rng_state(), "seconds": time.time() - started}
+        self.save_checkpoint()
+        raise runtime.Preempted(f"stopped by {stop.signal_name} {self.position()}; checkpoint written to "
+                                f"{os.path.abspath(self.run_dir)}; resume with the same command plus --resume auto")
 
     def evaluate(self, model, loader) -> dict:
         import engine
@@ -327,7 +337,7 @@ class EvolutionRun:
         return engine.evaluate(model, loader, self.ctx.device, amp=self.args.amp,
                                batch_transform=self.data.eval_transform)[None]
 
-    def report_individual(self, task, evicted, train_metrics: dict) -> None:
+    def report_individual(self, task, evicted) -> None:
         individual, search = task.individual, self.search
         best = max(ind.fitness for ind in search.lineage)
         origin = ("base network" if individual.parent is None
