@@ -11,7 +11,7 @@
 # nt_iterative and nt_hierarchical run for K > 2 only: for two members they are nt (a test checks it).
 #
 # The budget comes from the environment (defaults: the run in docs/fusion.md, ~25 min on 2 loaded cores):
-#   SEEDS="0 1 2"  KS="2 4"  TRAIN_SUBSET=12000  MEMBER_EPOCHS=4  FINETUNE_EPOCHS=4
+#   SEEDS="0 1 2"  KS="2 4"  TRAIN_SUBSET=6000  MEMBER_EPOCHS=4  FINETUNE_EPOCHS=3
 #   MEMBER_ARGS="--arch mlp --hidden 512,512 --member_lr 0.05 --batch_size 128"
 #   NGPU=0  WORKERS=0  PYTHON (default: the repository's .venv, scripts/env.sh)
 # The paper's budget: FINETUNE_EPOCHS=30 TRAIN_SUBSET=0 MEMBER_EPOCHS=30 (and a GPU: NGPU=1).
@@ -30,9 +30,9 @@ source scripts/env.sh
 OUT="${1:-runs/fusion_fashion}"
 SEEDS="${SEEDS:-0 1 2}"
 KS="${KS:-2 4}"
-TRAIN_SUBSET="${TRAIN_SUBSET:-12000}"
+TRAIN_SUBSET="${TRAIN_SUBSET:-6000}"
 MEMBER_EPOCHS="${MEMBER_EPOCHS:-4}"
-FINETUNE_EPOCHS="${FINETUNE_EPOCHS:-4}"
+FINETUNE_EPOCHS="${FINETUNE_EPOCHS:-3}"
 MEMBER_ARGS="${MEMBER_ARGS:---arch mlp --hidden 512,512 --member_lr 0.05 --batch_size 128}"
 NGPU="${NGPU:-0}"
 WORKERS="${WORKERS:-0}"
