@@ -215,3 +215,25 @@ def test_fuse_py_fuses_mlp_checkpoints_in_a_fresh_process(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert fused_state(tmp_path / "out")["model_kind"] == "mlp"
+
+
+@pytest.mark.parametrize("num_gpus, launcher, device_flags", [("0", "python", ["--ngpu", "0"]),
+                                                              ("1", "python", ["--ngpu", "1"]),
+                                                              ("2", "torchrun", ["--ngpu", "1", "--dist"])])
+def test_nt_script_launches_fuse_py_with_the_scripts_gpu_convention(tmp_path, num_gpus, launcher, device_flags):
+    import shlex
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    environment = {k: v for k, v in os.environ.items() if k not in ("DATA_PATH", "DRY_RUN", "TORCHRUN")}
+    environment.update(PYTHON="python", TORCHRUN="torchrun", DRY_RUN="1")
+    done = subprocess.run([os.path.join(root, "scripts/fusion/nt.sh"), num_gpus, "cifar100", "run1",
+                           "--checkpoints", "a.pth", "b.pth"], cwd=tmp_path, env=environment,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    command = shlex.split(done.stdout.strip())
+    assert command[0] == launcher and command[command.index("fuse.py") + 1:][-len(device_flags):] == device_flags
+    args = fuse.get_args_parser().parse_args(command[command.index("fuse.py") + 1:])
+    assert (args.dataset, args.tag, args.method, args.checkpoints) == ("cifar100", "run1", "nt", ["a.pth", "b.pth"])
+    assert (args.finetune_lr, args.finetune_momentum, args.finetune_epochs, args.batch_size) == (0.01, 0.9, 30, 256)
+    assert args.data_path == "data"
