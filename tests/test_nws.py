@@ -46,6 +46,29 @@ def test_linear_head_uses_exactly_the_nearest_pool_vector(group_size):
     assert torch.equal(layer(x), F.linear(x, expected))
 
 
+def test_training_forwards_keep_using_exactly_the_nearest_vectors_while_weights_move():
+    """The bounded search re-searches only rows that may have moved: it must agree with brute force."""
+    torch.manual_seed(8)
+    layer = NWSConv2d(8, 16, 3, padding=1, group_size=2, pool_size=32)
+    x = torch.randn(1, 8, 4, 4)
+    for step in range(13):
+        with torch.no_grad():  # small steps (most rows keep their bound) and a few large jumps
+            layer.weight.add_(torch.randn_like(layer.weight) * (0.3 if step % 4 == 3 else 0.01))
+        expected = brute_force_weight(layer.weight.detach(), layer.pool, 2)
+        assert torch.equal(layer(x), F.conv2d(x, expected, padding=1)), step
+    # the bounds were in use: rows that kept their bound were not searched again at the last step
+    assert not torch.equal(layer._search.anchor, layer.vectors().detach())
+
+
+def test_scalar_pools_use_the_nearest_entry_and_the_lowest_index_among_equals():
+    from models.nws import nearest_indices
+
+    pool = torch.tensor([[0.5], [-1.0], [0.5], [2.0], [-1.0], [0.0]])
+    values = torch.tensor([[0.5], [0.4], [0.25], [-0.75], [-5.0], [9.0], [1.25], [0.1], [-0.5]])
+    brute = ((values - pool.T).abs()).argmin(1)  # argmin: first of equal minima
+    assert nearest_indices(values, pool).tolist() == brute.tolist() == [0, 0, 0, 1, 1, 3, 0, 5, 1]
+
+
 def test_straight_through_gradient_reaches_the_temporary_weight_and_the_pool_gets_none():
     torch.manual_seed(2)
     layer = NWSConv2d(4, 6, 3, padding=1, group_size=2, pool_size=9)

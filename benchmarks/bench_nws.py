@@ -1,0 +1,167 @@
+"""Neural Weight Search: training step time against plain convolutions, and memory per task.
+
+Step time. The NWS ResNet-18 (frozen pools, as in every incremental task) against the same
+ResNet-18 built from torch's own layers, both trained by SGD (lr 0.01, momentum 0.9) on one
+random CIFAR-sized batch; the NWS loss adds beta * the commitment term. The two live in one
+process and are timed interleaved after warm-up steps (``bench_step.time_interleaved``): the
+ratio is the median over repeats of nws / plain, ``--control`` adds the plain network against a
+copy of itself (A/A: the noise floor). Cases:
+
+    train        NWS training step (bounded search: only rows whose nearest entry may have changed)
+    train-full   the same with a full search of every vector every step
+    eval         evaluation forward (weights rebuilt from the indices once, then plain convolutions)
+
+Memory. For ResNet-18 at --n_emb (gs 1, 5 classes): the indices of one task (count, as int16,
+bit-packed, LZMA-compressed), its BatchNorms, the pools (once), the total after --tasks tasks,
+against storing each task's float weights. The indices compressed are those of a freshly
+initialised network (Kaiming weights against Gaussian pools): LZMA finds little to remove in
+such near-uniform indices, so the packed size is the figure to expect.
+
+    python benchmarks/bench_nws.py --batch-size 128 --repeats 10 --control --out results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from bench_step import Runner, time_interleaved
+from common import add_machine_arguments, machine_info, setup_device, write_json
+
+import torch
+import torch.nn.functional as F
+
+from models.nws import NetworkConfig, build_network, commitment_loss, nearest_indices, nws_layers, search_all
+from utils import parse_list
+from weight_search.protocol import float_weight_bytes
+from weight_search.storage import batchnorm_state, compress_indices, index_bits, state_bytes
+
+CASES = ("train", "train-full", "eval")
+NUM_CLASSES = 5
+BETA = 0.5
+MB = 2**20
+
+
+def network(widths: tuple[int, ...], pool_size: int, nws: bool, device: torch.device):
+    torch.manual_seed(0)
+    return build_network(NetworkConfig("resnet18", NUM_CLASSES, widths, pool_size=pool_size, nws=nws)).to(device)
+
+
+def full_search(vectors: torch.Tensor, pool: torch.Tensor) -> torch.Tensor:
+    return nearest_indices(vectors.detach(), pool)
+
+
+def build_runner(case: str, variant: str, widths, pool_size: int, batch_size: int, device: torch.device) -> Runner:
+    """The step of ``variant`` ("nws" or "plain") in ``case`` on a fixed random batch."""
+    model = network(widths, pool_size, variant == "nws", device)
+    if case == "train-full" and variant == "nws":
+        for layer in nws_layers(model).values():
+            layer._search = full_search  # the bounded search switched off: every vector, every step
+    x = torch.randn(batch_size, 3, 32, 32, device=device)
+    y = torch.randint(NUM_CLASSES, (batch_size,), device=device)
+    label = f"{case} {variant}"
+    if case == "eval":
+        model.eval()
+
+        @torch.no_grad()
+        def step() -> None:
+            model(x)
+
+        return Runner(label, step, x)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step() -> None:
+        loss = F.cross_entropy(model(x), y)
+        if variant == "nws":
+            loss = loss + BETA * commitment_loss(model)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return Runner(label, step, x)
+
+
+def measure(case: str, args, device: torch.device) -> list[dict]:
+    """The nws-vs-plain row of ``case`` and, with ``--control``, its A/A row."""
+    rows = []
+    for first, label in [("nws", case)] + ([("plain", f"{case} A/A")] if args.control else []):
+        runners = [build_runner(case, variant, args.widths, args.n_emb, args.batch_size, device)
+                   for variant in (first, "plain")]
+        timed = time_interleaved(*runners, warmup=args.warmup, repeats=args.repeats, steps=args.steps, device=device)
+        row = {"case": label, "batch_size": args.batch_size, "repeats": args.repeats}
+        row.update({key.replace("template", "nws"): value for key, value in timed.items()})
+        rows.append(row)
+        print(f"{label:15} {row['nws_s']:8.3f} {row['plain_s']:8.3f} {row['ratio']:6.3f} "
+              f"{row['ratio_min']:5.3f}-{row['ratio_max']:5.3f} "
+              + (f"{row['cpu_ratio']:9.3f}" if "cpu_ratio" in row else ""), flush=True)
+        del runners
+    return rows
+
+
+def memory_figures(model, pool_size: int, tasks: int) -> dict:
+    """Bytes of one stored task (indices + BN), the pools, and the totals, for ``model``'s indices."""
+    indices = search_all(model)
+    count = sum(i.numel() for i in indices.values())
+    blob, _, bits = compress_indices(indices, pool_size)
+    batchnorm = state_bytes(batchnorm_state(model))
+    pools = sum(layer.pool.numel() * 4 for layer in nws_layers(model).values())
+    floats = float_weight_bytes(model.nws_config)
+    task = len(blob) + batchnorm
+    figures = {
+        "layers": len(indices), "indices": count, "index_bits": bits,
+        "indices_int16_mb": 2 * count / MB, "indices_packed_mb": bits * count / 8 / MB, "indices_lzma_mb": len(blob) / MB,
+        "batchnorm_mb": batchnorm / MB, "task_mb": task / MB, "pools_mb": pools / MB, "pool_floats": pools // 4,
+        "float_weights_mb": floats["weights"] / MB, "float_task_mb": floats["total"] / MB,
+        "task_over_float_weights": task / floats["weights"], "tasks": tasks,
+        "total_after_tasks_mb": (pools + tasks * task) / MB, "float_total_after_tasks_mb": tasks * floats["total"] / MB,
+    }
+    return figures
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", type=parse_list(str, "--cases"), default=list(CASES),
+                        help=f"what to time, comma-separated, from {', '.join(CASES)} (default: all; '' = memory only)")
+    parser.add_argument("--widths", type=parse_list(int, "--widths"), default=[64, 128, 256, 512],
+                        help="ResNet-18 stage widths (default: 64,128,256,512)")
+    parser.add_argument("--n_emb", type=int, default=512, help="pool vectors per layer (default: 512)")
+    parser.add_argument("--batch-size", type=int, default=128, help="images per step (default: 128)")
+    parser.add_argument("--warmup", type=int, default=3,
+                        help="untimed steps per network first; the bounded search needs 2 (default: 3)")
+    parser.add_argument("--repeats", type=int, default=10, help="timed repeats per network, interleaved (default: 10)")
+    parser.add_argument("--steps", type=int, default=1, help="steps per timed repeat (default: 1)")
+    parser.add_argument("--control", action="store_true", help="also time the plain network against a copy (A/A)")
+    parser.add_argument("--tasks", type=int, default=20, help="tasks for the memory total (default: 20, Split-CIFAR-100)")
+    add_machine_arguments(parser)
+    return parser
+
+
+def main(args: argparse.Namespace) -> dict:
+    device = setup_device(args)
+    unknown = sorted(set(args.cases) - set(CASES))
+    if unknown:
+        raise SystemExit(f"--cases: unknown {', '.join(unknown)}; choose from {', '.join(CASES)}")
+    widths = tuple(args.widths)
+    print(f"ResNet-18 {','.join(map(str, widths))}, batch {args.batch_size}, n_emb {args.n_emb}, "
+          f"{torch.get_num_threads()} threads, {device}")
+    print(f"{'case':15} {'nws s':>8} {'plain s':>8} {'ratio':>6} {'min-max':>11} {'cpu ratio':>9}")
+    results = [row for case in args.cases for row in measure(case, args, device)]
+    memory = memory_figures(network(widths, args.n_emb, True, device), args.n_emb, args.tasks)
+    print(f"\nmemory, ResNet-18 {','.join(map(str, widths))}, n_emb {args.n_emb} ({memory['index_bits']} bits), "
+          f"{memory['layers']} NWS layers, {memory['indices']:,} indices per task:")
+    print(f"  indices: int16 {memory['indices_int16_mb']:.3f} MB, packed {memory['indices_packed_mb']:.3f} MB, "
+          f"+LZMA {memory['indices_lzma_mb']:.3f} MB; BatchNorms {memory['batchnorm_mb']:.3f} MB")
+    print(f"  per task {memory['task_mb']:.3f} MB against {memory['float_weights_mb']:.3f} MB of float weights "
+          f"(1/{1 / memory['task_over_float_weights']:.1f})")
+    print(f"  pools once {memory['pools_mb']:.3f} MB ({memory['pool_floats']:,} floats); after {args.tasks} tasks "
+          f"{memory['total_after_tasks_mb']:.2f} MB against {memory['float_total_after_tasks_mb']:.1f} MB")
+    payload = {"machine": {**machine_info(device), "load_average_at_end": os.getloadavg()},
+               "settings": {k: v for k, v in vars(args).items() if k != "out"}, "results": results,
+               "memory": memory}
+    write_json(args.out, payload)
+    return payload
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
