@@ -33,10 +33,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 
 import flags
 from utils import ConfigError, atomic_write_text, parse_list
@@ -90,42 +92,165 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "fashion_mnist leaves out mixturegrowth_copy to fit 45 minutes)")
     flags.add(parser, "--ngpu", flags.count(min=0), default=0, help="main.py --ngpu (0 = CPU)")
     flags.add(parser, "--workers", flags.count(min=0), default=0, help="main.py --workers")
+    parser.add_argument("--budget", default="epochs", choices=BUDGETS,
+                        help="epochs: every method trains --epochs; flops: every method trains the epochs that make "
+                             "its training FLOPs equal scratch_large's at --epochs (growing methods keep "
+                             "--member_share)")
+    parser.add_argument("--recipe", type=parse_list(str, "--recipe"), default=["paper"],
+                        help="comma-separated, from paper (the reference schedules; on digits / fashion_mnist the "
+                             "short-run recipe) and annealed (main.py --anneal_each_phase: every phase its own "
+                             "cosine to the floor); scratch runs once whatever the recipes")
+    flags.add(parser, "--member_share", flags.numbers(flags.number(low=0.0, low_open=True)), default=[200, 200, 40],
+              help="--budget flops: epoch shares of member 0, member 1 and the grown network (Net2Net: small = "
+                   "both members, widened = grown); the paper's 200:200:40")
+    flags.add(parser, "--recalibrate_bn", flags.count(min=1), default=20,
+              help="main.py --recalibrate_bn for the methods named with +bn (e.g. mixturegrowth_orthogonal+bn)")
     parser.add_argument("--out", default="runs/compare", help="folder of the report (created)")
     return parser
 
 
-def method_flags(method: str, opts: argparse.Namespace) -> list[str]:
-    """The main.py flags that make ``method`` (before the common and pass-through flags)."""
-    g, fraction = opts.member_epochs, opts.member_fraction
-    template = ["--arch", "wrn", "--wide", f"{opts.wide:g}", "--template_size", f"{fraction:g},{fraction:g},1",
-                "--growth_epochs", str(g), "--ensemble_train_epochs", str(g)]
+RECIPES = ("paper", "annealed")
+BUDGETS = ("epochs", "flops")
+GROWING = ("net2net", "random_growth", "mixturegrowth_orthogonal", "mixturegrowth_copy", "mixturegrowth_zero")
+BN_SUFFIX = "+bn"  # a growing method's twin with --recalibrate_bn after its operator
+
+
+@dataclass(frozen=True)
+class Phases:
+    """Epochs of a run: member 0, member 1, grown (Net2Net: small = members, widened = grown; scratch: grown)."""
+
+    member_0: int
+    member_1: int
+    grown: int
+
+    @property
+    def total(self) -> int:
+        return self.member_0 + self.member_1 + self.grown
+
+    def describe(self) -> str:
+        return str(self.grown) if not self.member_0 + self.member_1 else f"{self.member_0}+{self.member_1}+{self.grown}"
+
+
+def base_method(method: str) -> str:
+    return method[: -len(BN_SUFFIX)] if method.endswith(BN_SUFFIX) else method
+
+
+def check_method(method: str) -> None:
+    base = base_method(method)
+    if base not in METHODS or (method != base and base not in GROWING):
+        raise ConfigError(f"--methods: unknown method {method!r}; choose from {', '.join(METHODS)}, or a growing "
+                          f"method with {BN_SUFFIX} ({', '.join(m + BN_SUFFIX for m in GROWING)})")
+
+
+def training_flops_per_image(opts: argparse.Namespace) -> dict[str, float]:
+    """Training FLOPs per image (3 x forward) of each network a method trains, from the built networks."""
+    import data
+    import main
+    import models
+    from compute_flops import count_flops
+
+    size = (3, data.IMAGE_SIZE.get(opts.dataset, 32), data.IMAGE_SIZE.get(opts.dataset, 32))
+    classes = data.NUM_CLASSES.get(opts.dataset, 10)
+    fraction = opts.member_fraction
+
+    def net(*flags):
+        return models.create_model(main.get_args_parser().parse_args(["--depth", str(opts.depth), *flags]), classes)
+
+    template = net("--arch", "wrn", "--wide", f"{opts.wide:g}", "--template_size", f"{fraction:g},{fraction:g},1")
+    member = count_flops(template, size, 0)
+    models.grow(template, main.get_args_parser().parse_args([]))
+    return {name: 3.0 * value for name, value in {
+        "small": count_flops(net("--arch", "normalwrn", "--wide", f"{opts.wide * fraction:g}"), size, None),
+        "large": count_flops(net("--arch", "normalwrn", "--wide", f"{opts.wide:g}"), size, None),
+        "member": member, "grown": count_flops(template, size, None)}.items()}
+
+
+def allocate(method: str, opts: argparse.Namespace, flops: dict[str, float] | None) -> Phases:
+    """The epochs of each phase of ``method`` under ``opts.budget``.
+
+    epochs: every method trains ``--epochs``; growing methods ``g, g, epochs - 2g``.
+    flops: every method trains as many epochs as make its training FLOPs closest to scratch_large's at
+    ``--epochs``; a growing method keeps the phase proportions of ``--member_share``.
+    """
+    base, g = base_method(method), opts.member_epochs
+    if opts.budget == "epochs":
+        return Phases(0, 0, opts.epochs) if base.startswith("scratch") else Phases(g, g, opts.epochs - 2 * g)
+    reference = opts.epochs * flops["large"]
+    if base.startswith("scratch"):
+        per_epoch = flops["small" if base == "scratch_small" else "large"]
+        return Phases(0, 0, max(1, round(reference / per_epoch)))
+    member, grown = (flops["small"], flops["large"]) if base == "net2net" else (flops["member"], flops["grown"])
+    shares = opts.member_share
+    best = None
+    for total in range(3, 100 * opts.epochs):
+        first = max(1, round(total * shares[0] / sum(shares)))
+        second = max(1, round(total * shares[1] / sum(shares)))
+        phases = Phases(first, second, total - first - second)
+        if phases.grown < 1:
+            continue
+        cost = (phases.member_0 + phases.member_1) * member + phases.grown * grown
+        if best is None or abs(cost - reference) < best[0]:
+            best = (abs(cost - reference), phases)
+        if cost > 2 * reference:
+            break
+    return best[1]
+
+
+def method_flags(method: str, opts: argparse.Namespace, phases: Phases) -> list[str]:
+    """The main.py flags that make ``method`` with these phases (before the common and pass-through flags)."""
+    check_method(method)
+    base, fraction = base_method(method), opts.member_fraction
+    sizes = ["--template_size", f"{fraction:g},{fraction:g},1"]
+    template = ["--arch", "wrn", "--wide", f"{opts.wide:g}", *sizes, "--growth_epochs", str(phases.member_0),
+                "--ensemble_train_epochs", str(phases.member_1)]
     plain = ["--arch", "normalwrn", "--growth_epochs", "-1"]
-    if method == "scratch_small":
+    recalibrate = ["--recalibrate_bn", str(opts.recalibrate_bn)] if method.endswith(BN_SUFFIX) else []
+    if base == "scratch_small":
         return plain + ["--wide", f"{opts.wide * fraction:g}"]
-    if method == "scratch_large":
+    if base == "scratch_large":
         return plain + ["--wide", f"{opts.wide:g}"]
-    if method == "net2net":
-        return plain + ["--wide", f"{opts.wide:g}", "--template_size", f"{fraction:g},{fraction:g},1",
-                        "--net2net_epoch", str(2 * g)]
-    if method == "random_growth":
-        return template + ["--coefs_growing", "random_blocks"]
-    if method.startswith("mixturegrowth_"):
-        return template + ["--coefs_growing", method[len("mixturegrowth_"):]]
-    raise ConfigError(f"--methods: unknown method {method!r}; choose from {', '.join(METHODS)}")
+    if base == "net2net":
+        return plain + ["--wide", f"{opts.wide:g}", *sizes, "--net2net_epoch",
+                        str(phases.member_0 + phases.member_1)] + recalibrate
+    if base == "random_growth":
+        return template + ["--coefs_growing", "random_blocks"] + recalibrate
+    return template + ["--coefs_growing", base[len("mixturegrowth_"):]] + recalibrate
 
 
-def growth_epoch(method: str, opts: argparse.Namespace) -> int | None:
-    return None if method.startswith("scratch") else 2 * opts.member_epochs
+def recipe_flags(recipe: str, opts: argparse.Namespace) -> list[str]:
+    """paper: the reference schedules (on the small data sets the short-run recipe); annealed: every
+    phase its own cosine to the floor (main.py --anneal_each_phase)."""
+    base = SHORT_RUN_RECIPE if opts.dataset in PRESETS else []
+    return list(base) if recipe == "paper" else list(base) + ["--anneal_each_phase"]
 
 
-def run_command(method: str, seed: int, opts: argparse.Namespace, extra: list[str]) -> list[str]:
-    common = ["--dataset", opts.dataset, "--depth", str(opts.depth), "--epochs", str(opts.epochs),
+def jobs(opts: argparse.Namespace) -> list[tuple[str, str]]:
+    """(method, recipe) pairs; a scratch network has one phase, so it runs once whatever the recipes ("-")."""
+    pairs = []
+    for method in opts.methods:
+        recipes = ["-"] if method.startswith("scratch") else opts.recipe
+        pairs += [(method, recipe) for recipe in recipes]
+    return pairs
+
+
+def job_name(method: str, recipe: str, opts: argparse.Namespace) -> str:
+    """How a row is named: the method, plus the recipe when several are compared."""
+    return method if recipe == "-" or len(opts.recipe) == 1 else f"{method} ({recipe})"
+
+
+def run_command(method: str, recipe: str, seed: int, opts: argparse.Namespace, phases: Phases,
+                extra: list[str]) -> list[str]:
+    tag = method if recipe == "-" else f"{method}-{recipe}"
+    common = ["--dataset", opts.dataset, "--depth", str(opts.depth), "--epochs", str(phases.total),
               "--ngpu", str(opts.ngpu), "--workers", str(opts.workers), "--manualSeed", str(seed),
-              "--save_path", os.path.join(opts.out, "runs"), "--tag", method,
+              "--save_path", os.path.join(opts.out, "runs"), "--tag", tag,
               "--train_subset", str(opts.train_subset), "--val_split", f"{opts.val_split:g}"]
-    recipe = SHORT_RUN_RECIPE if opts.dataset in PRESETS else []
     data = [opts.data_path] if opts.data_path else []
-    return data + common + method_flags(method, opts) + recipe + list(extra)
+    return data + common + method_flags(method, opts, phases) + recipe_flags(recipe if recipe != "-" else "paper",
+                                                                             opts) + list(extra)
+
+
+RIGHT_AFTER = ("grown at growth", "widened (Net2Net)")
 
 
 def run_one(command: list[str]) -> dict:
@@ -136,24 +261,56 @@ def run_one(command: list[str]) -> dict:
     result = main.main(args)
     seconds = time.time() - started
     final = result["summary"][-1]  # with a validation split: the one test-set evaluation at the end
-    split = final["split"]
     curve_key = "val_top1" if "val_top1" in result["history"][-1] else "test_top1"
-    return {"top1": final["top1"], "params": final["params"], "inference_flops": final["flops"],
-            "train_flops": result["history"][-1]["train_flops_cumulative"], "wall_s": seconds, "split": split,
-            "curve": [row[curve_key] for row in result["history"]], "run_dir": result["run_dir"]}
+    after = [row["top1"] for row in result["summary"] if row["network"].startswith(RIGHT_AFTER)]
+    return {"top1": final["top1"], "split": final["split"], "params": final["params"],
+            "inference_flops": final["flops"], "train_flops": result["history"][-1]["train_flops_cumulative"],
+            "samples_per_epoch": result["history"][0]["train_samples"], "wall_s": seconds,
+            "right_after": after[-1] if after else None,  # with --recalibrate_bn: the recalibrated row
+            "curve": [row[curve_key] for row in result["history"]],
+            "flops_curve": [row["train_flops_cumulative"] for row in result["history"]], "run_dir": result["run_dir"]}
 
 
-def aggregate(runs: list[dict], methods: list[str]) -> list[dict]:
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def paired_difference(runs: list[dict], name: str, baseline: str) -> dict | None:
+    """Mean over seeds of (name - baseline) top-1 on the same seeds, with a two-sided 95% t interval."""
+    from scipy import stats
+
+    mine = {r["seed"]: r["top1"] for r in runs if r["name"] == name}
+    theirs = {r["seed"]: r["top1"] for r in runs if r["name"] == baseline}
+    seeds = sorted(set(mine) & set(theirs))
+    if name == baseline or not seeds:
+        return None
+    differences = [mine[s] - theirs[s] for s in seeds]
+    mean, std = mean_std(differences)
+    half = stats.t.ppf(0.975, len(seeds) - 1) * std / len(seeds) ** 0.5 if len(seeds) > 1 else float("nan")
+    return {"mean": mean, "low": mean - half, "high": mean + half, "seeds": len(seeds)}
+
+
+def aggregate(runs: list[dict], pairs: list[tuple[str, str]], opts: argparse.Namespace,
+              budget_per_image: float) -> list[dict]:
+    """One row per (method, recipe): means over seeds and the paired differences to the baselines."""
+    names = [job_name(method, recipe, opts) for method, recipe in pairs]
     rows = []
-    for method in methods:
-        mine = [r for r in runs if r["method"] == method]
-        top1 = [r["top1"] for r in mine]
+    for (method, recipe), name in zip(pairs, names):
+        mine = [r for r in runs if r["name"] == name]
+        top1_mean, top1_std = mean_std([r["top1"] for r in mine])
+        after = [r["right_after"] for r in mine if r["right_after"] is not None]
+        random_growth = job_name("random_growth", recipe, opts)
         rows.append({
-            "method": method, "seeds": len(mine),
-            "top1_mean": statistics.fmean(top1), "top1_std": statistics.stdev(top1) if len(top1) > 1 else 0.0,
+            "method": name, "recipe": recipe, "seeds": len(mine), "epochs": mine[0]["phases"],
+            "top1_mean": top1_mean, "top1_std": top1_std,
+            "right_after_mean": statistics.fmean(after) if after else None,
             "params": mine[0]["params"], "inference_flops": mine[0]["inference_flops"],
+            "budget_flops": budget_per_image * mine[0]["samples_per_epoch"],
             "train_flops": statistics.fmean(r["train_flops"] for r in mine),
             "wall_s": statistics.fmean(r["wall_s"] for r in mine),
+            "vs_scratch_large": paired_difference(runs, name, "scratch_large"),
+            "vs_random_growth": (paired_difference(runs, name, random_growth)
+                                 if recipe != "-" and random_growth in names else None),
         })
     return rows
 
@@ -165,57 +322,56 @@ def write_csv(path: str, rows: list[dict], columns: list[str]) -> None:
         writer.writerows(rows)
 
 
+def _interval(difference: dict | None) -> str:
+    if difference is None:
+        return ""
+    if math.isnan(difference["low"]):
+        return f"{difference['mean']:+.2f}"
+    return f"{difference['mean']:+.2f} [{difference['low']:+.2f}, {difference['high']:+.2f}]"
+
+
 def markdown(rows: list[dict]) -> str:
     from custom_log import format_markdown_table, humanize
 
-    shown = [{"method": r["method"], "top-1 (%)": f"{r['top1_mean']:.2f} ± {r['top1_std']:.2f}",
-              "seeds": r["seeds"], "params": humanize(r["params"]),
-              "inference FLOPs": humanize(r["inference_flops"]), "training FLOPs": humanize(r["train_flops"]),
+    shown = [{"method": r["method"], "recipe": r["recipe"], "epochs": r["epochs"],
+              "top-1 (%)": f"{r['top1_mean']:.2f} ± {r['top1_std']:.2f}",
+              "right after growth": "" if r["right_after_mean"] is None else f"{r['right_after_mean']:.2f}",
+              "vs scratch_large": _interval(r["vs_scratch_large"]), "vs random_growth": _interval(r["vs_random_growth"]),
+              "seeds": r["seeds"], "params": humanize(r["params"]), "inference FLOPs": humanize(r["inference_flops"]),
+              "training FLOPs (budget / spent)": f"{humanize(r['budget_flops'])} / {humanize(r['train_flops'])}",
               "wall time (s)": f"{r['wall_s']:.0f}"} for r in rows]
     return format_markdown_table(shown)
 
 
-def plot(runs: list[dict], rows: list[dict], methods: list[str], opts: argparse.Namespace) -> list[str]:
+def plot(runs: list[dict], rows: list[dict], opts: argparse.Namespace) -> list[str]:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    split = "validation" if opts.val_split else "test"
     paths = []
-    figure = Figure(figsize=(9, 4.8), dpi=100)
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot(1, 1, 1)
-    for method in methods:
-        curves = [r["curve"] for r in runs if r["method"] == method]
-        mean = [statistics.fmean(values) for values in zip(*curves)]
-        axes.plot(range(len(mean)), mean, marker=".", label=method)
-    marked = {growth_epoch(m, opts) for m in methods} - {None}
-    for epoch in sorted(marked):
-        axes.axvline(epoch - 0.5, color="black", linestyle="--", linewidth=1)
-        axes.text(epoch - 0.5, 0.02, " growth / widening", rotation=90, va="bottom", ha="right", fontsize=8,
-                  transform=axes.get_xaxis_transform())
-    axes.set_xlabel("epoch")
-    axes.set_ylabel(f"{'validation' if opts.val_split else 'test'} top-1 (%), mean over seeds")
-    axes.set_title(f"{opts.dataset}: WRN-{opts.depth}-{opts.wide:g}, seeds {','.join(map(str, opts.seeds))}")
-    axes.grid(True, alpha=0.3)
-    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-    figure.tight_layout()
-    paths.append(os.path.join(opts.out, "accuracy.png"))
-    figure.savefig(paths[-1])
-
-    figure = Figure(figsize=(8, 4.8), dpi=100)
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot(1, 1, 1)
-    for row in rows:
-        axes.errorbar(row["train_flops"], row["top1_mean"], yerr=row["top1_std"], fmt="o", capsize=3,
-                      label=row["method"])
-    axes.set_xscale("log")
-    axes.set_xlabel("total training FLOPs")
-    axes.set_ylabel("final test top-1 (%)")
-    axes.set_title("final accuracy vs training cost (error bars: std over seeds)")
-    axes.grid(True, alpha=0.3)
-    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-    figure.tight_layout()
-    paths.append(os.path.join(opts.out, "accuracy_vs_flops.png"))
-    figure.savefig(paths[-1])
+    for name, x_of, xlabel, log_x in (("accuracy.png", lambda r: list(range(len(r["curve"]))), "epoch", False),
+                                      ("accuracy_vs_flops.png", lambda r: r["flops_curve"],
+                                       "cumulative training FLOPs", True)):
+        figure = Figure(figsize=(9, 4.8), dpi=100)
+        FigureCanvasAgg(figure)
+        axes = figure.add_subplot(1, 1, 1)
+        for row in rows:
+            mine = [r for r in runs if r["name"] == row["method"]]
+            xs = [statistics.fmean(v) for v in zip(*(x_of(r) for r in mine))]
+            ys = [statistics.fmean(v) for v in zip(*(r["curve"] for r in mine))]
+            axes.plot(xs, ys, marker=".", label=row["method"])
+        if log_x:
+            axes.set_xscale("log")
+            axes.axvline(rows[0]["budget_flops"], color="black", linestyle="--", linewidth=1)
+        axes.set_xlabel(xlabel)
+        axes.set_ylabel(f"{split} top-1 (%), mean over seeds")
+        axes.set_title(f"{opts.dataset}: WRN-{opts.depth}-{opts.wide:g}, budget {opts.budget}, "
+                       f"seeds {','.join(map(str, opts.seeds))}")
+        axes.grid(True, alpha=0.3)
+        axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+        figure.tight_layout()
+        paths.append(os.path.join(opts.out, name))
+        figure.savefig(paths[-1])
     return paths
 
 
@@ -231,32 +387,51 @@ def main(argv: list[str] | None = None) -> dict:
     opts, extra = get_args_parser().parse_known_args(argv)
     apply_preset(opts)
     for method in opts.methods:
-        method_flags(method, opts)  # unknown names fail before anything runs
+        check_method(method)  # unknown names fail before anything runs
+    for recipe in opts.recipe:
+        if recipe not in RECIPES:
+            raise ConfigError(f"--recipe: unknown recipe {recipe!r}; choose from {', '.join(RECIPES)}")
+    if opts.budget not in BUDGETS:
+        raise ConfigError(f"--budget must be one of {', '.join(BUDGETS)}, got {opts.budget!r}")
     if opts.epochs <= 2 * opts.member_epochs:
         raise ConfigError(f"--epochs ({opts.epochs}) must exceed 2 x --member_epochs ({opts.member_epochs}): "
                           "the grown network needs at least one epoch")
+    if len(opts.member_share) != 3:
+        raise ConfigError(f"--member_share takes three numbers (member 0, member 1, grown), got {opts.member_share}")
     os.makedirs(opts.out, exist_ok=True)
-    commands = {f"{m}/seed_{s}": run_command(m, s, opts, extra) for m in opts.methods for s in opts.seeds}
+    flops = training_flops_per_image(opts)
+    plans = {(m, r): allocate(m, opts, flops) for m, r in jobs(opts)}
+    commands = {(m, r, s): run_command(m, r, s, opts, plans[(m, r)], extra) for m, r in jobs(opts) for s in opts.seeds}
     config = {"argv": list(sys.argv[1:] if argv is None else argv), "options": vars(opts),
-              "passed_through": extra, "commands": {k: ["main.py", *v] for k, v in commands.items()}}
+              "passed_through": extra, "training_flops_per_image": flops,
+              "commands": {f"{m}/{r}/seed_{s}": ["main.py", *c] for (m, r, s), c in commands.items()}}
     atomic_write_text(os.path.join(opts.out, "config.json"), json.dumps(config, indent=1))
 
     runs = []
-    for method in opts.methods:
+    for method, recipe in jobs(opts):
         for seed in opts.seeds:
-            print(f"compare: {method} seed {seed}", flush=True)
-            runs.append({"method": method, "seed": seed, **run_one(commands[f"{method}/seed_{seed}"])})
-    rows = aggregate(runs, opts.methods)
-    columns = ["method", "seeds", "top1_mean", "top1_std", "params", "inference_flops", "train_flops", "wall_s"]
+            print(f"compare: {method} recipe {recipe} seed {seed} (epochs {plans[(method, recipe)].describe()})",
+                  flush=True)
+            runs.append({"method": method, "recipe": recipe, "seed": seed, "name": job_name(method, recipe, opts),
+                         "phases": plans[(method, recipe)].describe(),
+                         **run_one(commands[(method, recipe, seed)])})
+    rows = aggregate(runs, jobs(opts), opts, opts.epochs * flops["large"])
+    columns = ["method", "recipe", "epochs", "seeds", "top1_mean", "top1_std", "right_after_mean", "params",
+               "inference_flops", "budget_flops", "train_flops", "wall_s"]
     write_csv(os.path.join(opts.out, "results.csv"), rows, columns)
     write_csv(os.path.join(opts.out, "runs.csv"), runs,
-              ["method", "seed", "top1", "params", "inference_flops", "train_flops", "wall_s", "run_dir"])
+              ["method", "recipe", "seed", "phases", "top1", "split", "right_after", "params", "inference_flops",
+               "train_flops", "wall_s", "run_dir"])
     table = markdown(rows)
+    growth = (f"growth before epoch {2 * opts.member_epochs}" if opts.budget == "epochs"
+              else f"epochs per method at scratch_large's training FLOPs for {opts.epochs} epochs, "
+                   f"phase shares {':'.join(f'{v:g}' for v in opts.member_share)}")
     atomic_write_text(os.path.join(opts.out, "results.md"),
                       f"# {opts.dataset}: WRN-{opts.depth}-{opts.wide:g} (small: x{opts.member_fraction:g}), "
-                      f"{opts.epochs} epochs, growth before epoch {2 * opts.member_epochs}, "
-                      f"seeds {','.join(map(str, opts.seeds))}\n\n{table}\n")
-    pngs = plot(runs, rows, opts.methods, opts)
+                      f"budget {opts.budget} ({growth}), recipe {','.join(opts.recipe)}, "
+                      f"seeds {','.join(map(str, opts.seeds))}\n\n{table}\n\n"
+                      "Differences are paired over seeds (same seed, same data order): mean [95% t interval].\n")
+    pngs = plot(runs, rows, opts)
     print(table, flush=True)
     return {"rows": rows, "runs": runs, "out": opts.out, "pngs": pngs}
 

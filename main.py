@@ -161,6 +161,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="restart the lr schedule when member 1 starts")
     g.add_argument("--lr_schedule_as_member_0", action="store_true",
                    help="with --reset_scheduler, member 1's schedule is as long as member 0's")
+    g.add_argument("--anneal_each_phase", action="store_true",
+                   help="not the reference: every phase runs its own cosine to its floor (member 1 restarts from "
+                        "--learning_rate, the grown network runs one cycle from --lr_growing, Net2Net's small "
+                        "network anneals before widening and the widened one runs one cycle from --lr_growing)")
 
     g = parser.add_argument_group("Checkpoints, evaluation and logging")
     runtime.add_run_folder_arguments(g)

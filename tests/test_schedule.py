@@ -266,10 +266,7 @@ def test_one_cycle_after_growth_without_member_1_continues_member_0s_cosine():
 
 
 def _annealed(flags):
-    import argparse
-
-    args = main.get_args_parser().parse_args(flags.split())
-    return argparse.Namespace(**{**vars(args), "anneal_each_phase": True})
+    return main.get_args_parser().parse_args(flags.split() + ["--anneal_each_phase"])
 
 
 def test_anneal_each_phase_gives_every_phase_its_own_cosine_to_the_floor():

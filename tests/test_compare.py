@@ -1,0 +1,79 @@
+"""compare.py at equal training FLOPs, with the paper's and the annealed recipe, and paired statistics."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+import compare
+
+
+def options(*flags):
+    opts, _ = compare.get_args_parser().parse_known_args(["--dataset", "digits", *flags])
+    compare.apply_preset(opts)
+    return opts
+
+
+def planned_cost(method: str, phases: compare.Phases, flops: dict) -> float:
+    if method == "scratch_small":
+        return phases.total * flops["small"]
+    if method == "scratch_large":
+        return phases.total * flops["large"]
+    member, grown = (flops["small"], flops["large"]) if method == "net2net" else (flops["member"], flops["grown"])
+    return (phases.member_0 + phases.member_1) * member + phases.grown * grown
+
+
+def test_flops_budget_gives_every_method_scratch_larges_training_flops():
+    opts = options("--budget", "flops", "--epochs", "10", "--wide", "2")
+    flops = compare.training_flops_per_image(opts)
+    reference = 10 * flops["large"]
+    for method in ("scratch_small", "scratch_large", "net2net", "random_growth", "mixturegrowth_orthogonal"):
+        phases = compare.allocate(method, opts, flops)
+        assert planned_cost(method, phases, flops) == pytest.approx(reference, rel=0.06), method
+    grown = compare.allocate("mixturegrowth_orthogonal", opts, flops)
+    # The paper's 200:200:40: members get far more epochs than the grown network, equally many each.
+    assert grown.member_0 == grown.member_1 and grown.member_0 > 3 * grown.grown
+    assert compare.allocate("scratch_small", opts, flops).total > 3 * 10
+
+
+def test_epochs_budget_keeps_every_method_at_the_same_epochs():
+    opts = options("--epochs", "9", "--member_epochs", "3")
+    assert compare.allocate("scratch_large", opts, None) == compare.Phases(0, 0, 9)
+    assert compare.allocate("mixturegrowth_zero+bn", opts, None) == compare.Phases(3, 3, 3)
+
+
+def test_the_annealed_recipe_anneals_every_phase_and_scratch_runs_once():
+    opts = options("--recipe", "paper,annealed", "--methods", "scratch_large,mixturegrowth_zero+bn")
+    assert compare.jobs(opts) == [("scratch_large", "-"), ("mixturegrowth_zero+bn", "paper"),
+                                  ("mixturegrowth_zero+bn", "annealed")]
+    phases = compare.Phases(3, 3, 3)
+    paper = compare.run_command("mixturegrowth_zero+bn", "paper", 0, opts, phases, [])
+    annealed = compare.run_command("mixturegrowth_zero+bn", "annealed", 0, opts, phases, [])
+    assert "--anneal_each_phase" in annealed and "--anneal_each_phase" not in paper
+    assert annealed[annealed.index("--recalibrate_bn") + 1] == "20"
+
+
+def test_paired_difference_is_the_mean_with_a_95_percent_t_interval():
+    runs = [{"name": "a", "seed": s, "top1": v} for s, v in enumerate((91.0, 92.0, 93.0))]
+    runs += [{"name": "b", "seed": s, "top1": v} for s, v in enumerate((90.0, 90.0, 90.0))]
+    difference = compare.paired_difference(runs, "a", "b")
+    half = 4.302652729911275 * 1.0 / 3 ** 0.5  # t(0.975, 2) x std of (1, 2, 3) / sqrt(3)
+    assert difference["mean"] == pytest.approx(2.0)
+    assert (difference["low"], difference["high"]) == pytest.approx((2.0 - half, 2.0 + half))
+
+
+def test_a_flops_budget_report_names_recipes_right_after_accuracy_and_both_flops(tmp_path):
+    out = tmp_path / "cmp"
+    compare.main(["--dataset", "digits", "--seeds", "0", "--epochs", "3", "--member_epochs", "1", "--depth", "10",
+                  "--wide", "0.5", "--batch_size", "256", "--budget", "flops", "--recipe", "paper,annealed",
+                  "--methods", "scratch_large,mixturegrowth_zero+bn", "--recalibrate_bn", "2", "--out", str(out)])
+    with open(out / "results.csv") as handle:
+        rows = {row["method"]: row for row in csv.DictReader(handle)}
+    assert set(rows) == {"scratch_large", "mixturegrowth_zero+bn (paper)", "mixturegrowth_zero+bn (annealed)"}
+    for name, row in rows.items():
+        assert float(row["train_flops"]) == pytest.approx(float(row["budget_flops"]), rel=0.15), name
+    assert rows["mixturegrowth_zero+bn (paper)"]["right_after_mean"] != ""
+    text = (out / "results.md").read_text()
+    assert "right after growth" in text and "vs scratch_large" in text and "budget flops" in text
+    assert (out / "accuracy_vs_flops.png").stat().st_size > 0
