@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.cellnet import CellNet, cell_input_channels, identity_batchnorm_, parameter_count
+from models.cellnet import CellNet, identity_batchnorm_, parameter_count
 from models.net2net import net2wider, replication, widen_weight, widened_batchnorm_state
 from models.wrn import WideResNet
 from utils import ConfigError
