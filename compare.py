@@ -13,6 +13,9 @@ runs every method over every seed by calling ``main.main`` in this process, then
     config.json                this command's arguments and every run's full main.py command line
     runs/                      the runs' own folders (checkpoints, logs, metrics.jsonl)
 
+Every run is started with ``--resume auto``: running the same command again after a stop reads back
+the runs that finished and continues the one that was interrupted.
+
 Presets: each data set has a default budget (``PRESETS``). ``fashion_mnist`` (the default) is
 sized to finish within 45 minutes on a 2-core CPU and to tell the methods apart: WRN-10-2 /
 WRN-10-1 on a class-balanced 10,000-image subset, 10 epochs, a 10% validation split for the
@@ -240,8 +243,11 @@ def job_name(method: str, recipe: str, opts: argparse.Namespace) -> str:
 
 def run_command(method: str, recipe: str, seed: int, opts: argparse.Namespace, phases: Phases,
                 extra: list[str]) -> list[str]:
-    tag = method if recipe == "-" else f"{method}-{recipe}"
-    common = ["--dataset", opts.dataset, "--depth", str(opts.depth), "--epochs", str(phases.total),
+    tag = method if recipe in ("-", "paper") else f"{method}-{recipe}"
+    # --resume auto: a run this folder already finished is read back (one test evaluation), a run
+    # that was stopped continues from its checkpoint; so a stopped comparison is run again as it was.
+    common = ["--resume", "auto",
+              "--dataset", opts.dataset, "--depth", str(opts.depth), "--epochs", str(phases.total),
               "--ngpu", str(opts.ngpu), "--workers", str(opts.workers), "--manualSeed", str(seed),
               "--save_path", os.path.join(opts.out, "runs"), "--tag", tag,
               "--train_subset", str(opts.train_subset), "--val_split", f"{opts.val_split:g}"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 
 import pytest
 
@@ -63,11 +64,14 @@ def test_paired_difference_is_the_mean_with_a_95_percent_t_interval():
     assert (difference["low"], difference["high"]) == pytest.approx((2.0 - half, 2.0 + half))
 
 
+FLOPS_RUN = ["--dataset", "digits", "--seeds", "0", "--epochs", "3", "--member_epochs", "1", "--depth", "10",
+             "--wide", "0.5", "--batch_size", "256", "--budget", "flops", "--recipe", "paper,annealed",
+             "--methods", "scratch_large,mixturegrowth_zero+bn", "--recalibrate_bn", "2"]
+
+
 def test_a_flops_budget_report_names_recipes_right_after_accuracy_and_both_flops(tmp_path):
     out = tmp_path / "cmp"
-    compare.main(["--dataset", "digits", "--seeds", "0", "--epochs", "3", "--member_epochs", "1", "--depth", "10",
-                  "--wide", "0.5", "--batch_size", "256", "--budget", "flops", "--recipe", "paper,annealed",
-                  "--methods", "scratch_large,mixturegrowth_zero+bn", "--recalibrate_bn", "2", "--out", str(out)])
+    first = compare.main(FLOPS_RUN + ["--out", str(out)])
     with open(out / "results.csv") as handle:
         rows = {row["method"]: row for row in csv.DictReader(handle)}
     assert set(rows) == {"scratch_large", "mixturegrowth_zero+bn (paper)", "mixturegrowth_zero+bn (annealed)"}
@@ -77,3 +81,9 @@ def test_a_flops_budget_report_names_recipes_right_after_accuracy_and_both_flops
     text = (out / "results.md").read_text()
     assert "right after growth" in text and "vs scratch_large" in text and "budget flops" in text
     assert (out / "accuracy_vs_flops.png").stat().st_size > 0
+    # The same command again reads the finished runs back: same results, no epoch trained twice.
+    lines = {r["run_dir"]: len(open(os.path.join(r["run_dir"], "metrics.jsonl")).readlines()) for r in first["runs"]}
+    again = compare.main(FLOPS_RUN + ["--out", str(out)])
+    assert [r["top1"] for r in again["runs"]] == [r["top1"] for r in first["runs"]]
+    assert {r["run_dir"]: len(open(os.path.join(r["run_dir"], "metrics.jsonl")).readlines())
+            for r in again["runs"]} == lines
