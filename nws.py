@@ -65,6 +65,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--lr_milestones", type=parse_list(float, "--lr_milestones"), default=[0.5, 0.8],
                    help="fractions of the epochs, each in (0, 1], where the lr is multiplied by --lr_gamma")
     g.add_argument("--lr_gamma", type=float, default=0.1, help="lr factor at each milestone, in (0, 1]")
+    g.add_argument("--test_every", type=int, default=1,
+                   help="measure the test set (pretrain: the validation split if any) every N epochs while "
+                        "training, N >= 0 (0 = never; every task is measured once stored anyway)")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -149,7 +152,8 @@ def validate_args(args: argparse.Namespace) -> None:
     checks = (("lr", args.lr > 0, "> 0"), ("momentum", 0 <= args.momentum < 1, "in [0, 1)"),
               ("weight_decay", args.weight_decay >= 0, ">= 0"), ("beta", args.beta >= 0, ">= 0"),
               ("lr_gamma", 0 < args.lr_gamma <= 1, "in (0, 1]"), ("gs", args.gs >= 1, ">= 1"),
-              ("n_emb", args.n_emb >= 2, ">= 2 (pool vectors per layer)"), ("wide", args.wide > 0, "> 0"))
+              ("n_emb", args.n_emb >= 2, ">= 2 (pool vectors per layer)"), ("wide", args.wide > 0, "> 0"),
+              ("test_every", args.test_every >= 0, ">= 0"))
     if args.command == "pretrain":
         checks += (("decay", 0 <= args.decay < 1, "in [0, 1)"), ("kmeans_eps", args.kmeans_eps > 0, "> 0"))
     for flag, valid, valid_range in checks:
@@ -260,16 +264,16 @@ def pretrain(args: argparse.Namespace) -> dict:
             train(model, data.train_set, data.val_set if data.val_set is not None else data.test_set, _recipe(args),
                   _loops(args, ctx), seed=args.manualSeed, phase="pretrain", epoch_offset=0, nws=True, stop=stop,
                   start_epoch=start, optimizer_state=resume_state["optimizer"] if resume_state else None,
-                  on_epoch_end=save_checkpoint)
+                  on_epoch_end=save_checkpoint, test_every=args.test_every)
         finally:
             stop.restore()
         learner.remove()
         source = {"dataset": args.dataset, "epochs": args.epochs, "seed": args.manualSeed,
-                  "train_subset": args.train_subset, "test_top1": last.get("test_top1")}
+                  "train_subset": args.train_subset, "top1": last.get("test_top1")}
         if ctx.main_process:
             checkpoint.save_checkpoint(pools_state(model, config, source), os.path.join(run_dir, POOLS_NAME))
         ctx.logger.info(f"pools written to {os.path.join(run_dir, POOLS_NAME)}"
-                        + (f" (source network: test top-1 {last['test_top1']:.2f}%)" if last else " (untrained)"))
+                        + (f" (source network: top-1 {last['test_top1']:.2f}%)" if "test_top1" in last else ""))
         return {"run_dir": run_dir, "pools": os.path.join(run_dir, POOLS_NAME), **source}
     finally:
         ctx.close()
@@ -353,7 +357,7 @@ def run_tasks(args: argparse.Namespace) -> dict:
                 phase = f"task {t}"
                 ctx.logger.info(f"{phase}: {task_data.task.name} ({len(task_data.train)} training images)")
                 train(model, task_data.train, task_data.test, recipe, loops, seed=seed, phase=phase,
-                      epoch_offset=t * args.epochs, nws=nws, stop=stop)
+                      epoch_offset=t * args.epochs, nws=nws, stop=stop, test_every=args.test_every)
                 task_config = config.with_classes(len(task_data.task.classes))
                 extra = {"args": checkpoint.args_to_dict(args), "seed": seed}
                 state = (nws_task_state(model, task_data.task, task_config, pools, extra) if nws
