@@ -14,6 +14,9 @@ Every (case, method) is timed in a fresh process (spawned) and measured for memo
 the members are built, one warm-up fusion of a tiny MLP pays torch-pruning's and POT's
 first-call costs, then ``--repeats`` timed fusions (median reported), or one measured for memory:
 
+    seconds     wall clock per fusion (median)
+    cpu s       this process's CPU time per fusion (median; all its threads): on a shared machine
+                the work itself, where the wall clock also counts waiting for a CPU
     extra MiB   peak resident set during the fusion minus the resident set
                 before it (VmHWM reset through /proc/self/clear_refs; the process runs with
                 MALLOC_MMAP_THRESHOLD_=65536 so that freed tensors leave the resident set);
@@ -87,14 +90,16 @@ def _measure(case: str, method: str, repeats: int, device_name: str, threads: in
     fusion.fuse(method, tiny, torch.randn(2, 12, device=device))  # first-call costs (imports, caches)
     members, example_inputs = build_members(case, device)
     if not memory:
-        seconds = []
+        seconds, cpu_seconds = [], []
         for _ in range(repeats):
             synchronize(device)
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             fusion.fuse(method, members, example_inputs)
             synchronize(device)
             seconds.append(time.perf_counter() - start)
-        return {"seconds": median(seconds), "seconds_min": min(seconds), "repeats": repeats}
+            cpu_seconds.append(time.process_time() - cpu_start)
+        return {"seconds": median(seconds), "seconds_min": min(seconds), "cpu_seconds": median(cpu_seconds),
+                "repeats": repeats}
     if device.type == "cuda":
         before = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -154,7 +159,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> dict:
     device = setup_device(args)
     rows = []
-    print(f"{'case':<10} {'method':<8} {'seconds':>9} {'extra MiB':>10} {'process MiB':>12}  authors")
+    print(f"{'case':<10} {'method':<8} {'seconds':>9} {'cpu s':>8} {'extra MiB':>10} {'process MiB':>12}  authors")
     for case in args.cases.split(","):
         for method in args.methods.split(","):
             if method == "ot" and widest_layer(case) > args.ot_max_width:
@@ -164,7 +169,7 @@ def main(args: argparse.Namespace) -> dict:
             rows.append(row)
             extra = "-" if row["extra_mib"] is None else f"{row['extra_mib']:.0f}"
             process = "-" if row["process_peak_mib"] is None else f"{row['process_peak_mib']:.0f}"
-            print(f"{case:<10} {method:<8} {row['seconds']:>9.3f} {extra:>10} {process:>12}  "
+            print(f"{case:<10} {method:<8} {row['seconds']:>9.3f} {row['cpu_seconds']:>8.3f} {extra:>10} {process:>12}  "
                   f"{AUTHORS.get((case, method), '')}", flush=True)
     payload = {"machine": machine_info(device), "rows": rows}
     write_json(args.out, payload)
