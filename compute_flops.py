@@ -32,7 +32,8 @@ class _FixedMember(nn.Module):
         self.model, self.member_id = model, member_id
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x, self.member_id)
+        # Networks without members (MLP, ResNet-18, ...) take no member id.
+        return self.model(x) if self.member_id is None else self.model(x, self.member_id)
 
 
 def flops_breakdown(model: nn.Module, input_size: tuple[int, int, int],

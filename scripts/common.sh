@@ -36,7 +36,7 @@ MG_SCRIPT="${0#"$MG_ROOT"/}"
 # mg_usage_error MESSAGE: what is wrong, then the usage line, on stderr; exit status 2.
 mg_usage_error() {
     echo "$MG_SCRIPT: error: $1" >&2
-    echo "usage: $MG_SCRIPT <NUM GPUS> <${MG_DATASETS// /|}> <TAG> [EXTRA ARGS for main.py...]" >&2
+    echo "usage: $MG_SCRIPT <NUM GPUS> <${MG_DATASETS// /|}> <TAG> [EXTRA ARGS for ${MG_ENTRY:-main.py}...]" >&2
     exit 2
 }
 
@@ -66,18 +66,18 @@ mg_parse_args() {
     fi
 }
 
-# mg_launch NUM_GPUS MAIN_ARGS...: runs main.py with MAIN_ARGS, on the CPU, on one GPU, or
-# under torchrun with one process per GPU; with DRY_RUN=1 only prints the command.
-mg_launch() {
-    local num_gpus="$1"
-    shift
+# mg_launch_entry ENTRY NUM_GPUS ARGS...: runs ENTRY (main.py, fuse.py, ...) with ARGS, on the
+# CPU, on one GPU, or under torchrun with one process per GPU; with DRY_RUN=1 only prints the command.
+mg_launch_entry() {
+    local entry="$1" num_gpus="$2"
+    shift 2
     local -a command
     if [[ "$num_gpus" -eq 0 ]]; then
-        command=("$PYTHON" main.py "$@" --ngpu 0)
+        command=("$PYTHON" "$entry" "$@" --ngpu 0)
     elif [[ "$num_gpus" -eq 1 ]]; then
-        command=("$PYTHON" main.py "$@" --ngpu 1)
+        command=("$PYTHON" "$entry" "$@" --ngpu 1)
     else
-        command=("${TORCHRUN:-torchrun}" --standalone "--nproc_per_node=$num_gpus" main.py "$@" --ngpu 1 --dist)
+        command=("${TORCHRUN:-torchrun}" --standalone "--nproc_per_node=$num_gpus" "$entry" "$@" --ngpu 1 --dist)
     fi
     if [[ "${DRY_RUN:-0}" == "1" ]]; then
         local quoted
@@ -87,4 +87,9 @@ mg_launch() {
     fi
     cd "$MG_ROOT"
     exec "${command[@]}"
+}
+
+# mg_launch NUM_GPUS MAIN_ARGS...: mg_launch_entry for main.py.
+mg_launch() {
+    mg_launch_entry main.py "$@"
 }

@@ -15,6 +15,7 @@
 set -euo pipefail
 GIVEN_DATA_PATH="${DATA_PATH:-}"  # common.sh defaults DATA_PATH to data/
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
+MG_ENTRY=fuse.py
 mg_parse_args "cifar10 cifar100 fashion_mnist digits" "$@"
 # digits is built in and fashion_mnist has its own default folder: DATA_PATH only when given.
 DATA_ARGS=("$DATA_PATH")
@@ -22,27 +23,6 @@ if [[ -z "$GIVEN_DATA_PATH" && ( "$DATASET" == "digits" || "$DATASET" == "fashio
     DATA_ARGS=()
 fi
 
-# mg_launch starts main.py; fuse.py is started the same way (0: CPU, 1: one GPU, N: torchrun + DDP).
-fusion_launch() {
-    local num_gpus="$1"
-    shift
-    local -a command
-    if [[ "$num_gpus" -eq 0 ]]; then
-        command=("$PYTHON" fuse.py "$@" --ngpu 0)
-    elif [[ "$num_gpus" -eq 1 ]]; then
-        command=("$PYTHON" fuse.py "$@" --ngpu 1)
-    else
-        command=("${TORCHRUN:-torchrun}" --standalone "--nproc_per_node=$num_gpus" fuse.py "$@" --ngpu 1 --dist)
-    fi
-    if [[ "${DRY_RUN:-0}" == "1" ]]; then
-        local quoted
-        printf -v quoted '%q ' "${command[@]}"
-        echo "${quoted% }"
-        return 0
-    fi
-    cd "$MG_ROOT"
-    exec "${command[@]}"
-}
-
-fusion_launch "$NUM_GPUS" "${DATA_ARGS[@]}" --dataset "$DATASET" --tag "$TAG" --method nt --val_split 0.1 \
+# fuse.py is launched like main.py (0: CPU, 1: one GPU, N: torchrun + DDP).
+mg_launch_entry fuse.py "$NUM_GPUS" "${DATA_ARGS[@]}" --dataset "$DATASET" --tag "$TAG" --method nt --val_split 0.1 \
     --batch_size 256 --finetune_epochs 30 --finetune_lr 0.01 --finetune_momentum 0.9 "${@:4}"
