@@ -21,7 +21,7 @@ from .banks import describe_banks
 from .growth import (copy_member_0_to_1, grow, grow_network, is_grown, is_template_model, materialize,
                      scale_member_0_to_1, set_batchnorms, template_banks, template_layers,
                      transplant_member)
-from . import mlp  # noqa: F401  (registers the model kind "mlp")
+from . import cellnet, mlp  # noqa: F401  (register the model kinds "cellnet" and "mlp")
 from .kinds import build_from_config, model_config, register_model_kind
 from .layers import PlainLayers, TemplateConfig, TemplateLayers
 from .resnet18 import ResNet18
