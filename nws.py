@@ -292,17 +292,35 @@ def _stored_prefix(run_dir: str) -> list[int]:
     return stored
 
 
+def _task_pools(args: argparse.Namespace, run_dir: str, config) -> dict:
+    """The pools file a run uses: its own copy once it has one, else ``--pools``; checked to fit ``config``."""
+    from models.nws import build_network
+    from weight_search.pools import POOLS_NAME, install_pools, read_pools
+    from weight_search.storage import pools_digest
+
+    run_pools = os.path.join(run_dir, POOLS_NAME)
+    path = run_pools if os.path.isfile(run_pools) else args.pools
+    if path is None:
+        raise ConfigError(f"--resume auto: {run_dir} has no {POOLS_NAME}; pass --pools PATH")
+    state = read_pools(path)
+    if args.pools and path == run_pools and pools_digest(read_pools(args.pools)["pools"]) != pools_digest(state["pools"]):
+        raise ConfigError(f"--pools {os.path.abspath(args.pools)} differs from the pools this run was started with "
+                          f"({run_pools})")
+    install_pools(build_network(config), state, path)  # the shapes are checked before anything is written
+    return state
+
+
 def run_tasks(args: argparse.Namespace) -> dict:
     """Train every task of the split in order (from the first one not stored), then re-measure them all."""
     import checkpoint
+    import distributed
     import engine
     import utils
-    from models.nws import build_network
-    from weight_search.pools import POOLS_NAME, install_pools, read_pools
+    from weight_search.pools import POOLS_NAME
     from weight_search.protocol import (nws_task_state, new_task_network, plain_task_state, rebuild, task_seed,
                                         train)
     from weight_search.splits import SPLIT_NAMES, load_split
-    from weight_search.storage import pools_digest, read_task, save_task
+    from weight_search.storage import read_task, save_task
 
     ctx = runtime.Context(args)
     try:
@@ -319,27 +337,14 @@ def run_tasks(args: argparse.Namespace) -> dict:
         if stored:
             checkpoint.check_compatible(read_task(run_dir, stored[-1])["args"], checkpoint.args_to_dict(args),
                                         TASK_FIELDS)
-        pools, pools_file = None, None
-        if nws:
-            run_pools = os.path.join(run_dir, POOLS_NAME)
-            pools_file = run_pools if os.path.isfile(run_pools) else args.pools
-            if pools_file is None:
-                raise ConfigError(f"--resume auto: {run_dir} has no {POOLS_NAME}; pass --pools PATH")
-            state = read_pools(pools_file)
-            if args.pools and pools_file == run_pools:
-                given = read_pools(args.pools)
-                if pools_digest(given["pools"]) != pools_digest(state["pools"]):
-                    raise ConfigError(f"--pools {os.path.abspath(args.pools)} differs from the pools this run was "
-                                      f"started with ({run_pools})")
-            probe = build_network(config)
-            install_pools(probe, state, pools_file)  # shapes checked before anything is written
-            pools, pools_source = state["pools"], state
+        pools_state = _task_pools(args, run_dir, config) if nws else None
+        pools = pools_state["pools"] if nws else None
 
         runtime.open_run_folder(args, ctx, run_dir)
         if ctx.main_process:
             _write_args(run_dir, args)
             if nws and not os.path.isfile(os.path.join(run_dir, POOLS_NAME)):
-                checkpoint.save_checkpoint(pools_source, os.path.join(run_dir, POOLS_NAME))
+                checkpoint.save_checkpoint(pools_state, os.path.join(run_dir, POOLS_NAME))
         loops, recipe = _loops(args, ctx), _recipe(args)
         ctx.logger.info(f"{SPLIT_NAMES[args.dataset]}: {num_tasks} tasks, method {args.method}, "
                         f"{config.arch} (gs {config.group_size}, n_emb {config.pool_size}), "
@@ -365,6 +370,7 @@ def run_tasks(args: argparse.Namespace) -> dict:
                 state["right_after"] = loops.evaluate(rebuild(state, ctx.device, pools=pools), task_data.test)
                 if ctx.main_process:
                     save_task(run_dir, t, state)
+                distributed.barrier()  # the next task starts from this file, on every rank
                 ctx.logger.info(f"{phase} stored: top-1 {state['right_after']['top1']:.2f}% (network rebuilt from "
                                 "the stored state)")
         finally:
@@ -401,7 +407,7 @@ def evaluate_run(args: argparse.Namespace, ctx: runtime.Context, run_dir: str, s
     from weight_search.storage import read_task
 
     loops = _loops(args, ctx)
-    states = [read_task(run_dir, t) for t in range(max(tasks) + 1)]
+    states = [read_task(run_dir, t) for t in _stored_prefix(run_dir)]  # the final network is the last one
     method = "nws" if states[0]["kind"] == "nws_task" else states[0]["method"]
     pools = read_pools(os.path.join(run_dir, POOLS_NAME), flag="the run's pools")["pools"] if method == "nws" else None
     final_state = states[-1] if method == "plain_sequential" else None

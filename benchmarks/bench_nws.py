@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from models.nws import NetworkConfig, build_network, commitment_loss, nearest_indices, nws_layers, search_all
 from utils import parse_list
 from weight_search.protocol import float_weight_bytes
-from weight_search.storage import batchnorm_state, compress_indices, index_bits, state_bytes
+from weight_search.storage import batchnorm_state, compress_indices, state_bytes
 
 CASES = ("train", "train-full", "eval")
 NUM_CLASSES = 5

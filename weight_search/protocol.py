@@ -32,7 +32,6 @@ import torch.nn as nn
 import distributed
 import engine
 import runtime
-import utils
 from models.nws import (NetworkConfig, assign_all, build_network, commitment_loss, load_pools, nws_layers,
                         search_all)
 from utils import AverageMeter, ConfigError
