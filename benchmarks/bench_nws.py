@@ -47,8 +47,10 @@ def network(widths: tuple[int, ...], pool_size: int, nws: bool, device: torch.de
     return build_network(NetworkConfig("resnet18", NUM_CLASSES, widths, pool_size=pool_size, nws=nws)).to(device)
 
 
-def full_search(vectors: torch.Tensor, pool: torch.Tensor) -> torch.Tensor:
-    return nearest_indices(vectors.detach(), pool)
+def full_search(vectors: torch.Tensor, pool: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """What ``BoundedSearch`` returns, from a search of every vector."""
+    indices = nearest_indices(vectors.detach(), pool)
+    return indices, pool[indices]
 
 
 def build_runner(case: str, variant: str, widths, pool_size: int, batch_size: int, device: torch.device) -> Runner:

@@ -17,6 +17,7 @@
 # Writes runs/nws_fashion/results.md (per-task and average top-1, mean +- std over seeds, memory).
 set -euo pipefail
 export PYTHONUNBUFFERED=1
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"  # idle OpenMP threads sleep (a shared machine), as in the tests
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 source scripts/env.sh
