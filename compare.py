@@ -17,7 +17,7 @@ Every run is started with ``--resume auto``: running the same command again afte
 the runs that finished and continues the one that was interrupted.
 
 Presets: each data set has a default budget (``PRESETS``). ``fashion_mnist`` (the default) is
-sized to finish within 45 minutes on a 2-core CPU and to tell the methods apart: WRN-10-2 /
+sized for about 45 minutes on an idle 2-core CPU (estimated from epoch times) and to tell the methods apart: WRN-10-2 /
 WRN-10-1 on a class-balanced 10,000-image subset, 10 epochs, a 10% validation split for the
 per-epoch curves and the test set scored once per run at the end. ``digits`` is the fast demo
 budget (every method lands at 97-100% there: too easy to separate them).
