@@ -45,6 +45,21 @@ def test_pretrain_writes_pools_that_differ_from_their_initial_values(pools, tmp_
     assert sum(not torch.equal(initial[name], state["pools"][name]) for name in initial) == len(initial)
 
 
+def test_pretraining_resumed_from_its_epoch_checkpoint_writes_the_same_pools(tmp_path):
+    import shutil
+
+    argv = ["pretrain", "--dataset", "digits", *NETWORK, *COMMON, "--train_subset", "200", "--save_path", tmp_path]
+    assert run(*argv, "--epochs", "2") == 0
+    run_dir = tmp_path / "digits" / "pools" / "seed_5"
+    uninterrupted = torch.load(run_dir / "pools.pth", weights_only=True)["pools"]
+    # As if stopped after the first epoch: only that epoch's checkpoint is left.
+    shutil.move(run_dir / "checkpoint_prev.pth", run_dir / "checkpoint.pth")
+    os.remove(run_dir / "pools.pth")
+    assert run(*argv, "--epochs", "2", "--resume", "auto") == 0
+    resumed = torch.load(run_dir / "pools.pth", weights_only=True)["pools"]
+    assert all(torch.equal(resumed[name], uninterrupted[name]) for name in uninterrupted)
+
+
 def test_pretraining_with_amp_keeps_the_pools_finite(tmp_path):
     assert run("pretrain", "--dataset", "digits", *NETWORK, *COMMON, "--epochs", "1", "--train_subset", "100",
                "--amp", "--save_path", tmp_path) == 0
