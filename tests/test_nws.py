@@ -314,6 +314,17 @@ def test_split_cifar100_missing_files_is_one_sentence(tmp_path):
         load_split("cifar100", str(tmp_path))
 
 
+def test_split_fashion_has_5_tasks_of_2_classes():
+    from weight_search.splits import load_split
+
+    tasks = load_split("fashion_mnist", None, train_subset=10)
+    assert [t.task.classes for t in tasks] == [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]
+    assert tasks[4].task.name == "bag, ankle boot"
+    assert all(len(t.train) == 10 and len(t.test) == 2000 and set(t.test.targets) == {0, 1} for t in tasks)
+    image, label = tasks[2].test[0]
+    assert image.shape == (3, 32, 32) and label in (0, 1)
+
+
 def test_split_digits_pairs_of_classes_and_balanced_subsets():
     from weight_search.splits import load_split
 

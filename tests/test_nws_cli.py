@@ -110,6 +110,24 @@ def test_resume_auto_continues_at_the_first_task_not_stored_and_matches_an_unint
         assert resumed["right_after"] == uninterrupted["right_after"]
 
 
+def test_sigterm_during_a_task_exits_75_keeps_the_stored_tasks_and_resume_finishes_the_run(full_run, pools, tmp_path,
+                                                                                         monkeypatch):
+    import engine
+
+    run_dir, _ = full_run
+    steps = []  # a stop request arrives during task 2 (6 steps per task: 3 batches x 2 epochs)
+    monkeypatch.setattr(engine.StopRequest, "requested", lambda self, device: steps.append(1) or len(steps) > 14)
+    assert run(*TASKS, "--pools", pools, "--save_path", tmp_path) == 75
+    resumed_dir = tmp_path / "digits" / "tasks" / "seed_5"
+    assert sorted(f for f in os.listdir(resumed_dir) if f.startswith("task_")) == ["task_00.pth", "task_01.pth"]
+    monkeypatch.undo()
+    assert run(*TASKS, "--save_path", tmp_path, "--resume", "auto") == 0
+    for t in range(5):
+        resumed = torch.load(resumed_dir / f"task_{t:02d}.pth", weights_only=True)
+        uninterrupted = torch.load(run_dir / f"task_{t:02d}.pth", weights_only=True)
+        assert torch.equal(resumed["indices_lzma"], uninterrupted["indices_lzma"])
+
+
 def test_a_second_run_into_a_folder_with_tasks_needs_resume(full_run, pools, capsys):
     run_dir, _ = full_run
     before = sorted(os.listdir(run_dir))
