@@ -17,8 +17,9 @@ import os
 import sys
 import time
 
+import flags
 import runtime
-from utils import ConfigError, parse_list
+from utils import ConfigError
 
 COMMANDS = ("pretrain", "tasks", "evaluate")
 NETWORK_FIELDS = ("arch", "widths", "depth", "wide", "gs", "n_emb", "plain_head")
@@ -40,34 +41,39 @@ def add_network_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("Network")
     g.add_argument("--arch", default="resnet18", choices=ARCHS,
                    help="resnet18: CIFAR ResNet-18 (stage widths --widths); wrn: Wide-ResNet-<depth>-<wide>")
-    g.add_argument("--widths", type=parse_list(int, "--widths"), default=[64, 128, 256, 512],
-                   help="resnet18: the four stage widths, comma-separated, each >= 1 (channels)")
-    g.add_argument("--depth", type=int, default=16, help="wrn: depth, 6n+4 with n >= 1 (layers)")
-    g.add_argument("--wide", type=float, default=4.0, help="wrn: width factor, > 0 (stage widths 16k, 32k, 64k)")
-    g.add_argument("--gs", type=int, default=1,
-                   help="group size: input-channel slices per pool vector (vectors of gs*k*k numbers); >= 1 and "
-                        "must divide the input channels of every layer but the first")
-    g.add_argument("--n_emb", type=int, default=DEFAULT_POOL_SIZE,
-                   help="pool size: weight vectors per layer's pool, >= 2 (indices take ceil(log2 n_emb) bits)")
+    flags.add(g, "--widths", flags.numbers(flags.count(min=1)),
+              default=[64, 128, 256, 512], help="resnet18: the four stage widths, comma-separated (channels)")
+    flags.add(g, "--depth", flags.count(min=10), default=16,
+              help="wrn: depth, 6n+4 with n >= 1 (layers)")
+    flags.add(g, "--wide", flags.number(low=0.0, low_open=True), default=4.0,
+              help="wrn: width factor (stage widths 16k, 32k, 64k)")
+    flags.add(g, "--gs", flags.count(min=1), default=1,
+              help="group size: input-channel slices per pool vector (vectors of gs*k*k numbers); must divide the "
+                   "input channels of every layer but the first")
+    flags.add(g, "--n_emb", flags.count(min=2), default=DEFAULT_POOL_SIZE,
+              help="pool size: weight vectors per layer's pool (indices take ceil(log2 n_emb) bits)")
     g.add_argument("--plain_head", action="store_true",
                    help="a plain linear classifier stored as floats per task, instead of an NWS 1x1 (the reference)")
 
 
-def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+def add_training_arguments(parser: argparse.ArgumentParser, min_epochs: int) -> None:
     g = parser.add_argument_group("Training")
-    g.add_argument("--epochs", type=int, default=100, help="epochs per task (pretrain: on the source; 0 = untrained pools)")
-    g.add_argument("--lr", type=float, default=0.01, help="SGD learning rate, > 0")
-    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum, in [0, 1)")
-    g.add_argument("--weight_decay", type=float, default=0.0, help="SGD weight decay, >= 0 (the reference names none)")
-    g.add_argument("--beta", type=float, default=0.5,
-                   help="weight of the commitment term sum_layers mean((q - w)^2) in the loss, >= 0 "
-                        "(SPEC: 0.5 Split-CIFAR-100, 0.1 CUB-to-Sketches)")
-    g.add_argument("--lr_milestones", type=parse_list(float, "--lr_milestones"), default=[0.5, 0.8],
-                   help="fractions of the epochs, each in (0, 1], where the lr is multiplied by --lr_gamma")
-    g.add_argument("--lr_gamma", type=float, default=0.1, help="lr factor at each milestone, in (0, 1]")
-    g.add_argument("--test_every", type=int, default=1,
-                   help="measure the test set (pretrain: the validation split if any) every N epochs while "
-                        "training, N >= 0 (0 = never; every task is measured once stored anyway)")
+    flags.add(g, "--epochs", flags.count(min=min_epochs), default=100,
+              help="epochs per task" if min_epochs else "epochs on the source (0 = untrained pools)")
+    flags.add(g, "--lr", flags.number(low=0.0, low_open=True), default=0.01, help="SGD learning rate")
+    flags.add(g, "--momentum", flags.number(low=0.0, high=1.0, high_open=True), default=0.9, help="SGD momentum")
+    flags.add(g, "--weight_decay", flags.number(low=0.0), default=0.0,
+              help="SGD weight decay (the reference names none)")
+    flags.add(g, "--beta", flags.number(low=0.0), default=0.5,
+              help="weight of the commitment term sum_layers mean((q - w)^2) in the loss "
+                   "(SPEC: 0.5 Split-CIFAR-100, 0.1 CUB-to-Sketches)")
+    flags.add(g, "--lr_milestones", flags.numbers(flags.number(low=0.0, low_open=True, high=1.0)),
+              default=[0.5, 0.8], help="fractions of the epochs where the lr is multiplied by --lr_gamma")
+    flags.add(g, "--lr_gamma", flags.number(low=0.0, low_open=True, high=1.0), default=0.1,
+              help="lr factor at each milestone")
+    flags.add(g, "--test_every", flags.count(min=0), default=1,
+              help="measure the test set (pretrain: the validation split if any) every N epochs while training "
+                   "(0 = never; every task is measured once stored anyway)")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -85,13 +91,13 @@ def get_args_parser() -> argparse.ArgumentParser:
         runtime.add_run_arguments(sub)
         if name != "evaluate":
             add_network_arguments(sub)
-            add_training_arguments(sub)
+            add_training_arguments(sub, min_epochs=0 if name == "pretrain" else 1)
         if name == "pretrain":
             g = sub.add_argument_group("Pools (EMA k-means)")
-            g.add_argument("--decay", type=float, default=DEFAULT_DECAY,
-                           help="EMA decay of the k-means counts and sums, in [0, 1)")
-            g.add_argument("--kmeans_eps", type=float, default=DEFAULT_EPS,
-                           help="Laplace smoothing of the k-means counts, > 0")
+            flags.add(g, "--decay", flags.number(low=0.0, high=1.0, high_open=True), default=DEFAULT_DECAY,
+                      help="EMA decay of the k-means counts and sums")
+            flags.add(g, "--kmeans_eps", flags.number(low=0.0, low_open=True), default=DEFAULT_EPS,
+                      help="Laplace smoothing of the k-means counts")
             sub.set_defaults(tag="pools", epochs=30, batch_size=128)
         elif name == "tasks":
             g = sub.add_argument_group("Tasks")
@@ -101,12 +107,13 @@ def get_args_parser() -> argparse.ArgumentParser:
             g.add_argument("--pools", default=None, metavar="PATH",
                            help="pools.pth written by 'nws.py pretrain' (or its run folder); needed by --method nws, "
                                 "copied into the run folder once")
-            g.add_argument("--num_tasks", type=int, default=0,
-                           help="train the first N tasks of the split, 1 <= N <= its number of tasks (0 = all)")
+            flags.add(g, "--num_tasks", flags.count(min=0), default=0,
+                      help="train the first N tasks of the split, N <= its number of tasks (0 = all)")
             sub.set_defaults(tag="tasks", batch_size=32)
         else:
             g = sub.add_argument_group("Evaluation")
-            g.add_argument("--task", type=int, default=-1, help="evaluate only this stored task index (-1 = all)")
+            flags.add(g, "--task", flags.number(int, low=-1), default=-1,
+                      help="evaluate only this stored task index, below the number of stored tasks (-1 = all)")
             sub.set_defaults(tag="tasks")
     return parser
 
@@ -115,16 +122,10 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def validate_args(args: argparse.Namespace) -> None:
-    """Every check that needs no data and no file, before anything is loaded or written."""
-    for flag in ("batch_size", "eval_batch_size"):
-        if getattr(args, flag) < 1:
-            raise ConfigError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
-    if args.workers < 0:
-        raise ConfigError(f"--workers must be 0 or more, got {args.workers}")
-    if args.ngpu < 0:
-        raise ConfigError(f"--ngpu must be 0 (CPU) or more, got {args.ngpu}")
-    if args.train_subset < 0:
-        raise ConfigError(f"--train_subset must be 0 (all) or a number of images, got {args.train_subset}")
+    """The checks the parser cannot make (they need other flags), before anything is loaded or written.
+
+    Every numeric flag's own range is refused while parsing (``flags.add``).
+    """
     if args.command != "pretrain" and args.val_split:
         raise ConfigError(f"nws.py {args.command} trains a fixed number of epochs and selects nothing: "
                           f"--val_split must be 0, got {args.val_split}")
@@ -133,13 +134,11 @@ def validate_args(args: argparse.Namespace) -> None:
 
         check_splittable(args.dataset)
     if args.command == "evaluate":
-        if args.task < -1:
-            raise ConfigError(f"--task must be a stored task index or -1 (all), got {args.task}")
         return
     if args.command == "tasks":
         from weight_search.splits import NUM_TASKS, SPLIT_NAMES
 
-        if not 0 <= args.num_tasks <= NUM_TASKS[args.dataset]:
+        if args.num_tasks > NUM_TASKS[args.dataset]:
             raise ConfigError(f"--num_tasks must be between 1 and the {NUM_TASKS[args.dataset]} tasks of "
                               f"{SPLIT_NAMES[args.dataset]} (0 = all), got {args.num_tasks}")
         if args.method == "nws" and not args.pools and args.resume != "auto":
@@ -147,21 +146,8 @@ def validate_args(args: argparse.Namespace) -> None:
         if args.resume not in ("", "auto"):
             raise ConfigError("nws.py tasks resumes at the task level: use --resume auto (the run folder is chosen "
                               "by --save_path, --dataset, --tag and --manualSeed)")
-    if args.epochs < (0 if args.command == "pretrain" else 1):
-        raise ConfigError(f"--epochs must be at least {0 if args.command == 'pretrain' else 1}, got {args.epochs}")
-    checks = (("lr", args.lr > 0, "> 0"), ("momentum", 0 <= args.momentum < 1, "in [0, 1)"),
-              ("weight_decay", args.weight_decay >= 0, ">= 0"), ("beta", args.beta >= 0, ">= 0"),
-              ("lr_gamma", 0 < args.lr_gamma <= 1, "in (0, 1]"), ("gs", args.gs >= 1, ">= 1"),
-              ("n_emb", args.n_emb >= 2, ">= 2 (pool vectors per layer)"), ("wide", args.wide > 0, "> 0"),
-              ("test_every", args.test_every >= 0, ">= 0"))
-    if args.command == "pretrain":
-        checks += (("decay", 0 <= args.decay < 1, "in [0, 1)"), ("kmeans_eps", args.kmeans_eps > 0, "> 0"))
-    for flag, valid, valid_range in checks:
-        if not valid:
-            raise ConfigError(f"--{flag} must be {valid_range}, got {getattr(args, flag)}")
-    if not args.lr_milestones or not all(0 < m <= 1 for m in args.lr_milestones):
-        raise ConfigError(f"--lr_milestones must list fractions of the epochs in (0, 1], got "
-                          f"{','.join(map(str, args.lr_milestones))}")
+    if not args.lr_milestones:
+        raise ConfigError("--lr_milestones needs at least one fraction of the epochs in (0, 1]")
     if args.arch == "resnet18" and (len(args.widths) != 4 or min(args.widths) < 1):
         raise ConfigError(f"--widths takes four stage widths >= 1, got {','.join(map(str, args.widths))}")
     if args.arch == "wrn" and (args.depth < 10 or (args.depth - 4) % 6):

@@ -155,23 +155,38 @@ def test_the_plain_baselines_store_float_weights_and_the_sequential_one_forgets(
     assert sequential["memory"]["total"] < per_task["memory"]["total"]
 
 
+def exit_status(*argv) -> int:
+    """``nws.cli``'s exit status, also when argparse refuses a flag while parsing (SystemExit)."""
+    try:
+        return run(*argv)
+    except SystemExit as stop:
+        return stop.code
+
+
 @pytest.mark.parametrize("argv, message", [
-    (TASKS + ["--n_emb", "1"], "--n_emb must be >= 2"),
+    (TASKS + ["--n_emb", "1"], "argument --n_emb: must be >= 2, got 1"),
     (TASKS + ["--gs", "3"], "--gs 3 must divide"),
     (TASKS + ["--num_tasks", "6"], "--num_tasks must be between 1 and the 5 tasks"),
-    (["evaluate", "--dataset", "digits", *COMMON, "--task", "9"], None),
+    (["evaluate", "--dataset", "digits", *COMMON, "--task", "9"], "--task 9 is out of range"),
     (TASKS + ["--n_emb", "8"], "does not fit this network"),
     (TASKS + ["--dataset", "imagenet"], "has no task split"),
 ])
 def test_bad_input_exits_2_with_one_sentence_and_writes_nothing(argv, message, pools, full_run, tmp_path, capsys):
-    save_path = tmp_path / "runs"
-    if argv[0] == "evaluate":
-        save_path = full_run[0].parents[2]
-        message = "--task 9 is out of range"
+    save_path = full_run[0].parents[2] if argv[0] == "evaluate" else tmp_path / "runs"
     before = sorted(os.walk(save_path)) if save_path.exists() else None
     pools_flag = ["--pools", pools] if argv[0] == "tasks" else []
-    assert run(*argv, *pools_flag, "--save_path", save_path) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("nws.py: error: ") and message in err and len(err.splitlines()) == 1
+    assert exit_status(*argv, *pools_flag, "--save_path", save_path) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert message in err[-1] and "error: " in err[-1] and "Traceback" not in "\n".join(err)
     after = sorted(os.walk(save_path)) if save_path.exists() else None
     assert after == before
+
+
+def test_every_numeric_flag_states_a_range_refused_while_parsing(capsys):
+    from test_flags import assert_refused_while_parsing, outside_cases, unchecked_numeric_flags
+
+    assert unchecked_numeric_flags("nws.py", nws.get_args_parser) == []
+    cases = [case.values for case in outside_cases({"nws.py": nws.get_args_parser})]
+    assert {flag for _, _, flag, _, _ in cases} >= {"--n_emb", "--gs", "--lr", "--decay", "--task", "--num_tasks"}
+    for cli, command, flag, value, kind in cases:
+        assert_refused_while_parsing(nws.get_args_parser, command, flag, value, kind, capsys)
