@@ -31,10 +31,13 @@ from .wrn import WideResNet, wrn_channels
 # A plain Wide-ResNet (normalwrn, Net2Net's small or widened net, random-block growth) is
 # rebuilt from its widths; the kind name is the one older checkpoints carry.
 register_model_kind("plain_wrn", WideResNet, WideResNet.from_config,
-                    lambda model: None if model.takes_member else model.config())
+                    lambda model: None if model.takes_member or getattr(model, "nws_config", None) is not None
+                    else model.config())
 register_model_kind("resnet18", ResNet18, lambda config: ResNet18(config["num_classes"], widths=tuple(config["widths"]),
                                                                   in_channels=config["in_channels"]),
                     lambda model: model.config() if model.plain else None)
+
+from . import nws  # noqa: E402,F401  (registers the model kinds "nws_resnet18" and "nws_wrn")
 
 TEMPLATE_ARCHS = ("wrn", "wrn_imagenet", "wrn_imagenet_bank")
 PLAIN_ARCHS = ("normalwrn", "normal_wrn_imagenet")

@@ -1,6 +1,5 @@
-"""fuse.py and evolve.py state a checked range for every numeric flag, as main.py and compare.py do
-(issue #16; tests/test_flags.py has the walk and the table). nws.py joins the list once its flags
-use ``flags.add`` (not yet: see the open issue).
+"""fuse.py, evolve.py and nws.py (each subcommand) state a checked range for every numeric flag, as
+main.py and compare.py do (issue #16; tests/test_flags.py has the walk and the table).
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from test_flags import assert_refused_while_parsing, outside_cases, unchecked_nu
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OTHER_CLIS = {f"{name}.py": importlib.import_module(name).get_args_parser
-              for name in ("fuse", "evolve") if os.path.exists(os.path.join(ROOT, f"{name}.py"))}
+              for name in ("fuse", "evolve", "nws") if os.path.exists(os.path.join(ROOT, f"{name}.py"))}
 
 
 @pytest.mark.parametrize("cli", sorted(OTHER_CLIS))
