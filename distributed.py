@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -146,9 +147,23 @@ def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
         dist.broadcast(buffer, src)
 
 
-def cleanup() -> None:
-    if is_dist():
-        dist.destroy_process_group()
+def cleanup(orderly: bool = True) -> None:
+    """Leave the process group.
+
+    ``orderly``: every rank is on its way out together (the run ended, or all of them stop with the
+    same error). They first meet at a barrier, so no rank tears down its connections while another
+    is still reading the last message (a broadcast's tail), which would fail there with a gloo
+    "connection reset" instead of the shared sentence. A rank that fails alone skips the barrier:
+    the others are not coming, and torchrun stops them.
+    """
+    if not is_dist():
+        return
+    if orderly:
+        if dist.get_backend() == "gloo":
+            dist.monitored_barrier(timeout=timedelta(seconds=60))
+        else:
+            dist.barrier()
+    dist.destroy_process_group()
 
 
 def select_device(ngpu: int, local_rank: int) -> torch.device:

@@ -150,7 +150,10 @@ class Context:
         if self.run_lock is not None:
             self.run_lock.release()
             self.run_lock = None
-        distributed.cleanup()
+        # Called from ``finally``: the exception on its way out, if any, says whether every rank leaves
+        # together (a clean end, a ConfigError every rank raises after a broadcast, a preemption).
+        leaving = sys.exc_info()[0]
+        distributed.cleanup(orderly=leaving is None or issubclass(leaving, (ConfigError, Preempted)))
 
 
 def run_directory(args: argparse.Namespace) -> str:

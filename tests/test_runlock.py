@@ -68,16 +68,17 @@ import argparse, sys
 import runtime
 from utils import ConfigError
 
-for folder in sys.argv[1:]:
-    args = argparse.Namespace(ngpu=0, dist=True, amp=False)
-    ctx = runtime.Context(args)
-    try:
-        runtime.open_run_folder(args, ctx, folder)
-        print(f"rank {ctx.dist.rank} holds {ctx.run_lock is not None}", flush=True)
-    except ConfigError as error:
-        print(f"rank {ctx.dist.rank} refused: {error}", flush=True)
-    finally:
-        ctx.close()
+args = argparse.Namespace(ngpu=0, dist=True, amp=False)
+ctx = runtime.Context(args)  # one process group for the whole script: torchrun starts each rank once
+try:
+    for folder in sys.argv[1:]:
+        try:
+            runtime.open_run_folder(args, ctx, folder)
+            print(f"rank {ctx.dist.rank} holds {ctx.run_lock is not None}", flush=True)
+        except ConfigError as error:
+            print(f"rank {ctx.dist.rank} refused: {error}", flush=True)
+finally:
+    ctx.close()
 """
 
 
