@@ -130,7 +130,8 @@ class _Transformed(Dataset):
 # --------------------------------------------------------------------------- CIFAR
 
 
-def _cifar_transforms(dataset: str, cutout: bool) -> tuple[Callable, Callable]:
+def cifar_transforms(dataset: str, cutout: bool) -> tuple[Callable, Callable]:
+    """(train, test) transforms of a CIFAR data set: crop + flip (+ Cutout) and its normalisation."""
     from torchvision import transforms as T
 
     normalize = T.Normalize(CIFAR_MEAN[dataset], CIFAR_STD[dataset])
@@ -168,7 +169,7 @@ def _build_cifar(dataset: str, data_path: str | None, cutout: bool,
 
     root = _cifar_root(dataset, data_path)
     cls = datasets.CIFAR10 if dataset == "cifar10" else datasets.CIFAR100
-    train_tf, test_tf = _cifar_transforms(dataset, cutout)
+    train_tf, test_tf = cifar_transforms(dataset, cutout)
     try:
         if cifar_full:
             return (cls(root, train=True, transform=train_tf, download=False),
@@ -571,7 +572,7 @@ def _eval_view(dataset_name: str, train: Dataset) -> Dataset:
         return train.without_augmentation()
     view = copy.copy(train)
     if dataset_name in _CIFAR_FOLDERS:
-        view.transform = _cifar_transforms(dataset_name, cutout=False)[1]
+        view.transform = cifar_transforms(dataset_name, cutout=False)[1]
     elif dataset_name == "imagenet":
         view.transform = _imagenet_transforms()[1]
     else:

@@ -195,19 +195,9 @@ def networks_from_checkpoint(path: str) -> tuple[list, dict]:
 
 def size_of(network, input_size) -> dict:
     """Parameters and FLOPs per image (``compute_flops``) of a plain network."""
-    import torch.nn as nn
-
     from compute_flops import count_flops, count_parameters
 
-    class WithMemberArgument(nn.Module):  # compute_flops calls model(x, member_id); these take model(x)
-        def __init__(self, inner: nn.Module) -> None:
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, x, member_id=None):
-            return self.inner(x)
-
-    return {"params": count_parameters(network), "flops": count_flops(WithMemberArgument(network), input_size)}
+    return {"params": count_parameters(network), "flops": count_flops(network, input_size)}
 
 
 # --------------------------------------------------------------------------- the run

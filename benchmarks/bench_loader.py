@@ -141,7 +141,7 @@ def main(args: argparse.Namespace) -> dict:
         warnings.filterwarnings("ignore", message=".*pin_memory.*no accelerator")
         print("no accelerator: pin_memory has no effect here")
     # data.py's own builder, reused rather than copied so that the benchmark cannot drift from training
-    train_transform, _ = data._cifar_transforms("cifar10", args.cutout)
+    train_transform, _ = data.cifar_transforms("cifar10", args.cutout)
     dataset = InMemoryCifar(args.images, train_transform)
 
     model_rate = step_images_per_second(args.network, args.case, args.batch_size, args.steps, device)

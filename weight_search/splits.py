@@ -165,7 +165,7 @@ def read_cifar100(data_path: str | None) -> tuple[CifarImages, CifarImages, list
         raise ConfigError("--dataset cifar100 needs DATA_PATH, the folder that contains cifar-100-python/")
     root = os.path.abspath(os.path.expanduser(data_path))
     folder = root if os.path.basename(root.rstrip(os.sep)) == "cifar-100-python" else os.path.join(root, "cifar-100-python")
-    train_tf, test_tf = data._cifar_transforms("cifar100", cutout=False)
+    train_tf, test_tf = data.cifar_transforms("cifar100", cutout=False)
     parts = []
     for name, transform in (("train", train_tf), ("test", test_tf)):
         entry = _read_pickle(os.path.join(folder, name))
