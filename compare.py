@@ -259,22 +259,64 @@ RIGHT_AFTER = ("grown at growth", "widened (Net2Net)")
 
 
 def run_one(command: list[str]) -> dict:
+    """One run's record: read from its folder when that run already finished, else trained (or continued)."""
     import main
 
     args = main.get_args_parser().parse_args(command)
+    finished = read_finished(args)
+    if finished is not None:
+        return record(*finished)
     result = main.main(args)
-    # The run's own epoch times (training + per-epoch evaluation), so a run read back from its folder
-    # reports the time it took then, not the seconds it took to read it back.
-    seconds = sum(row["epoch_time"] for row in result["history"])
-    final = result["summary"][-1]  # with a validation split: the one test-set evaluation at the end
-    curve_key = "val_top1" if "val_top1" in result["history"][-1] else "test_top1"
-    after = [row["top1"] for row in result["summary"] if row["network"].startswith(RIGHT_AFTER)]
+    return record(result["history"], result["summary"], result["run_dir"])
+
+
+# Flags that name where things are, not what a run computes: a finished run still counts when they differ.
+LOCATION_FLAGS = ("save_path", "resume", "data_path")
+
+
+def read_finished(args: argparse.Namespace) -> tuple[list, list, str] | None:
+    """(metrics, summary, run folder) of the finished run ``args`` describes, read from its files.
+
+    None when the folder holds no finished run of exactly these flags (not started, stopped, or made with
+    other flags): then ``main.main`` continues or refuses it as usual. A flag added after the run was made
+    matches when it still has its default. Reading back costs no evaluation, so writing the report again
+    takes seconds.
+    """
+    import checkpoint
+    import main
+    import runtime
+
+    run_dir = runtime.run_directory(args)
+    paths = {name: os.path.join(run_dir, name) for name in ("args.json", "metrics.jsonl", "summary.json")}
+    if not all(os.path.isfile(path) for path in paths.values()):
+        return None
+    with open(paths["args.json"]) as handle:
+        stored = json.load(handle)
+    wanted = json.loads(json.dumps(checkpoint.args_to_dict(args)))
+    defaults = json.loads(json.dumps(checkpoint.args_to_dict(main.get_args_parser().parse_args([]))))
+    if any(stored.get(key, defaults.get(key)) != value for key, value in wanted.items() if key not in LOCATION_FLAGS):
+        return None
+    with open(paths["metrics.jsonl"]) as handle:
+        history = [json.loads(line) for line in handle if line.strip()]
+    if [row["epoch"] for row in history] != list(range(args.epochs)):
+        return None
+    with open(paths["summary.json"]) as handle:
+        return history, json.load(handle), run_dir
+
+
+def record(history: list[dict], summary: list[dict], run_dir: str) -> dict:
+    """What the report needs of one run, from its per-epoch metrics and its summary rows."""
+    final = summary[-1]  # with a validation split: the one test-set evaluation at the end
+    curve_key = "val_top1" if "val_top1" in history[-1] else "test_top1"
+    after = [row["top1"] for row in summary if row["network"].startswith(RIGHT_AFTER)]
     return {"top1": final["top1"], "split": final["split"], "params": final["params"],
-            "inference_flops": final["flops"], "train_flops": result["history"][-1]["train_flops_cumulative"],
-            "samples_per_epoch": result["history"][0]["train_samples"], "wall_s": seconds,
+            "inference_flops": final["flops"], "train_flops": history[-1]["train_flops_cumulative"],
+            "samples_per_epoch": history[0]["train_samples"],
+            # the run's own epoch times (training + per-epoch evaluation), however long ago it ran
+            "wall_s": sum(row["epoch_time"] for row in history),
             "right_after": after[-1] if after else None,  # with --recalibrate_bn: the recalibrated row
-            "curve": [row[curve_key] for row in result["history"]],
-            "flops_curve": [row["train_flops_cumulative"] for row in result["history"]], "run_dir": result["run_dir"]}
+            "curve": [row[curve_key] for row in history],
+            "flops_curve": [row["train_flops_cumulative"] for row in history], "run_dir": run_dir}
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

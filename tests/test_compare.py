@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 
 import pytest
 
 import compare
+import main
 
 
 def options(*flags):
@@ -69,7 +71,7 @@ FLOPS_RUN = ["--dataset", "digits", "--seeds", "0", "--epochs", "3", "--member_e
              "--methods", "scratch_large,mixturegrowth_zero+bn", "--recalibrate_bn", "2"]
 
 
-def test_a_flops_budget_report_names_recipes_right_after_accuracy_and_both_flops(tmp_path):
+def test_a_flops_budget_report_names_recipes_right_after_accuracy_and_both_flops(tmp_path, monkeypatch):
     out = tmp_path / "cmp"
     first = compare.main(FLOPS_RUN + ["--out", str(out)])
     with open(out / "results.csv") as handle:
@@ -83,8 +85,19 @@ def test_a_flops_budget_report_names_recipes_right_after_accuracy_and_both_flops
     assert (out / "accuracy_vs_flops.png").stat().st_size > 0
     # The same command again reads the finished runs back: same results, no epoch trained twice.
     lines = {r["run_dir"]: len(open(os.path.join(r["run_dir"], "metrics.jsonl")).readlines()) for r in first["runs"]}
+    def no_training_or_evaluation(args):
+        raise AssertionError(f"main.main called for a finished run: {args.tag}")
+
+    monkeypatch.setattr(main, "main", no_training_or_evaluation)  # finished runs are read from their files
     again = compare.main(FLOPS_RUN + ["--out", str(out)])
     assert [r["top1"] for r in again["runs"]] == [r["top1"] for r in first["runs"]]
     assert [r["wall_s"] for r in again["runs"]] == [r["wall_s"] for r in first["runs"]]  # the run's time, not the read's
     assert {r["run_dir"]: len(open(os.path.join(r["run_dir"], "metrics.jsonl")).readlines())
             for r in again["runs"]} == lines
+    # A finished run made with other flags is not taken for this command's run.
+    changed = os.path.join(first["runs"][0]["run_dir"], "args.json")
+    stored = json.loads(open(changed).read())
+    stored["decay"] = stored["decay"] * 2
+    open(changed, "w").write(json.dumps(stored))
+    with pytest.raises(AssertionError, match="main.main called"):
+        compare.main(FLOPS_RUN + ["--out", str(out)])
