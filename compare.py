@@ -108,6 +108,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     flags.add(parser, "--recalibrate_bn", flags.count(min=1), default=20,
               help="main.py --recalibrate_bn for the methods named with +bn (e.g. mixturegrowth_orthogonal+bn)")
     parser.add_argument("--out", default="runs/compare", help="folder of the report (created)")
+    parser.add_argument("--report_only", action="store_true",
+                        help="train nothing: write the report from the runs of this command that have finished "
+                             "(e.g. while the comparison still runs elsewhere) and list the ones left out")
     return parser
 
 
@@ -258,11 +261,17 @@ def run_command(method: str, recipe: str, seed: int, opts: argparse.Namespace, p
 RIGHT_AFTER = ("grown at growth", "widened (Net2Net)")
 
 
+def main_args(command: list[str]) -> argparse.Namespace:
+    import main
+
+    return main.get_args_parser().parse_args(command)
+
+
 def run_one(command: list[str]) -> dict:
     """One run's record: read from its folder when that run already finished, else trained (or continued)."""
     import main
 
-    args = main.get_args_parser().parse_args(command)
+    args = main_args(command)
     finished = read_finished(args)
     if finished is not None:
         return record(*finished)
@@ -455,15 +464,26 @@ def main(argv: list[str] | None = None) -> dict:
               "commands": {f"{m}/{r}/seed_{s}": ["main.py", *c] for (m, r, s), c in commands.items()}}
     atomic_write_text(os.path.join(opts.out, "config.json"), json.dumps(config, indent=1))
 
-    runs = []
+    runs, unfinished = [], []
     for method, recipe in jobs(opts):
         for seed in opts.seeds:
-            print(f"compare: {method} recipe {recipe} seed {seed} (epochs {plans[(method, recipe)].describe()})",
-                  flush=True)
-            runs.append({"method": method, "recipe": recipe, "seed": seed, "name": job_name(method, recipe, opts),
-                         "phases": plans[(method, recipe)].describe(),
-                         **run_one(commands[(method, recipe, seed)])})
-    rows = aggregate(runs, jobs(opts), opts, opts.epochs * flops["large"])
+            name = job_name(method, recipe, opts)
+            if opts.report_only:
+                finished = read_finished(main_args(commands[(method, recipe, seed)]))
+                if finished is None:
+                    unfinished.append(f"{name} seed {seed}")
+                    continue
+                result = record(*finished)
+            else:
+                print(f"compare: {method} recipe {recipe} seed {seed} (epochs {plans[(method, recipe)].describe()})",
+                      flush=True)
+                result = run_one(commands[(method, recipe, seed)])
+            runs.append({"method": method, "recipe": recipe, "seed": seed, "name": name,
+                         "phases": plans[(method, recipe)].describe(), **result})
+    if not runs:
+        raise ConfigError(f"--report_only: no run of this command has finished under {os.path.abspath(opts.out)}")
+    reported = [(m, r) for m, r in jobs(opts) if any(run["name"] == job_name(m, r, opts) for run in runs)]
+    rows = aggregate(runs, reported, opts, opts.epochs * flops["large"])
     columns = ["method", "recipe", "epochs", "seeds", "top1_mean", "top1_std", "right_after_mean", "params",
                "inference_flops", "budget_flops", "train_flops", "wall_s"]
     write_csv(os.path.join(opts.out, "results.csv"), rows, columns)
@@ -478,10 +498,13 @@ def main(argv: list[str] | None = None) -> dict:
                       f"# {opts.dataset}: WRN-{opts.depth}-{opts.wide:g} (small: x{opts.member_fraction:g}), "
                       f"budget {opts.budget} ({growth}), recipe {','.join(opts.recipe)}, "
                       f"seeds {','.join(map(str, opts.seeds))}\n\n{table}\n\n"
-                      "Differences are paired over seeds (same seed, same data order): mean [95% t interval].\n")
+                      "Differences are paired over seeds (same seed, same data order): mean [95% t interval].\n"
+                      + (f"\nNot finished, left out (--report_only): {', '.join(unfinished)}.\n" if unfinished else ""))
     pngs = plot(runs, rows, opts)
     print(table, flush=True)
-    return {"rows": rows, "runs": runs, "out": opts.out, "pngs": pngs}
+    if unfinished:
+        print(f"compare: not finished, left out: {', '.join(unfinished)}", flush=True)
+    return {"rows": rows, "runs": runs, "out": opts.out, "pngs": pngs, "unfinished": unfinished}
 
 
 def cli(argv: list[str] | None = None) -> int:

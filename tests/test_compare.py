@@ -94,6 +94,12 @@ def test_a_flops_budget_report_names_recipes_right_after_accuracy_and_both_flops
     assert [r["wall_s"] for r in again["runs"]] == [r["wall_s"] for r in first["runs"]]  # the run's time, not the read's
     assert {r["run_dir"]: len(open(os.path.join(r["run_dir"], "metrics.jsonl")).readlines())
             for r in again["runs"]} == lines
+    # --report_only trains nothing: the finished methods are reported, the others named as left out.
+    partial = compare.main(FLOPS_RUN[:-4] + ["--methods", "scratch_small,scratch_large", "--recipe", "paper",
+                                             "--out", str(out), "--report_only"])
+    assert [row["method"] for row in partial["rows"]] == ["scratch_large"]
+    assert partial["unfinished"] == ["scratch_small seed 0"]
+    assert "left out (--report_only): scratch_small seed 0" in (out / "results.md").read_text()
     # A finished run made with other flags is not taken for this command's run.
     changed = os.path.join(first["runs"][0]["run_dir"], "args.json")
     stored = json.loads(open(changed).read())
@@ -101,3 +107,8 @@ def test_a_flops_budget_report_names_recipes_right_after_accuracy_and_both_flops
     open(changed, "w").write(json.dumps(stored))
     with pytest.raises(AssertionError, match="main.main called"):
         compare.main(FLOPS_RUN + ["--out", str(out)])
+
+
+def test_report_only_without_a_finished_run_is_one_sentence_and_exit_2(tmp_path, capsys):
+    assert compare.cli(FLOPS_RUN + ["--out", str(tmp_path / "empty"), "--report_only"]) == 2
+    assert "--report_only: no run of this command has finished" in capsys.readouterr().err
