@@ -246,8 +246,8 @@ def job_name(method: str, recipe: str, opts: argparse.Namespace) -> str:
 def run_command(method: str, recipe: str, seed: int, opts: argparse.Namespace, phases: Phases,
                 extra: list[str]) -> list[str]:
     tag = method if recipe in ("-", "paper") else f"{method}-{recipe}"
-    # --resume auto: a run this folder already finished is read back (one test evaluation), a run
-    # that was stopped continues from its checkpoint; so a stopped comparison is run again as it was.
+    # --resume auto: a run that was stopped continues from its checkpoint, so a stopped comparison is
+    # run again as it was (a run that finished is read from its files first: run_one / read_finished).
     common = ["--resume", "auto",
               "--dataset", opts.dataset, "--depth", str(opts.depth), "--epochs", str(phases.total),
               "--ngpu", str(opts.ngpu), "--workers", str(opts.workers), "--manualSeed", str(seed),
@@ -261,20 +261,17 @@ def run_command(method: str, recipe: str, seed: int, opts: argparse.Namespace, p
 RIGHT_AFTER = ("grown at growth", "widened (Net2Net)")
 
 
-def main_args(command: list[str]) -> argparse.Namespace:
+def run_one(command: list[str], train: bool = True) -> dict | None:
+    """One run's record: read from its folder when that run already finished, else trained (or continued);
+    None when it has not finished and ``train`` is off (``--report_only``)."""
     import main
 
-    return main.get_args_parser().parse_args(command)
-
-
-def run_one(command: list[str]) -> dict:
-    """One run's record: read from its folder when that run already finished, else trained (or continued)."""
-    import main
-
-    args = main_args(command)
+    args = main.get_args_parser().parse_args(command)
     finished = read_finished(args)
     if finished is not None:
         return record(*finished)
+    if not train:
+        return None
     result = main.main(args)
     return record(result["history"], result["summary"], result["run_dir"])
 
@@ -468,16 +465,13 @@ def main(argv: list[str] | None = None) -> dict:
     for method, recipe in jobs(opts):
         for seed in opts.seeds:
             name = job_name(method, recipe, opts)
-            if opts.report_only:
-                finished = read_finished(main_args(commands[(method, recipe, seed)]))
-                if finished is None:
-                    unfinished.append(f"{name} seed {seed}")
-                    continue
-                result = record(*finished)
-            else:
+            if not opts.report_only:
                 print(f"compare: {method} recipe {recipe} seed {seed} (epochs {plans[(method, recipe)].describe()})",
                       flush=True)
-                result = run_one(commands[(method, recipe, seed)])
+            result = run_one(commands[(method, recipe, seed)], train=not opts.report_only)
+            if result is None:
+                unfinished.append(f"{name} seed {seed}")
+                continue
             runs.append({"method": method, "recipe": recipe, "seed": seed, "name": name,
                          "phases": plans[(method, recipe)].describe(), **result})
     if not runs:
