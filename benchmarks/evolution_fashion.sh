@@ -30,6 +30,7 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 source scripts/env.sh
+source benchmarks/logged_run.sh
 
 OUT="${1:-runs/evolution_fashion_bench}"
 SEEDS="${SEEDS:-0 1 2}"
@@ -54,16 +55,7 @@ COMMON=(--dataset fashion_mnist --train_subset "$TRAIN_SUBSET" --val_split 0.2 -
 run() {
     local name="$1"
     shift
-    local -a command=("$PYTHON" evolve.py "${COMMON[@]}" "$@")
-    printf '%q ' "${command[@]}" >> "$OUT/commands.txt"
-    echo >> "$OUT/commands.txt"
-    local started=$SECONDS
-    if ! "${command[@]}" > "$OUT/logs/$name.log" 2>&1; then
-        echo "evolution_fashion: $name failed; see $OUT/logs/$name.log" >&2
-        tail -3 "$OUT/logs/$name.log" >&2
-        exit 1
-    fi
-    echo "evolution_fashion: $name done in $((SECONDS - started)) s (total $SECONDS s)"
+    logged_run evolution_fashion "$name" "$PYTHON" evolve.py "${COMMON[@]}" "$@"
 }
 
 SECONDS=0

@@ -26,6 +26,7 @@ export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"  # idle threads sleep: a sh
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 source scripts/env.sh
+source benchmarks/logged_run.sh
 
 OUT="${1:-runs/fusion_fashion}"
 SEEDS="${SEEDS:-0 1 2}"
@@ -48,16 +49,7 @@ COMMON=(--dataset fashion_mnist --train_subset "$TRAIN_SUBSET" --val_split 0.1 -
 run() {
     local name="$1"
     shift
-    local -a command=("$PYTHON" fuse.py "${COMMON[@]}" "$@")
-    printf '%q ' "${command[@]}" >> "$OUT/commands.txt"
-    echo >> "$OUT/commands.txt"
-    local started=$SECONDS
-    if ! "${command[@]}" > "$OUT/logs/$name.log" 2>&1; then
-        echo "fusion_fashion: $name failed; see $OUT/logs/$name.log" >&2
-        tail -3 "$OUT/logs/$name.log" >&2
-        exit 1
-    fi
-    echo "fusion_fashion: $name done in $((SECONDS - started)) s (total $SECONDS s)"
+    logged_run fusion_fashion "$name" "$PYTHON" fuse.py "${COMMON[@]}" "$@"
 }
 
 SECONDS=0
