@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
-from utils import ConfigError, seed_worker
+from utils import ConfigError, init_worker
 
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000, "digits": 10, "fashion_mnist": 10}
 IMAGE_SIZE = {"cifar10": 32, "cifar100": 32, "imagenet": 224, "digits": 32, "fashion_mnist": 32}
@@ -758,7 +758,7 @@ def build_train_loader(dataset: Dataset, *, batch_size: int, workers: int, seed:
     # a resumed run restores from the checkpoint and must not consume); the augmentation does not
     # depend on that seed.
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                      pin_memory=pin_memory, drop_last=drop_last, worker_init_fn=seed_worker,
+                      pin_memory=pin_memory, drop_last=drop_last, worker_init_fn=init_worker,
                       persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed))
 
 
@@ -768,5 +768,5 @@ def build_eval_loader(dataset: Dataset, *, batch_size: int, workers: int,
     _check_loader_args(batch_size, workers)
     sampler = ShardSampler(dataset, rank=rank, world_size=world_size)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                      pin_memory=pin_memory, drop_last=False, worker_init_fn=seed_worker,
+                      pin_memory=pin_memory, drop_last=False, worker_init_fn=init_worker,
                       persistent_workers=False)

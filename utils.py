@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 from collections.abc import Callable
 
 import numpy as np
@@ -40,12 +41,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: derive NumPy/Python seeds from torch's per-worker seed.
+def init_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: leave stop signals to the main process, seed NumPy and Python.
 
-    Only for transforms that use NumPy or Python's ``random``: the project's own draw from torch,
-    which the training loader seeds per sample (``data.SeededSamples``).
+    SIGTERM / SIGINT often reach the whole process group (a scheduler preempting a job, ``timeout``,
+    Ctrl-C in a terminal). A worker that died of it would break the main process's orderly stop
+    (finish the step, write the checkpoint, exit 75) with "DataLoader worker exited unexpectedly";
+    so workers ignore them and are shut down by their loader as usual.
+
+    The seeds are derived from torch's per-worker seed, for transforms that use NumPy or Python's
+    ``random``: the project's own draw from torch, which the training loader seeds per sample
+    (``data.SeededSamples``).
     """
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
     worker_seed = torch.initial_seed() % 2**32
     np.random.seed(worker_seed)
     random.seed(worker_seed)

@@ -102,11 +102,12 @@ def test_an_unwritable_save_path_fails_at_start(tmp_path, capsys):
     assert "--save_path" in capsys.readouterr().err
 
 
-def run_main_subprocess(save_path, *extra, prelude=""):
+def run_main_subprocess(save_path, *extra, prelude="", own_process_group=False):
     code = prelude + "\nimport sys, main\nsys.exit(main.cli(sys.argv[1:]))"
     return subprocess.Popen([sys.executable, "-c", code, *TINY_RUN, "--save_path", str(save_path), *extra],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": ROOT})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": ROOT},
+                            start_new_session=own_process_group)
 
 
 def test_sigterm_mid_phase_checkpoints_and_resume_matches_the_uninterrupted_run(full_run, tmp_path):
@@ -124,6 +125,20 @@ def test_sigterm_mid_phase_checkpoints_and_resume_matches_the_uninterrupted_run(
 
     resumed = main.main(tiny_args(tmp_path, "--resume", "auto"))
     assert_same_final_parameters(resumed["run_dir"], reference["run_dir"])
+
+
+def test_sigterm_to_the_whole_process_group_with_loader_workers_still_stops_in_order(tmp_path):
+    # Schedulers, `timeout` and Ctrl-C signal every process of the group, the loader workers too:
+    # they must not die of it and turn the orderly stop into a "worker exited unexpectedly" traceback.
+    process = run_main_subprocess(tmp_path, "--workers", "2", own_process_group=True)
+    for line in process.stdout:
+        if line.startswith("epoch    0 member_0"):
+            os.killpg(process.pid, signal.SIGTERM)
+            break
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == main.EXIT_PREEMPTED, stderr
+    assert "Traceback" not in stderr and "--resume auto" in stderr
+    assert os.path.exists(os.path.join(str(tmp_path), "digits", "e2e", "seed_3", "checkpoint.pth"))
 
 
 def test_a_hard_kill_in_the_middle_of_a_save_loses_nothing(full_run, tmp_path):
