@@ -17,8 +17,8 @@ Every run is started with ``--resume auto``: running the same command again afte
 the runs that finished and continues the one that was interrupted.
 
 Presets: each data set has a default budget (``PRESETS``). ``fashion_mnist`` (the default) is
-sized for about 45 minutes on an idle 2-core CPU (estimated from epoch times) and to tell the methods apart: WRN-10-2 /
-WRN-10-1 on a class-balanced 10,000-image subset, 10 epochs, a 10% validation split for the
+sized for at most 45 minutes on an idle 2-core CPU and to tell the methods apart: WRN-10-2 /
+WRN-10-1 on a class-balanced 8,000-image subset, 10 epochs, a 10% validation split for the
 per-epoch curves and the test set scored once per run at the end. ``digits`` is the fast demo
 budget (every method lands at 97-100% there: too easy to separate them).
 
@@ -50,7 +50,7 @@ METHODS = ("scratch_small", "scratch_large", "net2net", "random_growth",
 
 # Default budget per data set; flags given on the command line override any entry.
 PRESETS = {
-    "fashion_mnist": {"epochs": 10, "member_epochs": 3, "train_subset": 10000, "val_split": 0.1,
+    "fashion_mnist": {"epochs": 10, "member_epochs": 3, "train_subset": 8000, "val_split": 0.1,
                       "methods": [m for m in METHODS if m != "mixturegrowth_copy"]},
     "digits": {"epochs": 15, "member_epochs": 5, "train_subset": 0, "val_split": 0.0, "methods": list(METHODS)},
 }
@@ -80,7 +80,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    "(default: the preset, fashion_mnist 3)")
     flags.add(parser, "--train_subset", flags.count(min=0), default=None,
               help="main.py --train_subset: class-balanced training images, 0 = all "
-                   "(default: the preset, fashion_mnist 10000)")
+                   "(default: the preset, fashion_mnist 8000)")
     flags.add(parser, "--val_split", flags.number(low=0.0, high=1.0, high_open=True), default=None,
               help="main.py --val_split: per-epoch curves on this held-out fraction, the test set "
                    "once at the end (default: the preset, fashion_mnist 0.1)")
