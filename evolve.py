@@ -120,20 +120,13 @@ def cli(argv: list[str] | None = None) -> int:
 
 def main(args: argparse.Namespace) -> dict:
     """Run (or continue) the search ``args`` describes; returns the final report."""
-    import engine
-
     validate_args(args)
-    ctx = runtime.Context(args)
-    stop = engine.StopRequest()
-    try:
+    with runtime.session(args) as (ctx, stop):
         run = EvolutionRun(args, ctx)
         stop.install()
         while run.step(stop):
             pass
         return run.report()
-    finally:
-        stop.restore()
-        ctx.close()
 
 
 class EvolutionRun:

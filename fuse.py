@@ -130,18 +130,11 @@ def cli(argv: list[str] | None = None) -> int:
 
 def main(args: argparse.Namespace) -> dict:
     """Run (or continue) the fusion ``args`` describes; returns the summary rows and the run folder."""
-    import engine
-
     validate_args(args)
-    ctx = runtime.Context(args)
-    stop = engine.StopRequest()
-    try:
+    with runtime.session(args) as (ctx, stop):
         run = FusionRun(args, ctx)
         stop.install()
         return run.execute(stop)
-    finally:
-        stop.restore()
-        ctx.close()
 
 
 # --------------------------------------------------------------------------- networks

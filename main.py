@@ -347,14 +347,11 @@ def run_training(args: argparse.Namespace, plan=None) -> dict:
     ``plan`` defaults to ``schedule.build_plan(args)``; a caller may pass a plan it changed (e.g.
     with an operator of its own at some epoch).
     """
-    import engine
     from schedule import build_plan
 
     # Everything wrong with the command line fails in build_plan, before anything is written.
     plan = build_plan(args) if plan is None else plan
-    ctx = Context(args)
-    stop = engine.StopRequest()
-    try:
+    with runtime.session(args) as (ctx, stop):
         run = TrainingRun(args, plan, ctx)
         stop.install()
         for epoch in range(run.start_epoch, len(plan)):
@@ -365,9 +362,6 @@ def run_training(args: argparse.Namespace, plan=None) -> dict:
             run.train_epoch(entry, stop)
             run.end_epoch(entry)
         return run.finish()
-    finally:
-        stop.restore()
-        ctx.close()
 
 
 class TrainingRun:

@@ -3,7 +3,8 @@
 - ``new_parser`` and the ``add_*_arguments`` groups: the same flags, names and defaults in
   every CLI (data set, run folder, hardware);
 - ``cli``: parse, run, and turn expected failures into one sentence and an exit status;
-- ``Context``: the device, this process's rank, the logger;
+- ``Context``: the device, this process's rank, the logger; ``session``: a Context and its stop
+  request for the length of a run;
 - ``run_directory`` / ``open_run_folder``: ``<save_path>/<dataset>/<tag>/seed_<seed>``;
 - ``load_data``: training, validation and test data with their loaders;
 - ``wrap_for_training``: the network as the training step calls it (members, compile, DDP).
@@ -12,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import os
 import random
@@ -154,6 +156,25 @@ class Context:
         # together (a clean end, a ConfigError every rank raises after a broadcast, a preemption).
         leaving = sys.exc_info()[0]
         distributed.cleanup(orderly=leaving is None or issubclass(leaving, (ConfigError, Preempted)))
+
+
+@contextlib.contextmanager
+def session(args: argparse.Namespace):
+    """``with session(args) as (ctx, stop):`` the run's Context and a StopRequest for SIGTERM / SIGINT.
+
+    The caller installs ``stop`` once it has something to checkpoint (before that a signal stops the
+    process as usual). On the way out, whatever happened, the signal handlers are restored and the
+    context closed (which releases the run folder's lock and leaves the process group).
+    """
+    import engine
+
+    ctx = Context(args)
+    stop = engine.StopRequest()
+    try:
+        yield ctx, stop
+    finally:
+        stop.restore()
+        ctx.close()
 
 
 def run_directory(args: argparse.Namespace) -> str:
