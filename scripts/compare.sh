@@ -5,8 +5,8 @@
 # accuracy_vs_flops.png and config.json into --out (default runs/compare).
 #
 #   usage: scripts/compare.sh [compare.py flags] [main.py flags passed to every run]
-#   e.g.   scripts/compare.sh          # fashion_mnist preset: WRN-10-2 vs WRN-10-1, 8k images, 10 epochs,
-#                                       # seeds 0,1,2, six methods (CPU, under 45 minutes)
+#   e.g.   scripts/compare.sh          # fashion_mnist preset: WRN-10-2 vs WRN-10-1, 10k images, 10 epochs,
+#                                       # seeds 0,1,2, five methods (CPU, about 40 minutes)
 #          scripts/compare.sh --dataset digits --seeds 0      # the digits (fast, but every method ~99%)
 #          scripts/compare.sh --seeds 0 --epochs 9 --member_epochs 3 --out runs/compare_quick
 #          scripts/compare.sh --dataset cifar100 --data_path data --ngpu 1 --workers 4 --depth 28 --wide 10 \
