@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import threading
 from collections.abc import Callable
 
 import numpy as np
@@ -41,20 +42,32 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _stop_only_when_the_main_process_says(parent: int) -> None:
+    stops = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stops)  # inherited by the thread below
+
+    def wait() -> None:
+        while True:
+            if signal.sigwaitinfo(stops).si_pid == parent:
+                os._exit(0)
+
+    threading.Thread(target=wait, name="stop-signals", daemon=True).start()
+
+
 def init_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: leave stop signals to the main process, seed NumPy and Python.
+    """DataLoader ``worker_init_fn``: stop signals only from the main process; seed NumPy and Python.
 
     SIGTERM / SIGINT often reach the whole process group (a scheduler preempting a job, ``timeout``,
     Ctrl-C in a terminal). A worker that died of it would break the main process's orderly stop
-    (finish the step, write the checkpoint, exit 75) with "DataLoader worker exited unexpectedly";
-    so workers ignore them and are shut down by their loader as usual.
+    (finish the step, write the checkpoint, exit 75) with "DataLoader worker exited unexpectedly".
+    So a worker blocks both and a thread of its own waits for them: one sent by the main process
+    (its loader shutting it down, or multiprocessing at exit) ends the worker, any other is ignored.
 
     The seeds are derived from torch's per-worker seed, for transforms that use NumPy or Python's
     ``random``: the project's own draw from torch, which the training loader seeds per sample
     (``data.SeededSamples``).
     """
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, signal.SIG_IGN)
+    _stop_only_when_the_main_process_says(os.getppid())
     worker_seed = torch.initial_seed() % 2**32
     np.random.seed(worker_seed)
     random.seed(worker_seed)

@@ -141,6 +141,21 @@ def test_sigterm_to_the_whole_process_group_with_loader_workers_still_stops_in_o
     assert os.path.exists(os.path.join(str(tmp_path), "digits", "e2e", "seed_3", "checkpoint.pth"))
 
 
+def test_a_crash_with_loader_workers_alive_still_exits():
+    # Workers ignore stop signals from others, but must still end when the main process exits
+    # without shutting its loader down (an uncaught exception keeps the iterator alive until exit).
+    code = ("import torch, utils\n"
+            "data = torch.utils.data.TensorDataset(torch.arange(64.0))\n"
+            "loader = torch.utils.data.DataLoader(data, batch_size=8, num_workers=2, persistent_workers=True,\n"
+            "                                     worker_init_fn=utils.init_worker)\n"
+            "batches = iter(loader)\n"
+            "next(batches)\n"
+            "raise RuntimeError('a bug')\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": ROOT})
+    assert done.returncode == 1 and "a bug" in done.stderr
+
+
 def test_a_hard_kill_in_the_middle_of_a_save_loses_nothing(full_run, tmp_path):
     _, reference = full_run
     # The 8th checkpoint write dies half-way through, as under SIGKILL or a power cut.
