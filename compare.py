@@ -43,6 +43,7 @@ import sys
 from dataclasses import dataclass
 
 import flags
+import runtime
 from utils import ConfigError, atomic_write_text, parse_list
 
 METHODS = ("scratch_small", "scratch_large", "net2net", "random_growth",
@@ -470,7 +471,12 @@ def main(argv: list[str] | None = None) -> dict:
             if not opts.report_only:
                 print(f"compare: {method} recipe {recipe} seed {seed} (epochs {plans[(method, recipe)].describe()})",
                       flush=True)
-            result = run_one(commands[(method, recipe, seed)], train=not opts.report_only)
+            try:
+                result = run_one(commands[(method, recipe, seed)], train=not opts.report_only)
+            except runtime.Preempted:
+                raise runtime.Preempted(f"stopped by a signal during {name} seed {seed}, its checkpoint written; "
+                                        "run the same compare.py command again to continue (the finished runs "
+                                        "are read back, this one resumes)") from None
             if result is None:
                 unfinished.append(f"{name} seed {seed}")
                 continue
@@ -504,12 +510,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    try:
-        main(argv)
-    except ConfigError as error:
-        print(f"compare.py: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return runtime.exit_status("compare.py", lambda: main(argv))
 
 
 if __name__ == "__main__":

@@ -100,11 +100,16 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 def cli(prog: str, get_args_parser, main, argv: list[str] | None = None) -> int:
     """``python <prog>``: parse, run ``main(args)``, map expected failures to one line and an exit status."""
+    args = get_args_parser().parse_args(argv)
+    return exit_status(prog, lambda: main(args))
+
+
+def exit_status(prog: str, call) -> int:
+    """Run ``call()``; a bad command line, a non-finite loss or a stop by signal become one line and a status."""
     from engine import NonFiniteLossError
 
-    args = get_args_parser().parse_args(argv)
     try:
-        main(args)
+        call()
     except ConfigError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return EXIT_USAGE

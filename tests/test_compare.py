@@ -5,11 +5,15 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
+import subprocess
+import sys
 
 import pytest
 
 import compare
 import main
+from conftest import ROOT
 
 
 def options(*flags):
@@ -112,3 +116,19 @@ def test_a_flops_budget_report_names_recipes_right_after_accuracy_and_both_flops
 def test_report_only_without_a_finished_run_is_one_sentence_and_exit_2(tmp_path, capsys):
     assert compare.cli(FLOPS_RUN + ["--out", str(tmp_path / "empty"), "--report_only"]) == 2
     assert "--report_only: no run of this command has finished" in capsys.readouterr().err
+
+
+def test_a_signal_to_the_comparison_stops_it_in_one_sentence_with_exit_75(tmp_path):
+    # Ctrl-C or a scheduler's SIGTERM reaches compare.py and its loader workers: the running run
+    # checkpoints, and compare.py says how to continue instead of printing a traceback.
+    command = [sys.executable, "compare.py", *FLOPS_RUN, "--workers", "1", "--out", str(tmp_path / "cmp")]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+    for line in process.stdout:
+        if line.startswith("epoch    0"):
+            os.killpg(process.pid, signal.SIGTERM)
+            break
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == main.EXIT_PREEMPTED, stderr
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith("compare.py: stopped by a signal during scratch_large seed 0")
