@@ -49,6 +49,10 @@ check() {  # check SECONDS NAME COMMAND...: runs it, logs to OUT/NAME.log, recor
   "$PYTHON" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())"
 } > "$OUT/machine.txt" 2>&1
 cat "$OUT/machine.txt"
+if ! "$PYTHON" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+    echo "gpu_check.sh: torch sees no CUDA device here; run it on a machine with a GPU" >&2
+    exit 2
+fi
 check 120 amp_fp16        "$PYTHON" main.py "${TINY[@]}" --tag amp --ngpu 1 --amp
 check 120 channels_last   "$PYTHON" main.py "${TINY[@]}" --tag channels_last --ngpu 1 --channels_last
 check 180 compile         "$PYTHON" main.py "${TINY[@]}" --tag compile --ngpu 1 --compile
