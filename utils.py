@@ -43,6 +43,8 @@ def seed_everything(seed: int) -> None:
 
 
 def _stop_only_when_the_main_process_says(parent: int) -> None:
+    if not hasattr(signal, "sigwaitinfo"):  # macOS, Windows: workers keep the default behaviour
+        return
     stops = {signal.SIGTERM, signal.SIGINT}
     signal.pthread_sigmask(signal.SIG_BLOCK, stops)  # inherited by the thread below
 
