@@ -1,4 +1,5 @@
 import os
+import signal
 import sys
 
 # Idle OpenMP threads sleep instead of spinning: on a 2-core machine shared with other
@@ -44,3 +45,13 @@ def full_run(tmp_path_factory):
 
     args = tiny_args(tmp_path_factory.mktemp("full"))
     return args, main.main(args)
+
+
+def sigterm_group_at(process, line_prefix: str) -> str:
+    """Read ``process``'s stdout until a line starts with ``line_prefix``, then SIGTERM its whole
+    process group (it must have been started with ``start_new_session=True``); returns its stderr."""
+    for line in process.stdout:
+        if line.startswith(line_prefix):
+            os.killpg(process.pid, signal.SIGTERM)
+            break
+    return process.communicate(timeout=300)[1]

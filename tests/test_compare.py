@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import signal
 import subprocess
 import sys
 
@@ -13,7 +12,7 @@ import pytest
 
 import compare
 import main
-from conftest import ROOT
+from conftest import ROOT, sigterm_group_at
 
 
 def options(*flags):
@@ -124,11 +123,7 @@ def test_a_signal_to_the_comparison_stops_it_in_one_sentence_with_exit_75(tmp_pa
     command = [sys.executable, "compare.py", *FLOPS_RUN, "--workers", "1", "--out", str(tmp_path / "cmp")]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
-    for line in process.stdout:
-        if line.startswith("epoch    0"):
-            os.killpg(process.pid, signal.SIGTERM)
-            break
-    _, stderr = process.communicate(timeout=300)
+    stderr = sigterm_group_at(process, "epoch    0")
     assert process.returncode == main.EXIT_PREEMPTED, stderr
     assert "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1].startswith("compare.py: stopped by a signal during scratch_large seed 0")

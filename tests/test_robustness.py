@@ -11,7 +11,7 @@ import torch
 import checkpoint
 import engine
 import main
-from conftest import ROOT, TINY_RUN, tiny_args
+from conftest import ROOT, TINY_RUN, sigterm_group_at, tiny_args
 
 
 def final_state(run_dir):
@@ -131,11 +131,7 @@ def test_sigterm_to_the_whole_process_group_with_loader_workers_still_stops_in_o
     # Schedulers, `timeout` and Ctrl-C signal every process of the group, the loader workers too:
     # they must not die of it and turn the orderly stop into a "worker exited unexpectedly" traceback.
     process = run_main_subprocess(tmp_path, "--workers", "2", own_process_group=True)
-    for line in process.stdout:
-        if line.startswith("epoch    0 member_0"):
-            os.killpg(process.pid, signal.SIGTERM)
-            break
-    _, stderr = process.communicate(timeout=300)
+    stderr = sigterm_group_at(process, "epoch    0 member_0")
     assert process.returncode == main.EXIT_PREEMPTED, stderr
     assert "Traceback" not in stderr and "--resume auto" in stderr
     assert os.path.exists(os.path.join(str(tmp_path), "digits", "e2e", "seed_3", "checkpoint.pth"))
