@@ -1,34 +1,51 @@
-"""The comparison report: scratch baselines, Net2Net, random-block growth and MixtureGrowth, same budget.
+"""The comparison report: which way of building the large network from trained parameters works.
 
-``python compare.py [--dataset fashion_mnist] [--seeds 0,1,2] [--epochs 10 --member_epochs 3] [MAIN.PY FLAGS...]``
-runs every method over every seed by calling ``main.main`` in this process, then writes into
-``--out``:
+``python compare.py [--dataset fashion_mnist] [--seeds 0,1,2] [--epochs 9 --member_epochs 3] [MAIN.PY FLAGS...]``
+runs every method over every seed by calling ``main.main`` in this process, then writes into ``--out``:
 
-    results.md / results.csv   one row per method: final test top-1 mean ± std over the seeds,
-                               parameters and inference FLOPs of the final network, total training
-                               FLOPs and wall time (both means over the seeds)
+    results.md / results.csv   one row per method: test top-1 mean ± std over the seeds, the learning
+                               rate each seed used, accuracy right after growth (raw and with BatchNorm
+                               re-estimated), paired differences, parameters, inference and training FLOPs
+    grid.csv                   --recipe fair: every method's validation top-1 at every learning rate
     runs.csv                   one row per (method, seed)
-    accuracy.png               test top-1 vs epoch, mean over the seeds, growth points marked
-    accuracy_vs_flops.png      final top-1 vs total training FLOPs (error bars: std over seeds)
+    accuracy.png               validation top-1 vs epoch, mean over the seeds
+    accuracy_vs_flops.png      the same against cumulative training FLOPs, the budget marked
     config.json                this command's arguments and every run's full main.py command line
     runs/                      the runs' own folders (checkpoints, logs, metrics.jsonl)
 
-Every run is started with ``--resume auto``: running the same command again after a stop reads back
-the runs that finished and continues the one that was interrupted.
+The fair protocol (``--recipe fair``, the default) is what a reviewer of a growth paper asks for:
 
-Presets: each data set has a default budget (``PRESETS``). ``fashion_mnist`` (the default) is
-sized for at most 45 minutes on an idle 2-core CPU and to tell the methods apart: WRN-10-2 /
-WRN-10-1 on a class-balanced 10,000-image subset, 10 epochs, a 10% validation split for the
-per-epoch curves and the test set scored once per run at the end. ``digits`` is the fast demo
-budget (every method lands at 97-100% there: too easy to separate them).
+- Shared members. For each seed, members 0 and 1 are trained once (``main.py --members_only``, every
+  phase annealed) and every method that grows them (MixtureGrowth orthogonal / copy / zero, random
+  growth) starts its grown phase from the same two member files (``--resume_member_0/1``). Method
+  differences are paired differences of the grown phase alone. Net2Net widens the plain small network
+  trained for the same member epochs with the same seed. The members' ensemble (averaged logits) is a row.
+- Each method's learning rate chosen on validation. Every growing method runs its grown phase once per
+  peak lr of ``--grown_lr_grid`` (one annealed cosine each), the scratch networks once per lr of
+  ``--scratch_lr_grid``; per seed, the lr with the best final validation top-1 is kept, and the test set
+  is read once, for that run only (``main.py --skip_final_test`` for the others).
+- Right after growth, every growing method reports the raw accuracy and the accuracy with BatchNorm
+  statistics re-estimated on a copy (``main.py --probe_bn``); training goes on from the raw network.
+
+The other recipes give every method its own members and one fixed schedule (the test set read at the
+end of every run): ``short`` (the short-run recipe of the small data sets), ``annealed`` (short, every
+phase annealed) and ``paper`` (main.py's defaults: the published schedules, e.g. ``--lr_growing 1e-4``).
+
+Every run is started with ``--resume auto``: running the same command again after a stop reads back the
+runs that finished (shared members included) and continues the one that was interrupted.
+
+Presets (``--preset``, default: the data set's): ``fashion_mnist`` is sized for about an hour on an idle
+2-core CPU and to tell the methods apart (WRN-10-2 / WRN-10-1, a class-balanced 10,000-image subset,
+9 epochs, a 10% validation split); ``fashion_mnist_converged`` is the regime where each network is
+trained until its validation accuracy stops improving (all 60,000 images, 30 epochs: a GPU's work);
+``digits`` is the fast demo budget (every method lands at 97-100% there: too easy to separate them).
 
 Budget: every method trains ``--epochs`` epochs. The growing methods train member 0 for
 ``--member_epochs`` (g), member 1 for g more and the grown network for the rest; Net2Net trains the
-small plain network for 2g epochs and widens before epoch 2g, so every growth happens at the same
-epoch. Width: ``--wide`` is the large network, ``--wide x --member_fraction`` the small one.
-Unknown flags go to every run's ``main.py`` after the runner's own, so they override them
-(e.g. the paper's ``--epochs 440``-style schedules on CIFAR: ``--dataset cifar100 --epochs 440
---member_epochs 200 --ngpu 1 --lr_growing 1e-4 ...``).
+small plain network for 2g epochs and widens before epoch 2g. ``--budget flops`` instead gives every
+method the epochs that cost scratch_large's training FLOPs at ``--epochs``. Width: ``--wide`` is the
+large network, ``--wide x --member_fraction`` the small one. Unknown flags go to every run's
+``main.py`` after the runner's own, so they override them.
 """
 
 from __future__ import annotations
@@ -46,81 +63,112 @@ import flags
 import runtime
 from utils import ConfigError, atomic_write_text, parse_list
 
-METHODS = ("scratch_small", "scratch_large", "net2net", "random_growth",
+METHODS = ("scratch_small", "scratch_large", "ensemble", "net2net", "random_growth",
            "mixturegrowth_orthogonal", "mixturegrowth_copy", "mixturegrowth_zero")
+GROWING = ("net2net", "random_growth", "mixturegrowth_orthogonal", "mixturegrowth_copy", "mixturegrowth_zero")
+FROM_MEMBERS = ("random_growth", "mixturegrowth_orthogonal", "mixturegrowth_copy", "mixturegrowth_zero")
+RECIPES = ("fair", "short", "annealed", "paper")
+BUDGETS = ("epochs", "flops")
+BN_SUFFIX = "+bn"  # a growing method's twin that trains on from the BN-recalibrated network (--recalibrate_bn)
 
-# Default budget per data set; flags given on the command line override any entry.
+FAIR_METHODS = ["scratch_small", "scratch_large", "ensemble", "net2net", "random_growth", "mixturegrowth_orthogonal"]
+# Default budget per preset; flags given on the command line override any entry.
 PRESETS = {
-    "fashion_mnist": {"epochs": 10, "member_epochs": 3, "train_subset": 10000, "val_split": 0.1,
-                      "methods": ["scratch_small", "scratch_large", "net2net", "random_growth",
-                                  "mixturegrowth_orthogonal"]},
-    "digits": {"epochs": 15, "member_epochs": 5, "train_subset": 0, "val_split": 0.0, "methods": list(METHODS)},
+    "fashion_mnist": {"dataset": "fashion_mnist", "epochs": 9, "member_epochs": 3, "train_subset": 10000,
+                      "val_split": 0.1, "depth": 10, "wide": 2, "methods": FAIR_METHODS,
+                      "grown_lr_grid": [1e-3, 1e-2, 5e-2], "scratch_lr_grid": [0.05, 0.1]},
+    "fashion_mnist_converged": {"dataset": "fashion_mnist", "epochs": 30, "member_epochs": 12, "train_subset": 0,
+                                "val_split": 0.1, "depth": 10, "wide": 2, "methods": FAIR_METHODS,
+                                "grown_lr_grid": [1e-3, 1e-2, 5e-2], "scratch_lr_grid": [0.05, 0.1]},
+    "digits": {"dataset": "digits", "epochs": 15, "member_epochs": 5, "train_subset": 0, "val_split": 0.2,
+               "depth": 10, "wide": 2, "methods": list(METHODS),
+               "grown_lr_grid": [1e-3, 1e-2, 5e-2], "scratch_lr_grid": [0.05, 0.1]},
 }
-GENERIC_PRESET = {"epochs": 15, "member_epochs": 5, "train_subset": 0, "val_split": 0.0, "methods": list(METHODS)}
+GENERIC_PRESET = {"epochs": 15, "member_epochs": 5, "train_subset": 0, "val_split": 0.1, "depth": 10, "wide": 2,
+                  "methods": list(METHODS), "grown_lr_grid": [1e-4, 1e-3, 1e-2, 5e-2],
+                  "scratch_lr_grid": [0.05, 0.1, 0.2]}
+SMALL_DATA = ("digits", "fashion_mnist")  # the data sets the short-run recipe is for
 
-# A short-run recipe (the one tests/conftest.py's TINY_RUN uses): no warm-up, one post-growth
-# cycle at a usable lr, member 0 unweighted. Applied to the small data sets (digits, fashion_mnist).
+# The short-run recipe (the one tests/conftest.py's TINY_RUN uses): no warm-up, one post-growth
+# cycle at a usable lr, member 0 unweighted. The base of the fair protocol on the small data sets too.
 SHORT_RUN_RECIPE = ["--reset_scheduler", "--reset_lr_scheduler_growing", "none", "--cosine_lr_warmup", "0",
-                 "--lr_growing", "0.05", "--lr_warmup_growing", "0", "--member_0_loss_weight", "1",
-                 "--batch_size", "64"]
+                    "--lr_growing", "0.05", "--lr_warmup_growing", "0", "--member_0_loss_weight", "1",
+                    "--batch_size", "64"]
 
 
 def get_args_parser() -> argparse.ArgumentParser:
+    import data
+
     parser = argparse.ArgumentParser(
-        description="Run scratch-small, scratch-large, Net2Net, random growth and MixtureGrowth "
-                    "(orthogonal, copy, zero) with one budget and write a comparison report. "
-                    "Unrecognised flags are passed to every main.py run.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
-    parser.add_argument("--dataset", default="fashion_mnist", help="main.py --dataset")
-    parser.add_argument("--data_path", default=None, help="main.py DATA_PATH (not needed for digits)")
-    flags.add(parser, "--seeds", flags.numbers(flags.count(min=0)), default=[0, 1, 2],
-              help="seeds, comma-separated; every method runs once per seed")
-    flags.add(parser, "--epochs", flags.count(min=1), default=None,
-              help="total epochs of every method (default: the data set's preset, fashion_mnist 10)")
-    flags.add(parser, "--member_epochs", flags.count(min=1), default=None,
-              help="epochs of each member (g); growth / Net2Net widening before epoch 2g "
-                   "(default: the preset, fashion_mnist 3)")
-    flags.add(parser, "--train_subset", flags.count(min=0), default=None,
-              help="main.py --train_subset: class-balanced training images, 0 = all "
-                   "(default: the preset, fashion_mnist 10000)")
-    flags.add(parser, "--val_split", flags.number(low=0.0, high=1.0, high_open=True), default=None,
-              help="main.py --val_split: per-epoch curves on this held-out fraction, the test set "
-                   "once at the end (default: the preset, fashion_mnist 0.1)")
-    flags.add(parser, "--depth", flags.count(min=1), default=10, help="Wide-ResNet depth")
-    flags.add(parser, "--wide", flags.number(low=0.0, low_open=True), default=2,
-              help="width factor of the LARGE network")
-    flags.add(parser, "--member_fraction", flags.number(low=0.0, high=1.0, low_open=True, high_open=True),
-              default=0.5, help="width of the small network / a member as a fraction of --wide")
-    parser.add_argument("--methods", type=parse_list(str, "--methods"), default=None,
-                        help=f"methods to run, comma-separated, from {','.join(METHODS)} (default: the preset; "
-                             "fashion_mnist runs five, without mixturegrowth_copy and mixturegrowth_zero, "
-                             "to fit 45 minutes)")
-    flags.add(parser, "--ngpu", flags.count(min=0), default=0, help="main.py --ngpu (0 = CPU)")
-    flags.add(parser, "--workers", flags.count(min=0), default=0, help="main.py --workers")
-    parser.add_argument("--budget", default="epochs", choices=BUDGETS,
-                        help="epochs: every method trains --epochs; flops: every method trains the epochs that make "
-                             "its training FLOPs equal scratch_large's at --epochs (growing methods keep "
-                             "--member_share)")
-    parser.add_argument("--recipe", type=parse_list(str, "--recipe"), default=["paper"],
-                        help="comma-separated, from paper (the reference schedules; on digits / fashion_mnist the "
-                             "short-run recipe) and annealed (main.py --anneal_each_phase: every phase its own "
-                             "cosine to the floor); scratch runs once whatever the recipes")
-    flags.add(parser, "--member_share", flags.numbers(flags.number(low=0.0, low_open=True)), default=[200, 200, 40],
+        description="Build the large network from trained parameters every way the toolkit knows (scratch small "
+                    "and large, the members' ensemble, Net2Net, random growth, MixtureGrowth) at one budget, each "
+                    "method with its learning rate chosen on the validation split, and write a comparison report. "
+                    "Unrecognised flags are passed to every main.py run.", allow_abbrev=False)
+    g = parser.add_argument_group("What to compare")
+    g.add_argument("--preset", default=None, choices=tuple(PRESETS),
+                   help="budget, sizes and methods (default: the preset named like --dataset, if any); "
+                        "flags given on the command line override its entries")
+    g.add_argument("--dataset", default=None, choices=data.DATASETS,
+                   help="main.py --dataset (default: the preset's, else fashion_mnist)")
+    g.add_argument("--data_path", default=None, help="main.py DATA_PATH (not needed for digits or Debian's "
+                                                     "Fashion-MNIST)")
+    g.add_argument("--methods", type=parse_list(str, "--methods"), default=None,
+                   help=f"comma-separated, from: {','.join(METHODS)}; a growing method with {BN_SUFFIX} "
+                             "trains on from BN-recalibrated statistics (default: the preset's; fashion_mnist: "
+                        f"{','.join(FAIR_METHODS)})")
+    g.add_argument("--recipe", type=parse_list(str, "--recipe"), default=["fair"],
+                   help="comma-separated, from: fair (shared members, each method's lr chosen on validation, "
+                        "the test set read once), short (each method its own members, the short-run recipe of "
+                        "the small data sets), annealed (short with every phase annealed), paper (main.py's "
+                        "defaults: the published schedules); default: fair")
+    flags.add(g, "--seeds", flags.numbers(flags.count(min=0)), default=[0, 1, 2],
+              help="seeds, comma-separated; every method runs once per seed (default: 0,1,2)")
+
+    g = parser.add_argument_group("Budget and sizes")
+    g.add_argument("--budget", default="epochs", choices=BUDGETS,
+                   help="epochs: every method trains --epochs; flops: every method trains the epochs that make "
+                        "its training FLOPs equal scratch_large's at --epochs (default: epochs)")
+    flags.add(g, "--epochs", flags.count(min=1), default=None,
+              help="total epochs of every method (default: the preset's; fashion_mnist: 9)")
+    flags.add(g, "--member_epochs", flags.count(min=1), default=None,
+              help="epochs of each member (g); growth / Net2Net widening before epoch 2g (default: the "
+                   "preset's; fashion_mnist: 3)")
+    flags.add(g, "--member_share", flags.numbers(flags.number(low=0.0, low_open=True)), default=[200, 200, 40],
               help="--budget flops: epoch shares of member 0, member 1 and the grown network (Net2Net: small = "
-                   "both members, widened = grown); the paper's 200:200:40")
-    flags.add(parser, "--recalibrate_bn", flags.count(min=1), default=20,
-              help="main.py --recalibrate_bn for the methods named with +bn (e.g. mixturegrowth_orthogonal+bn)")
-    parser.add_argument("--out", default="runs/compare", help="folder of the report (created)")
-    parser.add_argument("--report_only", action="store_true",
-                        help="train nothing: write the report from the runs of this command that have finished "
-                             "(e.g. while the comparison still runs elsewhere) and list the ones left out")
+                   "both members, widened = grown) (default: 200,200,40, the paper's)")
+    flags.add(g, "--train_subset", flags.count(min=0), default=None,
+              help="main.py --train_subset: class-balanced training images, 0 = all (default: the preset's; "
+                   "fashion_mnist: 10000)")
+    flags.add(g, "--val_split", flags.number(low=0.0, high=1.0, high_open=True), default=None,
+              help="main.py --val_split: the fraction held out for curves and for choosing learning rates "
+                   "(default: the preset's; fashion_mnist: 0.1)")
+    flags.add(g, "--depth", flags.count(min=1), default=None, help="Wide-ResNet depth (default: the preset's, 10)")
+    flags.add(g, "--wide", flags.number(low=0.0, low_open=True), default=None,
+              help="width factor of the LARGE network (default: the preset's, 2)")
+    flags.add(g, "--member_fraction", flags.number(low=0.0, high=1.0, low_open=True, high_open=True),
+              default=0.5, help="width of the small network / a member as a fraction of --wide (default: 0.5)")
+
+    g = parser.add_argument_group("Learning rates (--recipe fair)")
+    flags.add(g, "--grown_lr_grid", flags.numbers(flags.number(low=0.0, low_open=True)), default=None,
+              help="peak lrs of every growing method's grown phase, one annealed cosine each; per seed the one "
+                   "with the best validation top-1 is kept (default: the preset's; fashion_mnist: 0.001,0.01,0.05)")
+    flags.add(g, "--scratch_lr_grid", flags.numbers(flags.number(low=0.0, low_open=True)), default=None,
+              help="peak lrs of the scratch networks, chosen the same way (default: the preset's; "
+                   "fashion_mnist: 0.05,0.1)")
+    flags.add(g, "--probe_bn", flags.count(min=0), default=20,
+              help="right after growth also report the accuracy with BatchNorm statistics re-estimated from "
+                   "this many training batches, on a copy (main.py --probe_bn; default: 20; 0 = off)")
+    flags.add(g, "--recalibrate_bn", flags.count(min=1), default=20,
+              help="main.py --recalibrate_bn for the methods named with +bn (default: 20)")
+
+    g = parser.add_argument_group("Where it runs and what it writes")
+    flags.add(g, "--ngpu", flags.count(min=0), default=0, help="main.py --ngpu (default: 0, the CPU)")
+    flags.add(g, "--workers", flags.count(min=0), default=0, help="main.py --workers (default: 0)")
+    g.add_argument("--out", default="runs/compare", help="folder of the report (default: runs/compare)")
+    g.add_argument("--report_only", action="store_true",
+                   help="train nothing: write the report from the runs of this command that have finished "
+                        "(e.g. while the comparison still runs elsewhere) and list the ones left out")
     return parser
-
-
-RECIPES = ("paper", "annealed")
-BUDGETS = ("epochs", "flops")
-GROWING = ("net2net", "random_growth", "mixturegrowth_orthogonal", "mixturegrowth_copy", "mixturegrowth_zero")
-BN_SUFFIX = "+bn"  # a growing method's twin with --recalibrate_bn after its operator
 
 
 @dataclass(frozen=True)
@@ -226,17 +274,26 @@ def method_flags(method: str, opts: argparse.Namespace, phases: Phases) -> list[
 
 
 def recipe_flags(recipe: str, opts: argparse.Namespace) -> list[str]:
-    """paper: the reference schedules (on the small data sets the short-run recipe); annealed: every
-    phase its own cosine to the floor (main.py --anneal_each_phase)."""
-    base = SHORT_RUN_RECIPE if opts.dataset in PRESETS else []
-    return list(base) if recipe == "paper" else list(base) + ["--anneal_each_phase"]
+    """short: the short-run recipe (on the small data sets; elsewhere main.py's defaults); annealed: short with
+    every phase its own cosine to the floor; paper: main.py's defaults, the published schedules; fair: annealed
+    (its lrs come from the grids)."""
+    short = list(SHORT_RUN_RECIPE) if opts.dataset in SMALL_DATA else []
+    return {"short": short, "annealed": short + ["--anneal_each_phase"], "paper": [],
+            "fair": short + ["--anneal_each_phase"]}[recipe]
 
 
 def jobs(opts: argparse.Namespace) -> list[tuple[str, str]]:
-    """(method, recipe) pairs; a scratch network has one phase, so it runs once whatever the recipes ("-")."""
+    """The report's (method, recipe) rows. Outside the fair protocol a scratch network has one phase, so it runs
+    once whatever the recipes ("-"); the ensemble exists only with the fair protocol's shared members."""
+    fixed = [r for r in opts.recipe if r != "fair"]
     pairs = []
     for method in opts.methods:
-        recipes = ["-"] if method.startswith("scratch") else opts.recipe
+        if method == "ensemble":
+            recipes = ["fair"] if "fair" in opts.recipe else []
+        elif method.startswith("scratch"):
+            recipes = (["fair"] if "fair" in opts.recipe else []) + (["-"] if fixed else [])
+        else:
+            recipes = list(opts.recipe)
         pairs += [(method, recipe) for recipe in recipes]
     return pairs
 
@@ -246,22 +303,64 @@ def job_name(method: str, recipe: str, opts: argparse.Namespace) -> str:
     return method if recipe == "-" or len(opts.recipe) == 1 else f"{method} ({recipe})"
 
 
-def run_command(method: str, recipe: str, seed: int, opts: argparse.Namespace, phases: Phases,
-                extra: list[str]) -> list[str]:
-    tag = method if recipe in ("-", "paper") else f"{method}-{recipe}"
+def _common(opts: argparse.Namespace, seed: int, tag: str, epochs: int) -> list[str]:
     # --resume auto: a run that was stopped continues from its checkpoint, so a stopped comparison is
     # run again as it was (a run that finished is read from its files first: run_one / read_finished).
-    common = ["--resume", "auto",
-              "--dataset", opts.dataset, "--depth", str(opts.depth), "--epochs", str(phases.total),
-              "--ngpu", str(opts.ngpu), "--workers", str(opts.workers), "--manualSeed", str(seed),
-              "--save_path", os.path.join(opts.out, "runs"), "--tag", tag,
-              "--train_subset", str(opts.train_subset), "--val_split", f"{opts.val_split:g}"]
     data = [opts.data_path] if opts.data_path else []
-    return data + common + method_flags(method, opts, phases) + recipe_flags(recipe if recipe != "-" else "paper",
-                                                                             opts) + list(extra)
+    return data + ["--resume", "auto", "--dataset", opts.dataset, "--depth", str(opts.depth), "--epochs", str(epochs),
+                   "--ngpu", str(opts.ngpu), "--workers", str(opts.workers), "--manualSeed", str(seed),
+                   "--save_path", os.path.join(opts.out, "runs"), "--tag", tag,
+                   "--train_subset", str(opts.train_subset), "--val_split", f"{opts.val_split:g}"]
+
+
+def run_command(method: str, recipe: str, seed: int, opts: argparse.Namespace, phases: Phases,
+                extra: list[str]) -> list[str]:
+    """A run of the fixed recipes: the method with its own members, one schedule, the test set at the end."""
+    tag = method if recipe in ("-", "short") else f"{method}-{recipe}"
+    return (_common(opts, seed, tag, phases.total) + method_flags(method, opts, phases)
+            + recipe_flags("short" if recipe == "-" else recipe, opts) + list(extra))
+
+
+def members_command(seed: int, opts: argparse.Namespace, phases: Phases, extra: list[str]) -> list[str]:
+    """The fair protocol's shared members of one seed: members 0 and 1, each phase annealed, then stop."""
+    fraction = opts.member_fraction
+    return (_common(opts, seed, f"members-{phases.member_0}+{phases.member_1}",
+                    phases.member_0 + phases.member_1)
+            + ["--arch", "wrn", "--wide", f"{opts.wide:g}", "--template_size", f"{fraction:g},{fraction:g},1",
+               "--growth_epochs", str(phases.member_0), "--ensemble_train_epochs", str(phases.member_1),
+               "--members_only"]
+            + recipe_flags("fair", opts) + ["--skip_final_test"] + list(extra))
+
+
+def fair_command(method: str, seed: int, lr: float, opts: argparse.Namespace, phases: Phases,
+                 members_dir: str | None, extra: list[str]) -> list[str]:
+    """One point of a method's lr grid: the grown phase alone from the shared members (growing methods that
+    grow members), or the whole run (Net2Net, scratch) at peak lr ``lr``; the test set is not read."""
+    import checkpoint
+
+    tag = f"{method}-fair-lr{lr:g}"
+    base = base_method(method)
+    probe = ["--probe_bn", str(opts.probe_bn)] if opts.probe_bn and base in GROWING else []
+    if base in FROM_MEMBERS:
+        flags_ = method_flags(method, opts, Phases(0, 0, phases.grown)) + [
+            "--resume_member_0", os.path.join(members_dir, checkpoint.member_checkpoint_name(0)),
+            "--resume_member_1", os.path.join(members_dir, checkpoint.member_checkpoint_name(1))]
+        epochs = phases.grown
+    else:
+        flags_, epochs = method_flags(method, opts, phases), phases.total
+    lr_flag = "--learning_rate" if base.startswith("scratch") else "--lr_growing"
+    return (_common(opts, seed, tag, epochs) + flags_ + recipe_flags("fair", opts) + probe
+            + [lr_flag, f"{lr:g}", "--skip_final_test"] + list(extra))
+
+
+def run_directory_of(command: list[str]) -> str:
+    import main
+
+    return runtime.run_directory(main.get_args_parser().parse_args(command))
 
 
 RIGHT_AFTER = ("grown at growth", "widened (Net2Net)")
+RECALIBRATED = ", BN recalibrated"
 
 
 def run_one(command: list[str], train: bool = True) -> dict | None:
@@ -280,7 +379,7 @@ def run_one(command: list[str], train: bool = True) -> dict | None:
 
 
 # Flags that name where things are, not what a run computes: a finished run still counts when they differ.
-LOCATION_FLAGS = ("save_path", "resume", "data_path")
+LOCATION_FLAGS = ("save_path", "resume", "data_path", "resume_member_0", "resume_member_1")
 
 
 def read_finished(args: argparse.Namespace) -> tuple[list, list, str] | None:
@@ -317,15 +416,90 @@ def record(history: list[dict], summary: list[dict], run_dir: str) -> dict:
     """What the report needs of one run, from its per-epoch metrics and its summary rows."""
     final = summary[-1]  # with a validation split: the one test-set evaluation at the end
     curve_key = "val_top1" if "val_top1" in history[-1] else "test_top1"
-    after = [row["top1"] for row in summary if row["network"].startswith(RIGHT_AFTER)]
+    after = [row["top1"] for row in summary
+             if row["network"].startswith(RIGHT_AFTER) and not row["network"].endswith(RECALIBRATED)]
+    recalibrated = [row["top1"] for row in summary
+                    if row["network"].startswith(RIGHT_AFTER) and row["network"].endswith(RECALIBRATED)]
     return {"top1": final["top1"], "split": final["split"], "params": final["params"],
             "inference_flops": final["flops"], "train_flops": history[-1]["train_flops_cumulative"],
             "samples_per_epoch": history[0]["train_samples"],
             # the run's own epoch times (training + per-epoch evaluation), however long ago it ran
             "wall_s": sum(row["epoch_time"] for row in history),
-            "right_after": after[-1] if after else None,  # with --recalibrate_bn: the recalibrated row
+            "right_after": after[-1] if after else None,
+            "right_after_bn": recalibrated[-1] if recalibrated else None,  # --probe_bn or --recalibrate_bn
+            "val_top1": history[-1].get("val_top1"),
             "curve": [row[curve_key] for row in history],
             "flops_curve": [row["train_flops_cumulative"] for row in history], "run_dir": run_dir}
+
+
+def _evaluate_once(cache: str, opts: argparse.Namespace, flags_: list[str]) -> dict:
+    """``main.py --evaluate`` on the test set, once: the result is kept in ``cache`` and read from there after."""
+    import main
+
+    if os.path.isfile(cache):
+        with open(cache) as handle:
+            return json.load(handle)
+    data = [opts.data_path] if opts.data_path else []
+    args = main.get_args_parser().parse_args(data + ["--dataset", opts.dataset, "--ngpu", str(opts.ngpu),
+                                                     "--workers", str(opts.workers), *flags_])
+    results = main.run_evaluation(args)["results"]
+    atomic_write_text(cache, json.dumps(results, indent=1))
+    return results
+
+
+def test_once(run_dir: str, opts: argparse.Namespace) -> dict:
+    """The test-set result of the run a method's lr grid chose: its final network, read once."""
+    import checkpoint
+
+    results = _evaluate_once(os.path.join(run_dir, "test_once.json"), opts,
+                             ["--evaluate", "--resume", os.path.join(run_dir, checkpoint.GROWN_FINAL_NAME)])
+    (result,) = results.values()
+    return result
+
+
+def ensemble_once(members_dir: str, opts: argparse.Namespace) -> dict:
+    """The shared members and their averaged-logit ensemble on the test set (read once, then cached)."""
+    import checkpoint
+
+    return _evaluate_once(os.path.join(members_dir, "ensemble_test.json"), opts, [
+        "--evaluate_ensemble",
+        "--resume_member_0", os.path.join(members_dir, checkpoint.member_checkpoint_name(0)),
+        "--resume_member_1", os.path.join(members_dir, checkpoint.member_checkpoint_name(1))])
+
+
+def choose(grid: dict[float, dict]) -> float:
+    """The lr whose run ends with the best validation top-1 (the first of equals, in grid order)."""
+    return max(grid, key=lambda lr: grid[lr]["val_top1"])
+
+
+def fair_entry(method: str, seed: int, grid: dict[float, dict], members: dict | None,
+               opts: argparse.Namespace) -> dict:
+    """One (method, seed) of the fair protocol: the chosen lr's run, its test top-1, its cost with the members'."""
+    lr = choose(grid)
+    chosen = dict(grid[lr])
+    chosen.update(top1=test_once(chosen["run_dir"], opts)["top1"], split="test", lr=lr,
+                  grid={f"{v:g}": grid[v]["val_top1"] for v in grid},
+                  grid_wall_s=sum(run["wall_s"] for run in grid.values()))
+    if members is not None and base_method(method) in FROM_MEMBERS:  # the grown phase continues the members
+        offset = members["train_flops"]
+        chosen.update(train_flops=offset + chosen["train_flops"], wall_s=members["wall_s"] + chosen["wall_s"],
+                      grid_wall_s=members["wall_s"] + chosen["grid_wall_s"],
+                      curve=members["curve"] + chosen["curve"],
+                      flops_curve=members["flops_curve"] + [offset + f for f in chosen["flops_curve"]])
+    return chosen
+
+
+def ensemble_entry(members: dict, opts: argparse.Namespace) -> dict:
+    """The members' ensemble: averaged logits of the shared members, as a network of two members' cost."""
+    results = ensemble_once(members["run_dir"], opts)
+    with open(os.path.join(members["run_dir"], "summary.json")) as handle:
+        rows = {row["network"]: row for row in json.load(handle)}
+    return {**members, "top1": results["ensemble (mean logits)"]["top1"], "split": "test",
+            "members_top1": [results["member 0"]["top1"], results["member 1"]["top1"]],
+            "params": rows["member 0"]["params"] + rows["member 1"]["params"],
+            "inference_flops": rows["member 0"]["flops"] + rows["member 1"]["flops"],
+            "right_after": None, "right_after_bn": None, "lr": None, "grid": None,
+            "grid_wall_s": members["wall_s"], "curve": [], "flops_curve": []}
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -347,29 +521,51 @@ def paired_difference(runs: list[dict], name: str, baseline: str) -> dict | None
     return {"mean": mean, "low": mean - half, "high": mean + half, "seeds": len(seeds)}
 
 
+def _mean_of(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.fmean(values) if values else None
+
+
 def aggregate(runs: list[dict], pairs: list[tuple[str, str]], opts: argparse.Namespace,
               budget_per_image: float) -> list[dict]:
     """One row per (method, recipe): means over seeds and the paired differences to the baselines."""
     names = [job_name(method, recipe, opts) for method, recipe in pairs]
     rows = []
     for (method, recipe), name in zip(pairs, names):
-        mine = [r for r in runs if r["name"] == name]
+        mine = sorted((r for r in runs if r["name"] == name), key=lambda r: r["seed"])
         top1_mean, top1_std = mean_std([r["top1"] for r in mine])
-        after = [r["right_after"] for r in mine if r["right_after"] is not None]
-        random_growth = job_name("random_growth", recipe, opts)
+        baseline = {b: job_name(b, recipe if recipe == "fair" or b not in ("scratch_small", "scratch_large")
+                                else "-", opts) for b in ("scratch_large", "random_growth")}
         rows.append({
             "method": name, "recipe": recipe, "seeds": len(mine), "epochs": mine[0]["phases"],
+            "lr": ",".join(f"{r['lr']:g}" for r in mine) if mine[0].get("lr") is not None else "",
             "top1_mean": top1_mean, "top1_std": top1_std,
-            "right_after_mean": statistics.fmean(after) if after else None,
+            "right_after_mean": _mean_of([r["right_after"] for r in mine]),
+            "right_after_bn_mean": _mean_of([r.get("right_after_bn") for r in mine]),
             "params": mine[0]["params"], "inference_flops": mine[0]["inference_flops"],
             "budget_flops": budget_per_image * mine[0]["samples_per_epoch"],
             "train_flops": statistics.fmean(r["train_flops"] for r in mine),
             "wall_s": statistics.fmean(r["wall_s"] for r in mine),
-            "vs_scratch_large": paired_difference(runs, name, "scratch_large"),
-            "vs_random_growth": (paired_difference(runs, name, random_growth)
-                                 if recipe != "-" and random_growth in names else None),
+            "grid_wall_s": _mean_of([r.get("grid_wall_s") for r in mine]),
+            "vs_scratch_large": paired_difference(runs, name, baseline["scratch_large"]),
+            "vs_random_growth": (paired_difference(runs, name, baseline["random_growth"])
+                                 if recipe != "-" and baseline["random_growth"] in names else None),
         })
     return rows
+
+
+def differences(runs: list[dict], rows: list[dict]) -> list[dict]:
+    """Every MixtureGrowth row against every other row of its protocol, paired over seeds."""
+    table = []
+    for row in rows:
+        if not row["method"].startswith("mixturegrowth"):
+            continue
+        for other in rows:
+            same_protocol = other["recipe"] in (row["recipe"], "-")
+            difference = paired_difference(runs, row["method"], other["method"]) if same_protocol else None
+            if difference is not None:
+                table.append({"method": row["method"], "against": other["method"], **difference})
+    return table
 
 
 def write_csv(path: str, rows: list[dict], columns: list[str]) -> None:
@@ -387,17 +583,47 @@ def _interval(difference: dict | None) -> str:
     return f"{difference['mean']:+.2f} [{difference['low']:+.2f}, {difference['high']:+.2f}]"
 
 
+def _percent(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
 def markdown(rows: list[dict]) -> str:
     from custom_log import format_markdown_table, humanize
 
-    shown = [{"method": r["method"], "recipe": r["recipe"], "epochs": r["epochs"],
+    shown = [{"method": r["method"], "recipe": r["recipe"], "epochs": r["epochs"], "lr per seed": r["lr"],
               "top-1 (%)": f"{r['top1_mean']:.2f} ± {r['top1_std']:.2f}",
-              "right after growth": "" if r["right_after_mean"] is None else f"{r['right_after_mean']:.2f}",
+              "right after growth": _percent(r["right_after_mean"]),
+              "… BN re-estimated": _percent(r["right_after_bn_mean"]),
               "vs scratch_large": _interval(r["vs_scratch_large"]), "vs random_growth": _interval(r["vs_random_growth"]),
               "seeds": r["seeds"], "params": humanize(r["params"]), "inference FLOPs": humanize(r["inference_flops"]),
               "training FLOPs (budget / spent)": f"{humanize(r['budget_flops'])} / {humanize(r['train_flops'])}",
-              "wall time (s)": f"{r['wall_s']:.0f}"} for r in rows]
+              "wall time (s)": f"{r['wall_s']:.0f}"
+              + ("" if r["grid_wall_s"] is None else f" ({r['grid_wall_s']:.0f} with the lr grid)")} for r in rows]
     return format_markdown_table(shown)
+
+
+def grid_rows(runs: list[dict]) -> list[dict]:
+    """Validation top-1 of every fair method at every lr of its grid: mean ± std over seeds, times chosen."""
+    table = {}
+    for run in runs:
+        for lr, value in (run.get("grid") or {}).items():
+            entry = table.setdefault((run["name"], lr), {"method": run["name"], "lr": lr, "values": [], "chosen": 0})
+            entry["values"].append(value)
+            entry["chosen"] += f"{run['lr']:g}" == lr
+    rows = []
+    for entry in table.values():
+        mean, std = mean_std(entry["values"])
+        rows.append({"method": entry["method"], "lr": entry["lr"], "val_top1_mean": mean, "val_top1_std": std,
+                     "chosen_in_seeds": entry["chosen"], "seeds": len(entry["values"])})
+    return rows
+
+
+def grid_markdown(rows: list[dict]) -> str:
+    from custom_log import format_markdown_table
+
+    return format_markdown_table([{"method": r["method"], "peak lr": r["lr"],
+                                   "validation top-1 (%)": f"{r['val_top1_mean']:.2f} ± {r['val_top1_std']:.2f}",
+                                   "chosen (seeds)": f"{r['chosen_in_seeds']} of {r['seeds']}"} for r in rows])
 
 
 def plot(runs: list[dict], rows: list[dict], opts: argparse.Namespace) -> list[str]:
@@ -413,7 +639,9 @@ def plot(runs: list[dict], rows: list[dict], opts: argparse.Namespace) -> list[s
         FigureCanvasAgg(figure)
         axes = figure.add_subplot(1, 1, 1)
         for row in rows:
-            mine = [r for r in runs if r["name"] == row["method"]]
+            mine = [r for r in runs if r["name"] == row["method"] and r["curve"]]
+            if not mine:
+                continue  # the ensemble trains nothing of its own
             xs = [statistics.fmean(v) for v in zip(*(x_of(r) for r in mine))]
             ys = [statistics.fmean(v) for v in zip(*(r["curve"] for r in mine))]
             axes.plot(xs, ys, marker=".", label=row["method"])
@@ -433,46 +661,117 @@ def plot(runs: list[dict], rows: list[dict], opts: argparse.Namespace) -> list[s
 
 
 def apply_preset(opts: argparse.Namespace) -> None:
-    """Fill every budget flag the user left out from the data set's preset."""
-    preset = PRESETS.get(opts.dataset, GENERIC_PRESET)
+    """Fill every flag the user left out from the preset (``--preset``, else the one named like the data set)."""
+    dataset = opts.dataset or "fashion_mnist"
+    preset = PRESETS[opts.preset] if opts.preset else PRESETS.get(dataset, GENERIC_PRESET)
+    if opts.dataset is None:
+        opts.dataset = preset.get("dataset", dataset)
     for key, value in preset.items():
         if getattr(opts, key) is None:
             setattr(opts, key, list(value) if isinstance(value, list) else value)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    opts, extra = get_args_parser().parse_known_args(argv)
-    apply_preset(opts)
+def check_options(opts: argparse.Namespace, extra: list[str]) -> None:
+    """Everything that can be refused before anything is written or trained."""
+    import data
+    import main
+
     for method in opts.methods:
         check_method(method)  # unknown names fail before anything runs
     for recipe in opts.recipe:
         if recipe not in RECIPES:
             raise ConfigError(f"--recipe: unknown recipe {recipe!r}; choose from {', '.join(RECIPES)}")
-    if opts.budget not in BUDGETS:
-        raise ConfigError(f"--budget must be one of {', '.join(BUDGETS)}, got {opts.budget!r}")
+    if opts.preset and PRESETS[opts.preset].get("dataset", opts.dataset) != opts.dataset:
+        raise ConfigError(f"--preset {opts.preset} is for --dataset {PRESETS[opts.preset]['dataset']}, "
+                          f"not {opts.dataset}")
     if opts.epochs <= 2 * opts.member_epochs:
         raise ConfigError(f"--epochs ({opts.epochs}) must exceed 2 x --member_epochs ({opts.member_epochs}): "
                           "the grown network needs at least one epoch")
     if len(opts.member_share) != 3:
         raise ConfigError(f"--member_share takes three numbers (member 0, member 1, grown), got {opts.member_share}")
-    os.makedirs(opts.out, exist_ok=True)
+    if "fair" in opts.recipe and not opts.val_split:
+        raise ConfigError("--recipe fair chooses every method's learning rate on a validation split: give "
+                          "--val_split (e.g. 0.1) or use --recipe short, annealed or paper")
+    if "ensemble" in opts.methods and "fair" not in opts.recipe:
+        raise ConfigError("--methods ensemble averages the fair protocol's shared members: add fair to --recipe")
+    if not jobs(opts):
+        raise ConfigError("nothing to compare: --methods and --recipe leave no run")
+    try:
+        main.get_args_parser().parse_args(["--dataset", opts.dataset, *extra])
+    except SystemExit as stop:  # argparse has said what is wrong with the passed-through flags
+        raise ConfigError("the flags passed through to main.py are refused (above)") from stop
+    data.build_datasets(opts.dataset, opts.data_path)  # a missing data set: its one sentence, nothing written
+    if not opts.report_only:
+        try:
+            os.makedirs(opts.out, exist_ok=True)
+        except OSError as error:
+            raise ConfigError(f"--out: cannot create {os.path.abspath(opts.out)} ({error.strerror})") from None
+        if not os.access(opts.out, os.W_OK | os.X_OK):
+            raise ConfigError(f"--out: {os.path.abspath(opts.out)} is not writable")
+
+
+class Comparison:
+    """Runs (or reads back) every run of the command and collects one entry per (method, recipe, seed)."""
+
+    def __init__(self, opts: argparse.Namespace, extra: list[str], plans: dict) -> None:
+        self.opts, self.extra, self.plans = opts, extra, plans
+        self.commands: dict[str, list[str]] = {}
+        self.members: dict[int, dict | None] = {}
+
+    def run(self, key: str, command: list[str]) -> dict | None:
+        self.commands[key] = ["main.py", *command]
+        if not self.opts.report_only:
+            print(f"compare: {key}", flush=True)
+        return run_one(command, train=not self.opts.report_only)
+
+    def shared_members(self, seed: int) -> dict | None:
+        """The seed's shared members, trained on first use and read back after (once per seed)."""
+        if seed not in self.members:
+            phases = self.plans[("mixturegrowth_orthogonal", "fair")]
+            self.members[seed] = self.run(f"members seed {seed} (epochs {phases.member_0}+{phases.member_1})",
+                                          members_command(seed, self.opts, phases, self.extra))
+        return self.members[seed]
+
+    def entry(self, method: str, recipe: str, seed: int) -> dict | None:
+        opts, phases = self.opts, self.plans[(method, recipe)]
+        if recipe != "fair":
+            return self.run(f"{method} recipe {recipe} seed {seed} (epochs {phases.describe()})",
+                            run_command(method, recipe, seed, opts, phases, self.extra))
+        base = base_method(method)
+        members = self.shared_members(seed) if base in FROM_MEMBERS or base == "ensemble" else None
+        if base == "ensemble":
+            return None if members is None else ensemble_entry(members, opts)
+        if base in FROM_MEMBERS and members is None:
+            return None
+        lrs = opts.scratch_lr_grid if base.startswith("scratch") else opts.grown_lr_grid
+        grid = {}
+        for lr in lrs:
+            command = fair_command(method, seed, lr, opts, phases, members and members["run_dir"], self.extra)
+            grid[lr] = self.run(f"{method} lr {lr:g} seed {seed} (epochs {phases.describe()})", command)
+        if any(result is None for result in grid.values()):
+            return None
+        return fair_entry(method, seed, grid, members, opts)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    opts, extra = get_args_parser().parse_known_args(argv)
+    apply_preset(opts)
+    check_options(opts, extra)
     flops = training_flops_per_image(opts)
-    plans = {(m, r): allocate(m, opts, flops) for m, r in jobs(opts)}
-    commands = {(m, r, s): run_command(m, r, s, opts, plans[(m, r)], extra) for m, r in jobs(opts) for s in opts.seeds}
+    plans = {(m, r): allocate(m if m != "ensemble" else "mixturegrowth_orthogonal", opts, flops)
+             for m, r in jobs(opts) + [("mixturegrowth_orthogonal", "fair")]}
+    comparison = Comparison(opts, extra, plans)
     config = {"argv": list(sys.argv[1:] if argv is None else argv), "options": vars(opts),
-              "passed_through": extra, "training_flops_per_image": flops,
-              "commands": {f"{m}/{r}/seed_{s}": ["main.py", *c] for (m, r, s), c in commands.items()}}
-    atomic_write_text(os.path.join(opts.out, "config.json"), json.dumps(config, indent=1))
+              "passed_through": extra, "training_flops_per_image": flops, "commands": comparison.commands}
+    if not opts.report_only:  # the commands so far; complete once every run is known
+        atomic_write_text(os.path.join(opts.out, "config.json"), json.dumps(config, indent=1))
 
     runs, unfinished = [], []
     for method, recipe in jobs(opts):
         for seed in opts.seeds:
             name = job_name(method, recipe, opts)
-            if not opts.report_only:
-                print(f"compare: {method} recipe {recipe} seed {seed} (epochs {plans[(method, recipe)].describe()})",
-                      flush=True)
             try:
-                result = run_one(commands[(method, recipe, seed)], train=not opts.report_only)
+                result = comparison.entry(method, recipe, seed)
             except runtime.Preempted:
                 raise runtime.Preempted(f"stopped by a signal during {name} seed {seed}, its checkpoint written; "
                                         "run the same compare.py command again to continue (the finished runs "
@@ -480,33 +779,57 @@ def main(argv: list[str] | None = None) -> dict:
             if result is None:
                 unfinished.append(f"{name} seed {seed}")
                 continue
-            runs.append({"method": method, "recipe": recipe, "seed": seed, "name": name,
-                         "phases": plans[(method, recipe)].describe(), **result})
+            phases = plans[(method, recipe)]
+            described = f"{phases.member_0}+{phases.member_1}" if method == "ensemble" else phases.describe()
+            runs.append({"method": method, "recipe": recipe, "seed": seed, "name": name, "phases": described,
+                         **result})
     if not runs:
         raise ConfigError(f"--report_only: no run of this command has finished under {os.path.abspath(opts.out)}")
+    atomic_write_text(os.path.join(opts.out, "config.json"), json.dumps(config, indent=1))
     reported = [(m, r) for m, r in jobs(opts) if any(run["name"] == job_name(m, r, opts) for run in runs)]
     rows = aggregate(runs, reported, opts, opts.epochs * flops["large"])
-    columns = ["method", "recipe", "epochs", "seeds", "top1_mean", "top1_std", "right_after_mean", "params",
-               "inference_flops", "budget_flops", "train_flops", "wall_s"]
-    write_csv(os.path.join(opts.out, "results.csv"), rows, columns)
+    write_csv(os.path.join(opts.out, "results.csv"), rows,
+              ["method", "recipe", "epochs", "lr", "seeds", "top1_mean", "top1_std", "right_after_mean",
+               "right_after_bn_mean", "params", "inference_flops", "budget_flops", "train_flops", "wall_s",
+               "grid_wall_s"])
     write_csv(os.path.join(opts.out, "runs.csv"), runs,
-              ["method", "recipe", "seed", "phases", "top1", "split", "right_after", "params", "inference_flops",
-               "train_flops", "wall_s", "run_dir"])
+              ["method", "recipe", "seed", "phases", "lr", "top1", "split", "val_top1", "right_after",
+               "right_after_bn", "params", "inference_flops", "train_flops", "wall_s", "run_dir"])
+    grid = grid_rows(runs)
+    if grid:
+        write_csv(os.path.join(opts.out, "grid.csv"), grid,
+                  ["method", "lr", "val_top1_mean", "val_top1_std", "chosen_in_seeds", "seeds"])
+    paired = differences(runs, rows)
     table = markdown(rows)
     growth = (f"growth before epoch {2 * opts.member_epochs}" if opts.budget == "epochs"
               else f"epochs per method at scratch_large's training FLOPs for {opts.epochs} epochs, "
                    f"phase shares {':'.join(f'{v:g}' for v in opts.member_share)}")
-    atomic_write_text(os.path.join(opts.out, "results.md"),
-                      f"# {opts.dataset}: WRN-{opts.depth}-{opts.wide:g} (small: x{opts.member_fraction:g}), "
-                      f"budget {opts.budget} ({growth}), recipe {','.join(opts.recipe)}, "
-                      f"seeds {','.join(map(str, opts.seeds))}\n\n{table}\n\n"
-                      "Differences are paired over seeds (same seed, same data order): mean [95% t interval].\n"
-                      + (f"\nNot finished, left out (--report_only): {', '.join(unfinished)}.\n" if unfinished else ""))
+    text = (f"# {opts.dataset}: WRN-{opts.depth}-{opts.wide:g} (small: x{opts.member_fraction:g}), "
+            f"budget {opts.budget} ({growth}), recipe {','.join(opts.recipe)}, "
+            f"seeds {','.join(map(str, opts.seeds))}\n\n{table}\n\n"
+            "Top-1 on the test set, read once per (method, seed); differences are paired over seeds (same seed, "
+            "same data order): mean [95% t interval].\n")
+    if "fair" in opts.recipe:
+        text += ("\nFair protocol: the growing methods of a seed grow the same two member files; each row's lr is, "
+                 "per seed, the grid value with the best final validation top-1 (grid.csv); wall time is one "
+                 "training of the method (shared members included), the lr grid's total in brackets.\n")
+    if paired:
+        from custom_log import format_markdown_table
+
+        text += "\n## MixtureGrowth against every other row (paired over seeds)\n\n" + format_markdown_table(
+            [{"method": d["method"], "minus": d["against"], "difference (points)": _interval(d), "seeds": d["seeds"]}
+             for d in paired]) + "\n"
+    if grid:
+        text += "\n## Validation top-1 over each method's lr grid\n\n" + grid_markdown(grid) + "\n"
+    if unfinished:
+        text += f"\nNot finished, left out (--report_only): {', '.join(unfinished)}.\n"
+    atomic_write_text(os.path.join(opts.out, "results.md"), text)
     pngs = plot(runs, rows, opts)
     print(table, flush=True)
     if unfinished:
         print(f"compare: not finished, left out: {', '.join(unfinished)}", flush=True)
-    return {"rows": rows, "runs": runs, "out": opts.out, "pngs": pngs, "unfinished": unfinished}
+    return {"rows": rows, "runs": runs, "out": opts.out, "pngs": pngs, "unfinished": unfinished,
+            "grid": grid, "differences": paired, "commands": comparison.commands}
 
 
 def cli(argv: list[str] | None = None) -> int:

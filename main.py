@@ -78,6 +78,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                    "-1 = no growth, train one plain network")
     flags.add(g, "--ensemble_train_epochs", flags.count(min=0, checked_by="schedule.build_plan"), default=200,
               help="epochs of member 1 before the grown network starts")
+    g.add_argument("--members_only", action="store_true",
+                   help="train members 0 and 1 and stop before growth (--epochs = --growth_epochs + "
+                        "--ensemble_train_epochs); other runs grow them with --resume_member_0/1 (compare.py's "
+                        "shared members)")
     g.add_argument("--train_both_members", action="store_true",
                    help="train members 0 and 1 together during member 1's phase")
     flags.add(g, "--member_0_loss_weight", flags.number(low=0.0), default=0.1,
@@ -136,6 +140,10 @@ def get_args_parser() -> argparse.ArgumentParser:
               help="after a network operator (growth, widening, ...) re-estimate the BatchNorm statistics "
                    "from this many training batches (train-mode forward, no gradients, cumulative average) "
                    "before the 'right after' evaluation and before training goes on; 0 = off")
+    flags.add(g, "--probe_bn", flags.count(min=0), default=0,
+              help="after a network operator also report the accuracy with BatchNorm statistics re-estimated "
+                   "from this many training batches, measured on a copy: training goes on from the network "
+                   "as the operator left it; 0 = off")
 
     g = parser.add_argument_group("Optimization")
     runtime.add_batch_arguments(g)
@@ -170,6 +178,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     runtime.add_run_folder_arguments(g)
     g.add_argument("--evaluate", action="store_true",
                    help="only evaluate the --resume checkpoint (members if pre-growth, else the grown net)")
+    g.add_argument("--skip_final_test", action="store_true",
+                   help="with --val_split: do not evaluate the test set at the end of the run (compare.py reads "
+                        "it once, for the learning rate chosen on the validation split)")
     g.add_argument("--evaluate_ensemble", action="store_true",
                    help="evaluate --resume_member_0/1 and their averaged-logit ensemble")
     flags.add(g, "--print_freq", flags.count(min=1), default=100, help="log every N training steps")
@@ -221,6 +232,11 @@ def validate_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"--split_edge_layers splits template-mixed layers; --arch {args.arch} has none")
     if args.bank_group_size < 1:
         raise ConfigError(f"--bank_group_size must be at least 1, got {args.bank_group_size}")
+    if args.members_only and args.growth_epochs[0] < 0:
+        raise ConfigError("--members_only trains a template network's members: it needs --growth_epochs >= 0")
+    if args.members_only and args.epochs != args.growth_epochs[0] + args.ensemble_train_epochs:
+        raise ConfigError(f"--members_only stops before growth: --epochs ({args.epochs}) must equal --growth_epochs "
+                          f"({args.growth_epochs[0]}) + --ensemble_train_epochs ({args.ensemble_train_epochs})")
     if args.evaluate and not args.resume:
         raise ConfigError("--evaluate needs --resume PATH (a checkpoint, or 'auto' for this run's newest)")
     if args.evaluate_ensemble and not (args.resume_member_0 and args.resume_member_1):
@@ -479,12 +495,12 @@ class TrainingRun:
     def members_of(entry) -> tuple:
         return tuple(entry.trained_members) if entry.trained_members else (None,)
 
-    def evaluate(self, entry, loader=None):
+    def evaluate(self, entry, loader=None, model=None):
         """Each trained member's results, and the one the plan follows (its forward member)."""
         import engine
 
         members = self.members_of(entry)
-        results = engine.evaluate(self.model, loader or self.data.selection_loader, self.ctx.device, members,
+        results = engine.evaluate(model or self.model, loader or self.data.selection_loader, self.ctx.device, members,
                                   amp=self.args.amp, batch_transform=self.data.eval_transform)
         return results, results[entry.forward_member if entry.forward_member in results else members[-1]]
 
@@ -531,14 +547,19 @@ class TrainingRun:
                             "train_flops_cumulative": self.cumulative_flops})
         self.log.info(f"{label}: top-1 {primary['top1']:.2f}% right after {operator}, before epoch {entry.epoch} "
                       f"trains ({self.data.selection_split})")
-        if self.args.recalibrate_bn:
+        # --recalibrate_bn changes the network training goes on from; --probe_bn only measures a copy.
+        batches = self.args.recalibrate_bn or self.args.probe_bn
+        if batches:
+            import copy
+
             import engine
 
+            probed = self.model if self.args.recalibrate_bn else copy.deepcopy(self.model)
             self.train_loader.sampler.set_epoch(entry.epoch)
-            batches = engine.recalibrate_batchnorm(self.model, self.train_loader, self.ctx.device,
-                                                   self.args.recalibrate_bn, amp=self.args.amp,
-                                                   batch_transform=self.data.train_transform, epoch=entry.epoch)
-            _, primary = self.evaluate(entry)
+            batches = engine.recalibrate_batchnorm(probed, self.train_loader, self.ctx.device, batches,
+                                                   amp=self.args.amp, batch_transform=self.data.train_transform,
+                                                   epoch=entry.epoch)
+            _, primary = self.evaluate(entry, model=probed)
             name = f"{label}, BN recalibrated"
             self.summary.append(self.summary_row(name, entry, primary, None))
             self.events.append({"epoch": entry.epoch, "operator": operator, "label": name, "top1": primary["top1"],
@@ -669,7 +690,7 @@ class TrainingRun:
 
     def finish(self) -> dict:
         """With a validation split, the test set once; then the summary table, summary.json and plots."""
-        if self.history and self.data.val_loader is not None:
+        if self.history and self.data.val_loader is not None and not self.args.skip_final_test:
             last = self.plan[len(self.plan) - 1]
             _, primary = self.evaluate(last, self.data.test_loader)
             row = self.summary_row(f"{PHASE_SUMMARY_NAMES[last.phase]} (test)", last, primary, last.forward_member)

@@ -462,6 +462,8 @@ def _validate(args: argparse.Namespace) -> None:
     if first == -1:
         return  # a plain run: the growth flags below do not apply
     grown_epochs = args.epochs - first - args.ensemble_train_epochs
+    if getattr(args, "members_only", False) and grown_epochs == 0:
+        return  # members only (main.validate_args checks the epochs): the growth flags below do not apply
     require(grown_epochs >= 1,
             f"--growth_epochs ({first}) + --ensemble_train_epochs ({args.ensemble_train_epochs}) must be "
             f"less than --epochs ({args.epochs}), otherwise the grown network never trains")

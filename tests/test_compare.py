@@ -1,4 +1,4 @@
-"""compare.py at equal training FLOPs, with the paper's and the annealed recipe, and paired statistics."""
+"""compare.py at equal training FLOPs, with the fixed recipes (short, annealed), and paired statistics."""
 
 from __future__ import annotations
 
@@ -50,13 +50,13 @@ def test_epochs_budget_keeps_every_method_at_the_same_epochs():
 
 
 def test_the_annealed_recipe_anneals_every_phase_and_scratch_runs_once():
-    opts = options("--recipe", "paper,annealed", "--methods", "scratch_large,mixturegrowth_zero+bn")
-    assert compare.jobs(opts) == [("scratch_large", "-"), ("mixturegrowth_zero+bn", "paper"),
+    opts = options("--recipe", "short,annealed", "--methods", "scratch_large,mixturegrowth_zero+bn")
+    assert compare.jobs(opts) == [("scratch_large", "-"), ("mixturegrowth_zero+bn", "short"),
                                   ("mixturegrowth_zero+bn", "annealed")]
     phases = compare.Phases(3, 3, 3)
-    paper = compare.run_command("mixturegrowth_zero+bn", "paper", 0, opts, phases, [])
+    short = compare.run_command("mixturegrowth_zero+bn", "short", 0, opts, phases, [])
     annealed = compare.run_command("mixturegrowth_zero+bn", "annealed", 0, opts, phases, [])
-    assert "--anneal_each_phase" in annealed and "--anneal_each_phase" not in paper
+    assert "--anneal_each_phase" in annealed and "--anneal_each_phase" not in short
     assert annealed[annealed.index("--recalibrate_bn") + 1] == "20"
 
 
@@ -70,7 +70,7 @@ def test_paired_difference_is_the_mean_with_a_95_percent_t_interval():
 
 
 FLOPS_RUN = ["--dataset", "digits", "--seeds", "0", "--epochs", "3", "--member_epochs", "1", "--depth", "10",
-             "--wide", "0.5", "--batch_size", "256", "--budget", "flops", "--recipe", "paper,annealed",
+             "--wide", "0.5", "--batch_size", "256", "--budget", "flops", "--recipe", "short,annealed",
              "--methods", "scratch_large,mixturegrowth_zero+bn", "--recalibrate_bn", "2"]
 
 
@@ -79,10 +79,10 @@ def test_a_flops_budget_report_names_recipes_right_after_accuracy_and_both_flops
     first = compare.main(FLOPS_RUN + ["--out", str(out)])
     with open(out / "results.csv") as handle:
         rows = {row["method"]: row for row in csv.DictReader(handle)}
-    assert set(rows) == {"scratch_large", "mixturegrowth_zero+bn (paper)", "mixturegrowth_zero+bn (annealed)"}
+    assert set(rows) == {"scratch_large", "mixturegrowth_zero+bn (short)", "mixturegrowth_zero+bn (annealed)"}
     for name, row in rows.items():
         assert float(row["train_flops"]) == pytest.approx(float(row["budget_flops"]), rel=0.15), name
-    assert rows["mixturegrowth_zero+bn (paper)"]["right_after_mean"] != ""
+    assert rows["mixturegrowth_zero+bn (short)"]["right_after_mean"] != ""
     text = (out / "results.md").read_text()
     assert "right after growth" in text and "vs scratch_large" in text and "budget flops" in text
     assert (out / "accuracy_vs_flops.png").stat().st_size > 0
@@ -98,7 +98,7 @@ def test_a_flops_budget_report_names_recipes_right_after_accuracy_and_both_flops
     assert {r["run_dir"]: len(open(os.path.join(r["run_dir"], "metrics.jsonl")).readlines())
             for r in again["runs"]} == lines
     # --report_only trains nothing: the finished methods are reported, the others named as left out.
-    partial = compare.main(FLOPS_RUN[:-4] + ["--methods", "scratch_small,scratch_large", "--recipe", "paper",
+    partial = compare.main(FLOPS_RUN[:-4] + ["--methods", "scratch_small,scratch_large", "--recipe", "short",
                                              "--out", str(out), "--report_only"])
     assert [row["method"] for row in partial["rows"]] == ["scratch_large"]
     assert partial["unfinished"] == ["scratch_small seed 0"]
