@@ -73,7 +73,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
     parser.add_argument("--dataset", default="fashion_mnist", help="main.py --dataset")
     parser.add_argument("--data_path", default=None, help="main.py DATA_PATH (not needed for digits)")
-    flags.add(parser, "--seeds", flags.numbers(flags.count(min=0)), default=[0, 1, 2],
+    flags.add(parser, "--seeds", flags.numbers(flags.seed()), default=[0, 1, 2],
               help="seeds, comma-separated; every method runs once per seed")
     flags.add(parser, "--epochs", flags.count(min=1), default=None,
               help="total epochs of every method (default: the data set's preset, fashion_mnist 10)")
