@@ -121,7 +121,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "the test set read once), short (each method its own members, the short-run recipe of "
                         "the small data sets), annealed (short with every phase annealed), paper (main.py's "
                         "defaults: the published schedules); default: fair")
-    flags.add(g, "--seeds", flags.numbers(flags.count(min=0)), default=[0, 1, 2],
+    flags.add(g, "--seeds", flags.numbers(flags.seed()), default=[0, 1, 2],
               help="seeds, comma-separated; every method runs once per seed (default: 0,1,2)")
 
     g = parser.add_argument_group("Budget and sizes")

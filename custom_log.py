@@ -40,7 +40,8 @@ class RunLogger:
 
     ``enabled=False`` (non-main ranks): every method is a no-op; nothing is created or printed.
     ``run_dir=None``: messages are printed, no file is written.
-    Files are opened in append mode, so a resumed run continues the same log and metrics.
+    Files are opened in append mode, so a resumed run continues the same log and metrics; it calls
+    ``continue_at`` with the epoch it goes on at, so that its logs equal an uninterrupted run's.
     After ``close`` the logger keeps printing but writes no more files.
     """
 
@@ -64,10 +65,13 @@ class RunLogger:
         self._log_file = open(self.log_path, "a", encoding="utf-8")
         self._metrics_file = open(self.metrics_path, "a", encoding="utf-8")
         if tensorboard:
-            # Imported here: torch.utils.tensorboard pulls in torch and tensorboard (slow).
-            from torch.utils.tensorboard import SummaryWriter
+            self._writer = self._new_writer()
 
-            self._writer = SummaryWriter(log_dir=str(self.tensorboard_dir))
+    def _new_writer(self, purge_step: int | None = None):
+        # Imported here: torch.utils.tensorboard pulls in torch and tensorboard (slow).
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(log_dir=str(self.tensorboard_dir), purge_step=purge_step)
 
     @property
     def log_path(self) -> Path | None:
@@ -111,6 +115,29 @@ class RunLogger:
                 if key != "epoch" and _is_number(value):
                     self._writer.add_scalar(key, value, global_step=step)
             self._writer.flush()
+
+    def continue_at(self, epoch: int) -> None:
+        """A resumed run goes on at ``epoch``: forget what the stopped run logged for it and later.
+
+        The rows of metrics.jsonl with ``"epoch" >= epoch`` were written after the checkpoint the run
+        resumes from (between it and a crash), and are written again now: they leave the file. In
+        TensorBoard a new event file starts with ``purge_step=epoch``, which hides the old events of
+        those steps. Then metrics.jsonl and TensorBoard equal an uninterrupted run's.
+        """
+        if not self.enabled or self._metrics_file is None:
+            return
+        self._metrics_file.close()
+        with open(self.metrics_path, encoding="utf-8") as handle:
+            lines = handle.read().splitlines(keepends=True)
+        kept = [line for line in lines if not _logged_at_or_after(line, epoch)]
+        if len(kept) < len(lines):
+            tmp = self.metrics_path.with_name(f".{METRICS_FILE}.tmp{os.getpid()}")
+            tmp.write_text("".join(kept), encoding="utf-8")
+            os.replace(tmp, self.metrics_path)
+        self._metrics_file = open(self.metrics_path, "a", encoding="utf-8")
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = self._new_writer(purge_step=int(epoch))
 
     def log_text(self, tag: str, text: str, *, markdown: bool = False) -> None:
         """Store a block of text (the args, the phase plan) in TensorBoard and in log.txt.
@@ -173,6 +200,15 @@ def _drop_torn_tail(path: Path) -> None:
     else:  # complete record, only its newline is missing
         with open(path, "ab") as handle:
             handle.write(b"\n")
+
+
+def _logged_at_or_after(line: str, epoch: int) -> bool:
+    """Whether a metrics.jsonl line is a record of ``epoch`` or later (a broken line is kept as it is)."""
+    try:
+        logged = json.loads(line).get("epoch")
+    except (ValueError, AttributeError):
+        return False
+    return _is_number(logged) and logged >= epoch
 
 
 def _plain(value: Any) -> Any:

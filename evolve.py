@@ -25,6 +25,7 @@ import runtime
 from utils import ConfigError, parse_list
 
 CHAMPION_NAME = "champion.pth"
+MAX_KERNEL = 31  # the inputs are 32 pixels wide: a wider kernel (same padding) covers only padding at the edges
 PLOT_INTERVAL_S = 60  # the lineage plots are redrawn at most this often (and at the end, and when stopping)
 
 # The flags that decide what a search computes: resuming with any of them changed is refused.
@@ -47,7 +48,8 @@ def get_args_parser() -> argparse.ArgumentParser:
               help="cells, each followed by a 2x2 max-pool; the input must survive num_cells + 1 halvings")
     flags.add(g, "--head_channels", flags.count(min=1), default=64, help="width of the head conv")
     flags.add(g, "--cell_channels", flags.count(min=1), default=128, help="width of the base cell's one conv layer")
-    flags.add(g, "--kernel_size", flags.count(min=1), default=3, help="kernel size of the base cell's conv, odd")
+    flags.add(g, "--kernel_size", flags.count(min=1, high=MAX_KERNEL), default=3,
+              help="kernel size of the base cell's conv, odd (a larger one than the 32-pixel input sees only padding)")
     flags.add(g, "--tail_channels", flags.count(min=1), default=128, help="width of the tail conv")
     flags.add(g, "--fc_units", flags.count(min=1), default=128, help="units of the hidden fully connected layer")
     flags.add(g, "--dropout_conv", flags.number(low=0.0, high=1.0, high_open=True), default=0.7,
@@ -64,7 +66,7 @@ def get_args_parser() -> argparse.ArgumentParser:
               help="generations after the initial population, one child each")
     g.add_argument("--mutations", type=parse_list(str, "--mutations"), default=list(MUTATIONS),
                    help=f"mutations to draw from, uniformly, comma-separated: any of {', '.join(MUTATIONS)}")
-    flags.add(g, "--mutation_noise", flags.number(low=0.0), default=1e-5,
+    flags.add(g, "--mutation_noise", flags.number(low=0.0, high=1.0, warn_above=0.01), default=1e-5,
               help="std of the symmetry-breaking noise on widened units, relative to the layer's weight std "
                    "(0 = exactly function-preserving)")
     flags.add(g, "--base_epochs", flags.count(min=1), default=63, help="epochs of the base network")
@@ -87,6 +89,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 def validate_args(args: argparse.Namespace) -> None:
     """Every check that needs no data, so a mistake fails before anything is loaded or written."""
     import data
+    from models import build_from_config
     from operators.mutations import check_kinds
 
     # Numeric ranges are checked while parsing (``flags``); what needs several flags, here.
@@ -101,7 +104,9 @@ def validate_args(args: argparse.Namespace) -> None:
                           "validation split, never on the test set")
     if args.resume and args.resume != "auto" and not os.path.isfile(args.resume):
         raise ConfigError(f"--resume: no checkpoint at {os.path.abspath(args.resume)}")
-    base_config_from_args(args, data.NUM_CLASSES[args.dataset], data.IMAGE_SIZE[args.dataset])  # the net's shape
+    config = base_config_from_args(args, data.NUM_CLASSES[args.dataset], data.IMAGE_SIZE[args.dataset])  # its shape
+    runtime.check_network_fits(lambda: build_from_config("cellnet", config), args,
+                               "--head_channels, --cell_channels, --tail_channels and --fc_units")
 
 
 def base_config_from_args(args: argparse.Namespace, num_classes: int, input_size: int) -> dict:
@@ -143,7 +148,7 @@ class EvolutionRun:
         from utils import seed_everything
 
         self.args, self.ctx = args, ctx
-        self.run_dir = runtime.run_directory(args)
+        self.run_dir = runtime.claim_run_folder(args, ctx)  # locked before the data loads
         resume_path, resumed = self.find_resume()
         seed_everything(args.manualSeed)
         self.data = runtime.load_data(args, ctx)
@@ -163,6 +168,7 @@ class EvolutionRun:
             self.search.load_state_dict(resumed["search"])
             self.epochs_done, self.in_flight = resumed["epochs_done"], resumed.get("in_flight")
             set_rng_state(resumed["rng"])
+            self.log.continue_at(resumed["epoch"])  # the first loader epoch trained again
             self.log.info(f"resumed from {resume_path}: continuing {self.position()}")
         else:
             args_text = json.dumps(checkpoint.args_to_dict(args), indent=1)

@@ -9,7 +9,11 @@ inf are refused for every float flag. ``count`` is the integer form; ``numbers``
 list (``--template_size 0.5,0.5,1``, split by ``utils.parse_list``) whose every value is checked.
 
 A range can be left to a later check that says it in its own sentence (``checked_by``): the flag
-still states its range, and that check refuses it before anything is written.
+still states its range, and that check refuses it before anything is written. An upper end
+(``high``) is always refused while parsing: it is there so that a huge value stops before it hangs
+or allocates, and no later check names it.
+
+``seed`` is the one type of every seed flag (``--manualSeed``, compare.py's ``--seeds``).
 """
 
 from __future__ import annotations
@@ -19,6 +23,11 @@ import math
 import sys
 
 from utils import parse_list
+
+# The largest seed: torch accepts seeds up to 2**64 - 1, but the code adds offsets to a seed (the
+# sampler seeds with seed + epoch, fuse.py's members with seed + 1000 (i + 1)); half the range
+# leaves room for them. NumPy takes seed % 2**32 (``utils.seed_everything``, ``utils.init_worker``).
+SEED_MAX = 2**63 - 1
 
 
 class Number:
@@ -37,13 +46,19 @@ class Number:
             return False
         return self.high is None or (value < self.high if self.high_open else value <= self.high)
 
+    def show(self, end) -> str:
+        """An end of the range as typed: integers exactly (a seed's 9223372036854775807), floats short."""
+        return str(end) if self.kind is int else f"{end:g}"
+
     def range_text(self) -> str:
         """">= 0", "> 0", "<= 1", "in [0, 1)"."""
-        if self.low is not None and self.high is not None:
-            return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
-        if self.low is not None:
-            return f"{'>' if self.low_open else '>='} {self.low:g}"
-        return f"{'<' if self.high_open else '<='} {self.high:g}"
+        low, high = self.low, self.high
+        if low is not None and high is not None:
+            return (f"in {'(' if self.low_open else '['}{self.show(low)}, {self.show(high)}"
+                    f"{')' if self.high_open else ']'}")
+        if low is not None:
+            return f"{'>' if self.low_open else '>='} {self.show(low)}"
+        return f"{'<' if self.high_open else '<='} {self.show(high)}"
 
     def describe(self) -> str:
         """The range as the help states it."""
@@ -57,7 +72,8 @@ class Number:
                                              f"{self.range_text()}, got {text!r}") from None
         if not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"must be a finite number {self.range_text()}, got {text}")
-        if self.checked_by is None and not self.contains(value):
+        above = self.high is not None and (value >= self.high if self.high_open else value > self.high)
+        if (self.checked_by is None or above) and not self.contains(value):
             raise argparse.ArgumentTypeError(f"must be {self.range_text()}, got {text}")
         if self.warn_above is not None and value > self.warn_above:
             print(f"warning: {self.flag} {text} is above {self.warn_above:g}, which is unusual (a typo?); "
@@ -101,9 +117,15 @@ def number(kind=float, *, low=None, high=None, low_open=False, high_open=False, 
                   checked_by=checked_by)
 
 
-def count(min: int = 0, *, checked_by: str | None = None) -> Number:
-    """An integer flag's type: an integer >= ``min``."""
-    return Number(int, low=min, checked_by=checked_by)
+def count(min: int = 0, *, high: int | None = None, warn_above: int | None = None,
+          checked_by: str | None = None) -> Number:
+    """An integer flag's type: an integer >= ``min`` (and <= ``high``)."""
+    return Number(int, low=min, high=high, warn_above=warn_above, checked_by=checked_by)
+
+
+def seed() -> Number:
+    """A seed's type: an integer in [0, ``SEED_MAX``], which every seeding call of the toolkit accepts."""
+    return Number(int, low=0, high=SEED_MAX)
 
 
 def numbers(item: Number) -> Numbers:

@@ -30,6 +30,7 @@ ARCHS = ("wrn", "resnet18", "mlp")
 FUSED_NAME = "fused.pth"
 FUSED_INITIAL_NAME = "fused_initial.pth"  # right after fusion, before fine-tuning
 BEST_NAME = "best.pth"  # the fine-tuning epoch with the best validation top-1 so far
+MAX_MEMBERS = 64  # fusion holds every member and their k-times-wide concatenation at once
 EXAMPLE_INPUTS = 2  # images (zeros) that torch-pruning traces the network with; only their shape matters
 
 # The flags that decide what a run computes: resuming with any of them changed is refused.
@@ -50,7 +51,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="checkpoints of the networks to fuse (main.py's or this script's); a pre-growth "
                         "MixtureGrowth checkpoint gives its trained members (models.materialize), a grown one "
                         "its grown network")
-    flags.add(g, "--train_members", flags.count(min=0, checked_by="fuse.validate_args"), default=0,
+    flags.add(g, "--train_members", flags.count(min=0, high=MAX_MEMBERS, checked_by="fuse.validate_args"), default=0,
               help="train this many members here, each from its own seed, instead of --checkpoints "
                    "(0 = use --checkpoints; otherwise at least 2)")
     g.add_argument("--arch", default="wrn", choices=ARCHS,
@@ -186,6 +187,32 @@ def networks_from_checkpoint(path: str) -> tuple[list, dict]:
     return [models.materialize(network, member) for member in trained], state
 
 
+def check_members_learned(members: list, member_val: list[dict], num_classes: int, log) -> None:
+    """Stop before fusing a member that diverged: the fused network would inherit its NaNs.
+
+    Non-finite weights, BatchNorm statistics or validation loss stop the run as a non-finite loss
+    does (exit 3). A validation top-1 no better than chance (100 / classes %) is said in the log
+    but fused: a short smoke run's members legitimately sit there.
+    """
+    import torch
+
+    import engine
+
+    chance = 100.0 / num_classes
+    for index, (network, val) in enumerate(zip(members, member_val)):
+        if not all(torch.isfinite(t).all() for t in network.state_dict().values() if t.is_floating_point()):
+            broken = "its weights or BatchNorm statistics are"
+        elif val["loss"] is not None and not math.isfinite(val["loss"]):
+            broken = f"its validation loss is {val['loss']}, which is"
+        else:
+            if val["top1"] is not None and val["top1"] <= chance:
+                log.info(f"warning: member {index} is no better than chance on the validation split "
+                         f"({val['top1']:.2f}% top-1, chance {chance:.2f}%); fusing it anyway")
+            continue
+        raise engine.NonFiniteLossError(f"member {index} diverged: {broken} not finite, so it cannot be fused "
+                                        "(lower --member_lr, or give other --checkpoints)")
+
+
 def size_of(network, input_size) -> dict:
     """Parameters and FLOPs per image (``compute_flops``) of a plain network."""
     from compute_flops import count_flops, count_parameters
@@ -209,7 +236,7 @@ class FusionRun:
         from utils import seed_everything
 
         self.args, self.ctx = args, ctx
-        self.run_dir = runtime.run_directory(args)
+        self.run_dir = runtime.claim_run_folder(args, ctx)  # locked before the data loads
         self.resume_path, self.resumed = self.find_resume()
         seed_everything(args.manualSeed)
         self.given = [networks_from_checkpoint(path) for path in args.checkpoints or []]
@@ -220,7 +247,8 @@ class FusionRun:
                                   f"but --dataset is {args.dataset}")
         self.data = runtime.load_data(args, ctx)
         if args.train_members:
-            member_network(args, self.data.num_classes, self.data.input_size)  # a shape mistake fails here
+            runtime.check_network_fits(lambda: member_network(args, self.data.num_classes, self.data.input_size), args,
+                                       f"--arch {args.arch}'s size (--wide, --resnet_width or --hidden)")
         else:
             import fusion
 
@@ -236,6 +264,7 @@ class FusionRun:
                        "best_val": None, "best_epoch": None, "stage": "members"}
         if self.resumed is not None:
             self.record.update(self.resumed["record"])
+            self.log.continue_at(self.record["epoch"] + 1)
             self.log.info(f"resumed from {self.resume_path}: stage {self.record['stage']}")
         else:
             args_text = json.dumps(checkpoint.args_to_dict(args), indent=1)
@@ -302,6 +331,7 @@ class FusionRun:
             if result["top1"] is not None:
                 log.info(f"member {index}: val top-1 {result['top1']:.2f}%")
         if self.record["stage"] == "members":
+            check_members_learned(members, member_val, self.data.num_classes, log)
             fused, seconds = self.fuse(members, member_val)
             self.record.update(stage="finetune", fusion_seconds=seconds)
             self.save(FUSED_INITIAL_NAME, self.network_state(fused, phase="fused", epoch=self.record["epoch"],

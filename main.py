@@ -22,6 +22,7 @@ from utils import ConfigError
 
 ARCHS = ("wrn", "normalwrn", "wrn_imagenet", "wrn_imagenet_bank", "normal_wrn_imagenet")
 PLAIN_ARCHS = ("normalwrn", "normal_wrn_imagenet")
+MAX_EPOCHS = 100_000  # the plan holds every epoch and is printed and saved whole (~5 s to build at this size)
 COEF_GROWTH_MODES = ("orthogonal", "copy", "zero", "random", "none", "random_blocks")
 
 
@@ -70,7 +71,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     g = parser.add_argument_group("Phases")
     # checked_by: these epoch counts (and --cosine_lr_warmup, --bank_group_size) are refused by build_plan /
     # validate_args in their own sentences, before anything is written (tests build plans from parsed values).
-    flags.add(g, "--epochs", flags.count(min=1, checked_by="schedule.build_plan"), default=440,
+    flags.add(g, "--epochs", flags.count(min=1, high=MAX_EPOCHS, checked_by="schedule.build_plan"), default=440,
               help="total epochs of the run, all phases")
     flags.add(g, "--growth_epochs", flags.numbers(flags.count(min=-1, checked_by="schedule.build_plan")),
               default=[200],
@@ -259,6 +260,7 @@ def main(args: argparse.Namespace) -> dict:
     validate_args(args)
     if args.evaluate or args.evaluate_ensemble:
         return run_evaluation(args)
+    runtime.check_network_fits(lambda: initial_model(args), args, "--wide and --depth")
     return run_training(args)
 
 
@@ -395,7 +397,7 @@ class TrainingRun:
         from utils import seed_everything, set_rng_state
 
         self.args, self.plan, self.ctx = args, plan, ctx
-        self.run_dir = run_directory(args)
+        self.run_dir = runtime.claim_run_folder(args, ctx)  # locked before the data loads
         resume_path, resumed = find_resume(args, self.run_dir)
         seed_everything(args.manualSeed)
         if args.channels_last and ctx.device.type != "cuda":
@@ -429,6 +431,7 @@ class TrainingRun:
             self.events, self.best_top1 = list(resumed.get("events", [])), resumed["best_top1"]
             self.partial = resumed.get("partial")
             self.start_epoch = self.partial["epoch"] if self.partial else resumed["epoch"] + 1
+            log.continue_at(self.start_epoch)
             set_rng_state(resumed["rng"])
             where = (f"epoch {self.partial['epoch']} step {self.partial['step']}" if self.partial
                      else f"epoch {self.start_epoch}")

@@ -162,7 +162,7 @@ def network_config(args: argparse.Namespace, num_classes: int, nws: bool = True)
     widths = tuple(args.widths) if args.arch == "resnet18" else wrn_channels(args.wide)
     config = NetworkConfig(args.arch, num_classes, widths, depth=args.depth if args.arch == "wrn" else 18,
                            group_size=args.gs, pool_size=args.n_emb, nws_classifier=not args.plain_head, nws=nws)
-    build_network(config)
+    runtime.check_network_fits(lambda: build_network(config), args, "--n_emb, --gs and --widths / --wide")
     return config
 
 
@@ -210,7 +210,7 @@ def pretrain(args: argparse.Namespace) -> dict:
 
     ctx = runtime.Context(args)
     try:
-        run_dir = runtime.run_directory(args)
+        run_dir = runtime.claim_run_folder(args, ctx)  # locked before the data loads
         data = runtime.load_data(args, ctx)
         config = network_config(args, data.num_classes)
         resume_path, resume_state = None, None
@@ -231,6 +231,7 @@ def pretrain(args: argparse.Namespace) -> dict:
             learner.load_state_dict(resume_state["pool_learner"])
             utils.set_rng_state(resume_state["rng"])
             start = resume_state["epoch"] + 1
+            ctx.logger.continue_at(start)
             ctx.logger.info(f"resuming {resume_path} after epoch {resume_state['epoch']}")
         ctx.logger.info(f"pretraining the pools of {config.arch} (gs {config.group_size}, n_emb {config.pool_size}) "
                         f"on {args.dataset} for {args.epochs} epochs in {run_dir}")
@@ -310,7 +311,7 @@ def run_tasks(args: argparse.Namespace) -> dict:
 
     ctx = runtime.Context(args)
     try:
-        run_dir = runtime.run_directory(args)
+        run_dir = runtime.claim_run_folder(args, ctx)  # locked before the data loads
         nws = args.method == "nws"
         split = load_split(args.dataset, args.data_path, train_subset=args.train_subset)
         num_tasks = args.num_tasks or len(split)
@@ -327,6 +328,7 @@ def run_tasks(args: argparse.Namespace) -> dict:
         pools = pools_state["pools"] if nws else None
 
         runtime.open_run_folder(args, ctx, run_dir)
+        ctx.logger.continue_at(len(stored) * args.epochs)  # a task stopped before it was stored is trained again
         if ctx.main_process:
             _write_args(run_dir, args)
             if nws and not os.path.isfile(os.path.join(run_dir, POOLS_NAME)):

@@ -4,7 +4,9 @@ A run holds ``<run folder>/run.lock`` with ``fcntl.flock`` while it lives, and w
 host, start time and command into it. A second process on the same folder finds the flock taken
 and stops at once, naming the running process. The OS drops an flock when its process dies,
 however it dies (SIGKILL, power loss), so a lock file whose flock is free was left by a run that
-died: the next run takes it over and says so. A run that ends normally deletes the file.
+died: the next run takes it over and says so. A run that ends normally deletes the file, and
+the folders ``acquire`` made if they are still empty (a run refused before it wrote anything
+leaves nothing behind).
 
 Data-loader workers forked while the lock is held share it; they exit within seconds of their
 parent's death, and the lock is free then.
@@ -27,11 +29,12 @@ LOCK_NAME = "run.lock"
 class RunLock:
     """A held lock (``fd`` None: the file system cannot lock). ``note``: a line for the run's log, or None."""
 
-    def __init__(self, folder: str, fd: int | None, note: str | None = None) -> None:
+    def __init__(self, folder: str, fd: int | None, note: str | None = None, made: tuple[str, ...] = ()) -> None:
         self.folder, self.path, self.fd, self.note = folder, os.path.join(folder, LOCK_NAME), fd, note
+        self.made = made  # the folders acquire created, deepest first
 
     def release(self) -> None:
-        """Delete the lock file, then drop the flock (in this order: see ``acquire``)."""
+        """Delete the lock file, then drop the flock (in this order: see ``acquire``); then the empty folders made."""
         if self.fd is None:
             return
         try:
@@ -40,6 +43,11 @@ class RunLock:
             pass
         os.close(self.fd)
         self.fd = None
+        for folder in self.made:
+            try:
+                os.rmdir(folder)
+            except OSError:  # holds files (the run wrote some), or another run's folder
+                break
 
 
 def describe(holder: dict) -> str:
@@ -54,11 +62,16 @@ def describe(holder: dict) -> str:
 def acquire(folder: str) -> RunLock:
     """Lock ``folder`` (made if missing) for this process; a ConfigError naming the holder if it is taken."""
     path = os.path.join(folder, LOCK_NAME)
+    made = _missing_folders(folder)
+    retried = False
     while True:
         try:
             os.makedirs(folder, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as error:
+            if isinstance(error, FileNotFoundError) and not retried:  # a run that just ended removed the folder
+                retried = True
+                continue
             raise ConfigError(f"--save_path: cannot create the run folder's lock file {os.path.abspath(path)} "
                               f"({error.strerror})") from None
         try:
@@ -88,7 +101,19 @@ def acquire(folder: str) -> RunLock:
     os.ftruncate(fd, 0)
     os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
     os.fsync(fd)
-    return RunLock(folder, fd, note)
+    return RunLock(folder, fd, note, made)
+
+
+def _missing_folders(folder: str) -> tuple[str, ...]:
+    """``folder`` and its parents that do not exist yet, deepest first."""
+    missing, current = [], os.path.abspath(folder)
+    while not os.path.exists(current):
+        missing.append(current)
+        parent = os.path.dirname(current)
+        if parent == current:
+            break
+        current = parent
+    return tuple(missing)
 
 
 def _read(fd: int) -> dict | None:

@@ -5,7 +5,9 @@
 - ``cli``: parse, run, and turn expected failures into one sentence and an exit status;
 - ``Context``: the device, this process's rank, the logger; ``session``: a Context and its stop
   request for the length of a run;
-- ``run_directory`` / ``open_run_folder``: ``<save_path>/<dataset>/<tag>/seed_<seed>``;
+- ``run_directory`` / ``claim_run_folder`` / ``open_run_folder``: ``<save_path>/<dataset>/<tag>/seed_<seed>``,
+  locked for the run before anything is loaded, then logged into;
+- ``check_network_fits``: refuse a network too large for the device before it is allocated;
 - ``load_data``: training, validation and test data with their loaders;
 - ``wrap_for_training``: the network as the training step calls it (members, compile, DDP).
 """
@@ -76,7 +78,7 @@ def add_hardware_arguments(group: argparse._ArgumentGroup) -> None:
                        help="distributed training; launch with torchrun (set automatically under torchrun)")
     group.add_argument("--amp", action="store_true",
                        help="automatic mixed precision: fp16 with loss scaling on CUDA, bf16 on CPU")
-    flags.add(group, "--manualSeed", flags.count(min=0), default=None,
+    flags.add(group, "--manualSeed", flags.seed(), default=None,
               help="seed of Python, NumPy, torch and the data loaders; random if not given")
 
 
@@ -211,30 +213,94 @@ def ensure_writable(folder: str) -> None:
         raise ConfigError(f"--save_path: cannot write to {os.path.abspath(folder)} ({error.strerror})") from None
 
 
-def open_run_folder(args: argparse.Namespace, ctx: Context, run_dir: str) -> None:
-    """Make the run folder (checked writable), lock it for this run, and log into it.
+def claim_run_folder(args: argparse.Namespace, ctx: Context) -> str:
+    """The run folder (``run_directory``), locked for this run: call it before loading anything.
 
-    Only the main process writes, and it holds the lock (``runlock``) until ``ctx.close()``: a
-    second run on the same folder stops here with exit 2, before it writes anything.
+    Only the main process holds the lock (``runlock``), until ``ctx.close()``: a second run on the
+    same folder stops here, at once, with exit 2 (under torchrun every rank stops with rank 0's
+    sentence). Nothing but the lock file is written; a run refused later (a missing data set, an
+    incompatible checkpoint) deletes it, and the folders it made, on its way out.
     """
+    run_dir = run_directory(args)
+    _lock(ctx, run_dir)
+    return run_dir
+
+
+def _lock(ctx: Context, run_dir: str) -> None:
+    """The main process takes ``run_dir``'s lock, unless it holds it already; every rank stops if it is taken."""
     import distributed
     import runlock
 
     refused = None
     if ctx.main_process:
         try:
-            if ctx.run_lock is not None:
+            if ctx.run_lock is not None and ctx.run_lock.folder != run_dir:
                 ctx.run_lock.release()
-            ctx.run_lock = runlock.acquire(run_dir)  # makes the folder; nothing is written there before
+                ctx.run_lock = None
+            if ctx.run_lock is None:
+                ctx.run_lock = runlock.acquire(run_dir)  # makes the folder; nothing is written there before
             ensure_writable(run_dir)
         except ConfigError as error:
             refused = str(error)
     refused = distributed.broadcast_object(refused)  # under torchrun every rank stops with rank 0's sentence
     if refused is not None:
         raise ConfigError(refused)
+
+
+def open_run_folder(args: argparse.Namespace, ctx: Context, run_dir: str) -> None:
+    """Lock the run folder for this run (unless ``claim_run_folder`` did) and log into it."""
+    _lock(ctx, run_dir)
     ctx.log_to(run_dir)
     if ctx.run_lock is not None and ctx.run_lock.note:
         ctx.logger.info(ctx.run_lock.note)
+
+
+# --------------------------------------------------------------------------- network size
+
+
+def check_network_fits(build, args: argparse.Namespace, named: str) -> None:
+    """Refuse, in one sentence naming ``named`` (the flags that size it), a network that cannot fit.
+
+    ``build()`` is run on the meta device: shapes only, no memory. Training holds at least each
+    parameter's weight, gradient and momentum, and every buffer once (activations come on top), so
+    a network whose lower bound exceeds the memory available now (the GPU's free memory, else the
+    machine's) can never train, and a size no tensor can hold cannot even be built.
+    """
+    import torch
+
+    from custom_log import humanize
+
+    try:
+        with torch.device("meta"):
+            network = build()
+    except RuntimeError as error:  # "Storage size calculation overflowed": more elements than int64 counts
+        if "overflow" not in str(error):
+            raise
+        raise ConfigError(f"{named}: the network would have layers of more numbers than a tensor can hold; "
+                          "choose a smaller size") from None
+    params = sum(p.numel() * p.element_size() for p in network.parameters())
+    buffers = sum(b.numel() * b.element_size() for b in network.buffers())
+    needed = 3 * params + buffers
+    available, where = available_memory(args)
+    if needed > available:
+        count = sum(p.numel() for p in network.parameters()) + sum(b.numel() for b in network.buffers())
+        raise ConfigError(f"{named}: the network has {humanize(count)} numbers, whose weights, gradients and "
+                          f"momentum alone need {needed / 2**30:,.1f} GiB, more than the {available / 2**30:,.1f} GiB "
+                          f"{where} has available; choose a smaller size")
+
+
+def available_memory(args: argparse.Namespace) -> tuple[int, str]:
+    """(bytes free now, "the GPU" / "this machine") on the device a run of ``args`` trains on."""
+    import torch
+
+    if args.ngpu > 0 and torch.cuda.is_available():
+        return torch.cuda.mem_get_info(int(os.environ.get("LOCAL_RANK", 0)))[0], "the GPU"
+    try:
+        with open("/proc/meminfo") as handle:  # Linux: MemAvailable counts reclaimable caches as free
+            fields = dict(line.split(":", 1) for line in handle)
+        return int(fields["MemAvailable"].split()[0]) * 1024, "this machine"
+    except (OSError, KeyError, ValueError):
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "this machine"
 
 
 # --------------------------------------------------------------------------- data

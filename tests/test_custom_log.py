@@ -295,3 +295,21 @@ def test_plot_accuracy_empty_and_single_row_still_write_png(tmp_path):
     assert _is_png(tmp_path / "one_vs_flops.png")
     written = sorted(p.name for p in tmp_path.iterdir())
     assert written == ["empty.png", "one.png", "one_vs_flops.png"]  # no temporary file left
+
+
+def test_a_resumed_run_drops_the_rows_logged_after_its_checkpoint_from_metrics_and_tensorboard(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    with RunLogger(tmp_path) as stopped:  # epochs 3 and 4 were logged, then the run died before checkpointing 3
+        for epoch in range(5):
+            stopped.log_epoch({"epoch": epoch, "loss": float(epoch)})
+    with RunLogger(tmp_path) as resumed:
+        resumed.continue_at(3)
+        for epoch in (3, 4):
+            resumed.log_epoch({"epoch": epoch, "loss": 10.0 + epoch})
+    assert read_metrics(tmp_path / "metrics.jsonl") == [
+        {"epoch": 0, "loss": 0.0}, {"epoch": 1, "loss": 1.0}, {"epoch": 2, "loss": 2.0},
+        {"epoch": 3, "loss": 13.0}, {"epoch": 4, "loss": 14.0}]
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("loss")] == [(0, 0.0), (1, 1.0), (2, 2.0), (3, 13.0), (4, 14.0)]

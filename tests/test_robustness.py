@@ -219,3 +219,180 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, m
     kept = checkpoint.load_checkpoint(os.path.join(str(tmp_path), "digits", "e2e", "seed_3", "checkpoint.pth"))
     assert kept["epoch"] == 3
     assert all(torch.isfinite(t).all() for t in kept["model"].values() if t.is_floating_point())
+
+
+# --------------------------------------------------------------------------- issue 27: every CLI
+
+
+def run_cli(module, argv):
+    """The CLI's exit status; argparse's own errors count too."""
+    try:
+        return module.cli([str(a) for a in argv])
+    except SystemExit as exit:
+        return exit.code
+
+
+CPU = ["--dataset", "digits", "--ngpu", "0", "--workers", "0"]
+TOO_LARGE = {  # sizes whose network cannot fit in any memory: allocation tracebacks before (evolve wrote 4 files)
+    "main.py --wide 1e9": ("main", [*CPU, "--wide", "1e9", "--depth", "10"], "--wide"),
+    "fuse.py --wide 1e9": ("fuse", [*CPU, "--train_members", "2", "--wide", "1e9", "--depth", "10"], "--wide"),
+    "evolve.py --cell_channels 1e9": ("evolve", [*CPU, "--cell_channels", "1000000000"], "--cell_channels"),
+    "nws.py --n_emb 1e9": ("nws", ["pretrain", *CPU, "--arch", "wrn", "--depth", "10", "--wide", "1",
+                                   "--n_emb", "1000000000"], "--n_emb"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TOO_LARGE))
+def test_a_network_too_large_for_the_memory_exits_2_in_one_sentence_and_writes_nothing(case, tmp_path, capsys):
+    import importlib
+
+    name, argv, flag = TOO_LARGE[case]
+    status = run_cli(importlib.import_module(name), [*argv, "--save_path", tmp_path / "runs"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1 and flag in err[0] and "smaller" in err[0], err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_memory_estimate_is_a_lower_bound_of_what_the_network_holds(monkeypatch):
+    import runtime
+    from utils import ConfigError
+
+    args = tiny_args("unused")
+    network = main.initial_model(args)
+    weights = sum(t.numel() * t.element_size() for t in [*network.parameters(), *network.buffers()])
+    gradients_and_momentum = 2 * sum(p.numel() * p.element_size() for p in network.parameters())
+    needed = weights + gradients_and_momentum
+    monkeypatch.setattr(runtime, "available_memory", lambda args: (needed, "this machine"))
+    runtime.check_network_fits(lambda: main.initial_model(args), args, "--wide")  # exactly enough: accepted
+    monkeypatch.setattr(runtime, "available_memory", lambda args: (needed - 1, "this machine"))
+    with pytest.raises(ConfigError, match="--wide: the network has"):
+        runtime.check_network_fits(lambda: main.initial_model(args), args, "--wide")
+
+
+def test_fuse_refuses_a_member_whose_weights_diverged_before_fusing(tmp_path, capsys):
+    import fuse
+    import models
+    from models.mlp import MLP
+
+    torch.manual_seed(0)
+    paths = []
+    for index in range(2):
+        network = MLP(3 * 32 * 32, (8,), 10)
+        if index == 1:
+            with torch.no_grad():
+                next(network.parameters())[0, 0] = float("nan")  # as after --member_lr 1e30
+        kind, config = models.model_config(network)
+        paths.append(str(tmp_path / f"mlp{index}.pth"))
+        checkpoint.save_checkpoint({"args": {"dataset": "digits"}, "model_kind": kind, "model_config": config,
+                                    "model": network.state_dict()}, paths[-1])
+    status = run_cli(fuse, [*CPU, "--train_subset", "100", "--val_split", "0.2", "--manualSeed", "4",
+                            "--checkpoints", *paths, "--finetune_epochs", "0", "--save_path", tmp_path / "out"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == main.EXIT_NON_FINITE and len(err) == 1 and "member 1 diverged" in err[0], err
+    assert not os.path.exists(os.path.join(str(tmp_path / "out"), "digits", "fuse", "seed_4", "fused_initial.pth"))
+
+
+LOCKED = {  # (module, argv, run folder under the save path)
+    "main.py": ("main", TINY_RUN, "digits/e2e/seed_3"),
+    "fuse.py": ("fuse", [*CPU, "--train_members", "2", "--depth", "10", "--wide", "1", "--manualSeed", "4"],
+                "digits/fuse/seed_4"),
+    "evolve.py": ("evolve", [*CPU, "--manualSeed", "5"], "digits/evolve/seed_5"),
+    "nws.py pretrain": ("nws", ["pretrain", *CPU, "--manualSeed", "5"], "digits/pools/seed_5"),
+    "nws.py tasks": ("nws", ["tasks", *CPU, "--method", "plain_per_task", "--manualSeed", "5"], "digits/tasks/seed_5"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LOCKED))
+def test_a_second_start_is_refused_before_the_data_is_loaded(case, tmp_path, capsys, monkeypatch):
+    import importlib
+
+    import runlock
+    import runtime
+    import weight_search.splits
+
+    name, argv, folder = LOCKED[case]
+    loaded = lambda *a, **k: pytest.fail("the data was loaded before the run folder's lock was taken")  # noqa: E731
+    monkeypatch.setattr(runtime, "load_data", loaded)
+    monkeypatch.setattr(weight_search.splits, "load_split", loaded)
+    held = runlock.acquire(str(tmp_path / folder))  # the first, live run
+    try:
+        status = run_cli(importlib.import_module(name), [*argv, "--save_path", tmp_path])
+    finally:
+        held.release()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and "is in use by process" in err[-1], err
+
+
+def test_a_run_refused_after_taking_the_lock_leaves_no_folder(tmp_path, capsys):
+    # --dataset cifar100 without its files: refused by the data loading, which now comes after the lock.
+    assert run_cli(main, TINY_RUN + ["--dataset", "cifar100", "--save_path", tmp_path / "runs"]) == 2
+    assert "CIFAR-100" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def metrics_rows(run_dir):
+    from custom_log import read_metrics
+
+    return [{k: v for k, v in row.items() if k != "epoch_time"} for row in read_metrics(os.path.join(run_dir,
+                                                                                                   "metrics.jsonl"))]
+
+
+def test_main_resumed_after_a_crash_between_logging_and_checkpointing_logs_as_the_uninterrupted_run(
+        full_run, tmp_path, monkeypatch):
+    _, reference = full_run
+    real_save = main.TrainingRun.save
+
+    def crash_before_checkpointing_epoch_4(self, name, state):  # as kill -9 right after epoch 4's row
+        if name == checkpoint.LATEST_NAME and state["epoch"] == 4 and "partial" not in state:
+            raise RuntimeError("killed")
+        real_save(self, name, state)
+
+    monkeypatch.setattr(main.TrainingRun, "save", crash_before_checkpointing_epoch_4)
+    with pytest.raises(RuntimeError, match="killed"):
+        main.main(tiny_args(tmp_path))
+    monkeypatch.setattr(main.TrainingRun, "save", real_save)
+    resumed = main.main(tiny_args(tmp_path, "--resume", "auto"))
+    assert metrics_rows(resumed["run_dir"]) == metrics_rows(reference["run_dir"])
+
+
+def crash_once(monkeypatch, when):
+    """engine.train_one_epoch raises (as a kill -9 would stop the run) the first time ``when(epoch, phase)``."""
+    real, crashed = engine.train_one_epoch, []
+
+    def crashing(*args, epoch, phase, **kwargs):
+        if not crashed and when(epoch, phase):
+            crashed.append(epoch)
+            raise RuntimeError("killed")
+        return real(*args, epoch=epoch, phase=phase, **kwargs)
+
+    monkeypatch.setattr(engine, "train_one_epoch", crashing)
+
+
+def test_evolve_resumed_after_a_kill_in_an_individual_logs_each_epoch_once(tmp_path, monkeypatch):
+    import evolve
+
+    argv = [*CPU, "--train_subset", "200", "--batch_size", "64", "--num_cells", "1", "--head_channels", "4",
+            "--cell_channels", "4", "--tail_channels", "4", "--fc_units", "8", "--population_size", "2",
+            "--generations", "1", "--base_epochs", "1", "--mutation_epochs", "2", "--final_epochs", "1",
+            "--manualSeed", "5", "--save_path", str(tmp_path)]
+    crash_once(monkeypatch, lambda epoch, phase: epoch == 2)  # the 2nd epoch of the first mutant
+    with pytest.raises(RuntimeError, match="killed"):
+        evolve.main(evolve.get_args_parser().parse_args(argv))
+    result = evolve.main(evolve.get_args_parser().parse_args(argv + ["--resume", "auto"]))
+    rows = metrics_rows(result["run_dir"])
+    trained = [row["epoch"] for row in rows if "train_loss" in row]
+    assert trained == list(range(result["epochs"]))  # before: the killed individual's epochs twice
+    assert len([row for row in rows if "fitness" in row]) == len(result["lineage"])
+
+
+def test_nws_tasks_resumed_after_a_stop_in_a_task_logs_each_epoch_once(tmp_path, monkeypatch):
+    import nws
+
+    argv = ["tasks", *CPU, "--method", "plain_per_task", "--arch", "wrn", "--depth", "10", "--wide", "1",
+            "--epochs", "2", "--train_subset", "40", "--batch_size", "16", "--num_tasks", "2", "--manualSeed", "5",
+            "--save_path", str(tmp_path)]
+    crash_once(monkeypatch, lambda epoch, phase: phase == "task 1" and epoch == 1)
+    with pytest.raises(RuntimeError, match="killed"):
+        nws.main(nws.get_args_parser().parse_args(argv))
+    result = nws.main(nws.get_args_parser().parse_args(argv + ["--resume", "auto"]))
+    assert [row["epoch"] for row in metrics_rows(result["run_dir"])] == [0, 1, 2, 3]  # before: 0, 1, 2, 2, 3
