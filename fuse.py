@@ -29,6 +29,7 @@ METHODS = ("nt", "nt_iterative", "nt_hierarchical", "average", "ot", "ensemble",
 ARCHS = ("wrn", "resnet18", "mlp")
 FUSED_NAME = "fused.pth"
 FUSED_INITIAL_NAME = "fused_initial.pth"  # right after fusion, before fine-tuning
+FUSED_RECALIBRATED_NAME = "fused_recalibrated.pth"  # the same with re-estimated BatchNorm statistics
 BEST_NAME = "best.pth"  # the fine-tuning epoch with the best validation top-1 so far
 MAX_MEMBERS = 64  # fusion holds every member and their k-times-wide concatenation at once
 EXAMPLE_INPUTS = 2  # images (zeros) that torch-pruning traces the network with; only their shape matters
@@ -36,7 +37,7 @@ EXAMPLE_INPUTS = 2  # images (zeros) that torch-pruning traces the network with;
 # The flags that decide what a run computes: resuming with any of them changed is refused.
 RUN_FIELDS = ("dataset", "val_split", "train_subset", "batch_size", "checkpoints", "train_members", "arch", "depth",
               "wide", "use_bn", "resnet_width", "hidden", "member_epochs", "member_lr", "member_momentum",
-              "member_weight_decay", "method", "finetune_epochs", "finetune_lr", "finetune_momentum",
+              "member_weight_decay", "member_seeds", "method", "recalibrate_bn", "finetune_epochs", "finetune_lr", "finetune_momentum",
               "finetune_weight_decay", "finetune_milestones", "finetune_gamma")
 
 
@@ -66,6 +67,10 @@ def get_args_parser() -> argparse.ArgumentParser:
               help="--arch resnet18: channels of the first stage; the stages have w, 2w, 4w, 8w")
     flags.add(g, "--hidden", flags.numbers(flags.count(min=1)), default=[512, 512],
               help="--arch mlp: hidden widths in neurons, comma-separated")
+    flags.add(g, "--member_seeds", flags.numbers(flags.count(min=0)), default=[],
+              help="--train_members: the seed of each member (its weights and data order), comma-separated, one "
+                   "per member, e.g. 21,22 to match runs of main.py --manualSeed 21 and 22; empty = member i gets "
+                   "--manualSeed + 1000 (i + 1)")
     flags.add(g, "--member_epochs", flags.count(min=1), default=30, help="--train_members: epochs per member")
     flags.add(g, "--member_lr", flags.number(low=0.0, low_open=True, warn_above=1.0), default=0.05,
               help="--train_members: peak SGD learning rate of a per-epoch cosine decay to 0")
@@ -80,7 +85,13 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "nt_iterative / nt_hierarchical: pair-wise NT, running / merge-sort order; average: weight "
                         "averaging; ot: optimal-transport alignment (POT) then average; ensemble: the "
                         "concatenated network (k times wide, the members' averaged logits, not fine-tuned); "
-                        "best_member: the member best on the validation split")
+                        "best_member: the member best on the validation split (fine-tuned like the fused "
+                        "network: the control with the same budget and recipe)")
+    flags.add(g, "--recalibrate_bn", flags.count(min=0), default=0,
+              help="re-estimate the BatchNorm statistics of the network before fine-tuning from this many "
+                   "training batches (engine.recalibrate_batchnorm, as main.py --recalibrate_bn: train-mode "
+                   "forward, no gradients, cumulative average); the summary reports it raw and recalibrated, "
+                   "fine-tuning starts from the recalibrated one; not for --method ensemble; 0 = off")
 
     g = parser.add_argument_group("Fine-tuning (defaults: the authors' recipe; ResNet-18: --finetune_lr 0.1 "
                                   "--finetune_weight_decay 1e-4 --finetune_epochs 100 --finetune_milestones 50,80)")
@@ -110,6 +121,12 @@ def validate_args(args: argparse.Namespace) -> None:
                 raise ConfigError(f"--checkpoints: no checkpoint at {os.path.abspath(path)}")
     if args.train_members == 1:
         raise ConfigError("--train_members must be at least 2 (fusion needs two networks), got 1")
+    if args.member_seeds and len(args.member_seeds) != args.train_members:
+        raise ConfigError(f"--member_seeds must give one seed per member of --train_members {args.train_members}, "
+                          f"got {len(args.member_seeds)}: {','.join(map(str, args.member_seeds))}")
+    if args.recalibrate_bn and args.method == "ensemble":
+        raise ConfigError("--recalibrate_bn does not apply to --method ensemble (its BatchNorms are the members' "
+                          "own); use it with a method that makes a new network")
     milestones = args.finetune_milestones
     if milestones != sorted(set(milestones)) or any(not 1 <= m < args.finetune_epochs for m in milestones):
         raise ConfigError("--finetune_milestones must be increasing epochs in [1, --finetune_epochs), got "
@@ -333,18 +350,24 @@ class FusionRun:
         if self.record["stage"] == "members":
             check_members_learned(members, member_val, self.data.num_classes, log)
             fused, seconds = self.fuse(members, member_val)
-            self.record.update(stage="finetune", fusion_seconds=seconds)
             self.save(FUSED_INITIAL_NAME, self.network_state(fused, phase="fused", epoch=self.record["epoch"],
                                                              fusion_seconds=seconds, method=args.method))
+            initial = copy.deepcopy(fused)
+            if args.recalibrate_bn:
+                self.recalibrate(fused)
+                self.save(FUSED_RECALIBRATED_NAME, self.network_state(fused, phase="fused", epoch=self.record["epoch"],
+                                                                      method=args.method))
+            self.record.update(stage="finetune", fusion_seconds=seconds)
             self.checkpoint_progress(None)
         else:
-            fused, _ = self.load_network(FUSED_INITIAL_NAME)
-        initial = copy.deepcopy(fused)
+            initial, _ = self.load_network(FUSED_INITIAL_NAME)
+            fused, _ = self.load_network(FUSED_RECALIBRATED_NAME if args.recalibrate_bn else FUSED_INITIAL_NAME)
+        recalibrated = copy.deepcopy(fused) if args.recalibrate_bn else None
         fine_tunes = args.method != "ensemble" and args.finetune_epochs > 0
         if fine_tunes:
             fused = self.finetune(fused, stop)
         self.record["stage"] = "done"
-        return self.finish(members, member_val, initial, fused, fine_tunes)
+        return self.finish(members, member_val, initial, recalibrated, fused, fine_tunes)
 
     def members(self, stop) -> list:
         """The networks to fuse, on the device: given, or trained (and saved as member_<i>.pth) one by one."""
@@ -373,6 +396,8 @@ class FusionRun:
         return members
 
     def member_seed(self, index: int) -> int:
+        if self.args.member_seeds:
+            return self.args.member_seeds[index]
         return self.args.manualSeed + 1000 * (index + 1)
 
     def member_lr(self, epoch: int) -> float:
@@ -406,6 +431,17 @@ class FusionRun:
         seconds = time.perf_counter() - start
         self.log.info(f"fused {len(members)} networks with --method {args.method} in {seconds:.3f} s")
         return fused, seconds
+
+    def recalibrate(self, network) -> None:
+        """Re-estimate ``network``'s BatchNorm statistics in place from ``--recalibrate_bn`` training batches."""
+        import engine
+
+        loader = self.data.train_loader(self.args.manualSeed)
+        loader.sampler.set_epoch(0)
+        batches = engine.recalibrate_batchnorm(network, loader, self.ctx.device, self.args.recalibrate_bn,
+                                               amp=self.args.amp, batch_transform=self.data.train_transform)
+        self.log.info(f"re-estimated the BatchNorm statistics of the {self.args.method} network from {batches} "
+                      "training batches")
 
     def finetune(self, network, stop):
         """Fine-tune ``network``; returns it at the epoch with the best validation top-1."""
@@ -510,7 +546,7 @@ class FusionRun:
 
     # ------------------------------------------------------------------ report
 
-    def finish(self, members: list, member_val: list[dict], initial, final, fine_tuned: bool) -> dict:
+    def finish(self, members: list, member_val: list[dict], initial, recalibrated, final, fine_tuned: bool) -> dict:
         """Test every network of the summary once, write fused.pth, summary.json and the accuracy plot."""
         import fusion
         from custom_log import format_table, humanize, plot_accuracy
@@ -526,6 +562,9 @@ class FusionRun:
             seconds = self.record["fusion_seconds"] if args.method != "best_member" else None
             rows.append({"network": f"{args.method} before fine-tuning", **self.scores(initial),
                          **size_of(initial, input_size), "seconds": seconds})
+        if recalibrated is not None:
+            rows.append({"network": f"{args.method} before fine-tuning, BN recalibrated", **self.scores(recalibrated),
+                         **size_of(recalibrated, input_size)})
         if fine_tuned:
             rows.append({"network": f"{args.method} after fine-tuning", **self.scores(final),
                          **size_of(final, input_size), "epoch": self.record["best_epoch"]})

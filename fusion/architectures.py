@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
+from torch.overrides import TorchFunctionMode
 
 import models
 import models.mlp  # noqa: F401  (registers the "mlp" kind)
@@ -192,9 +193,25 @@ def side_by_side(architecture: Architecture, config: dict, count: int) -> dict:
     return wide
 
 
+class _SkipRandomFills(TorchFunctionMode):
+    """Makes the in-place random fills of weight initialisation no-ops (for networks built on ``meta``).
+
+    On the meta device ``Tensor.normal_`` runs torch's Python reference implementation, whose
+    first call imports ``torch._dynamo`` (1-2 s once per process, more than a fusion of small
+    networks takes); the values would be thrown away anyway.
+    """
+
+    FILLS = frozenset({torch.Tensor.normal_, torch.Tensor.uniform_})
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in self.FILLS:
+            return args[0]
+        return func(*args, **(kwargs or {}))
+
+
 def build_empty(kind: str, config: dict, like: nn.Module) -> nn.Module:
     """A network of ``kind`` / ``config`` without initialised weights (to be filled with ``assign=True``)."""
-    with torch.device("meta"):
+    with torch.device("meta"), _SkipRandomFills():
         network = models.build_from_config(kind, config)
     reference = next(like.parameters())
     return network.to(dtype=reference.dtype)

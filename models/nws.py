@@ -89,16 +89,36 @@ def nearest_indices(vectors: torch.Tensor, pool: torch.Tensor) -> torch.Tensor:
         return torch.cat([_scores(block, pool, pool_sq).argmin(1) for block in _search_blocks(vectors)])
 
 
+def _nearest_scalar_with_margin(values: torch.Tensor, pool: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``nearest_with_margin`` of 1-d pool entries: the nearest other entry is a neighbour in sorted order.
+
+    The chosen entry is the first of its equals in stable sorted order, so an equal entry is its
+    right neighbour and the margin is then the distance to the chosen one (always re-searched).
+    """
+    indices = _nearest_scalar(values, pool)
+    sorted_pool, order = pool.sort(stable=True)
+    position = torch.empty_like(order)
+    position[order] = torch.arange(len(order), device=order.device)
+    at = position[indices]
+    last = len(sorted_pool) - 1
+    far = values.new_tensor(float("inf"))
+    left = torch.where(at > 0, (values - sorted_pool[(at - 1).clamp(min=0)]).abs(), far)
+    right = torch.where(at < last, (sorted_pool[(at + 1).clamp(max=last)] - values).abs(), far)
+    return indices, torch.minimum(left, right)
+
+
 @torch.no_grad()
 def nearest_with_margin(vectors: torch.Tensor, pool: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(nearest index, a lower bound on the distance to every *other* pool vector) for each row.
 
     The bound is the second-smallest distance less the worst rounding error of the ``addmm``
     scores (each ``|p|^2 - 2 v.p`` is off by at most ``2 (dim + 2) u (|v|^2 + |p|^2)``, u the
-    fp32 unit roundoff), so it holds in exact arithmetic.
+    fp32 unit roundoff), so it holds in exact arithmetic. 1-d vectors: a binary search.
     """
     with torch.autocast(device_type=vectors.device.type, enabled=False):
         vectors, pool = vectors.float(), pool.float()
+        if pool.shape[1] == 1:
+            return _nearest_scalar_with_margin(vectors[:, 0], pool[:, 0])
         pool_sq = (pool * pool).sum(1)
         slack = 2 * (pool.shape[1] + 2) * _FP32_ROUNDOFF
         indices, margins = [], []
@@ -134,7 +154,7 @@ class BoundedSearch:
         """(nearest indices, the pool vectors at those indices) for every row of ``vectors``."""
         key = (pool._version, pool.data_ptr(), pool.device, tuple(pool.shape), tuple(vectors.shape))
         vectors, pool = vectors.detach().float(), pool.float()
-        if pool.shape[1] == 1 or key != self.pool_key:
+        if key != self.pool_key:
             self.pool_key, self.anchor = key, None
             indices = nearest_indices(vectors, pool)
             return indices, pool[indices]

@@ -174,6 +174,10 @@ def bad_inputs(tmp_path, trained):
                                                  "--val_split must be above 0"),
         "a milestone after the last epoch": (["--checkpoints", member, member, "--finetune_milestones", "30"],
                                              "--finetune_milestones must be increasing epochs"),
+        "a seed list of the wrong length": (["--train_members", "2", "--member_seeds", "21,22,23"],
+                                            "--member_seeds must give one seed per member"),
+        "recalibrating the ensemble": (["--checkpoints", member, member, "--method", "ensemble", "--recalibrate_bn",
+                                        "5"], "--recalibrate_bn does not apply to --method ensemble"),
     }
 
 
@@ -181,7 +185,8 @@ def bad_inputs(tmp_path, trained):
                                   "classes that are not the data set's", "a file that is not a checkpoint",
                                   "a checkpoint without a network", "a checkpoint of another data set",
                                   "a missing checkpoint", "no members", "one member to train",
-                                  "selection without a validation split", "a milestone after the last epoch"])
+                                  "selection without a validation split", "a milestone after the last epoch",
+                                  "a seed list of the wrong length", "recalibrating the ensemble"])
 def test_bad_input_exits_2_with_one_sentence_and_writes_nothing(trained, tmp_path, capsys, case):
     (tmp_path / "inputs").mkdir()
     flags, expected = bad_inputs(tmp_path / "inputs", trained)[case]
@@ -237,3 +242,29 @@ def test_nt_script_launches_fuse_py_with_the_scripts_gpu_convention(tmp_path, nu
     assert (args.dataset, args.tag, args.method, args.checkpoints) == ("cifar100", "run1", "nt", ["a.pth", "b.pth"])
     assert (args.finetune_lr, args.finetune_momentum, args.finetune_epochs, args.batch_size) == (0.01, 0.9, 30, 256)
     assert args.data_path == "data"
+
+
+def test_recalibrate_bn_reports_the_fused_network_raw_and_with_re_estimated_statistics(trained, tmp_path):
+    members = [os.path.join(run_dir(trained), f"member_{i}.pth") for i in (0, 1)]
+    assert run_fuse(tmp_path, "--checkpoints", *members, "--recalibrate_bn", "2", "--finetune_epochs", "1") == 0
+    rows = summary(tmp_path)
+    assert list(rows)[3:] == ["nt before fine-tuning", "nt before fine-tuning, BN recalibrated", "nt after fine-tuning"]
+    # the raw row is the fused network as the run without recalibration has it
+    assert rows["nt before fine-tuning"]["val_top1"] == summary(trained)["nt before fine-tuning"]["val_top1"]
+    raw, recalibrated = (torch.load(os.path.join(run_dir(tmp_path), name), map_location="cpu", weights_only=True)
+                         ["model"] for name in ("fused_initial.pth", "fused_recalibrated.pth"))
+    statistics = [key for key in raw if key.endswith(("running_mean", "running_var"))]
+    assert statistics and all(not torch.equal(raw[key], recalibrated[key]) for key in statistics)
+    assert all(torch.equal(raw[key], recalibrated[key]) for key in raw  # recalibration trains nothing
+               if key not in statistics and not key.endswith("num_batches_tracked"))
+
+
+def test_member_seeds_choose_each_members_seed(trained, tmp_path):
+    """Members trained with --member_seeds are the ones the default seeding gives for those seeds."""
+    default_seeds = [4 + 1000 * (i + 1) for i in (0, 1)]  # --manualSeed 4: member i gets 4 + 1000 (i + 1)
+    swapped = f"{default_seeds[1]},{default_seeds[0]}"
+    assert run_fuse(tmp_path, *TRAIN, "--member_seeds", swapped, "--finetune_epochs", "0") == 0
+    for ours, theirs in ((0, 1), (1, 0)):
+        ours, theirs = (torch.load(os.path.join(run_dir(path), f"member_{i}.pth"), map_location="cpu",
+                                   weights_only=True)["model"] for path, i in ((tmp_path, ours), (trained, theirs)))
+        assert all(torch.equal(ours[key], theirs[key]) for key in theirs)

@@ -46,16 +46,19 @@ def test_linear_head_uses_exactly_the_nearest_pool_vector(group_size):
     assert torch.equal(layer(x), F.linear(x, expected))
 
 
-def test_training_forwards_keep_using_exactly_the_nearest_vectors_while_weights_move():
+@pytest.mark.parametrize("kernel, group_size", [(3, 2), (1, 1)], ids=["3x3 gs 2", "1x1 scalar pool"])
+def test_training_forwards_keep_using_exactly_the_nearest_vectors_while_weights_move(kernel, group_size):
     """The bounded search re-searches only rows that may have moved: it must agree with brute force."""
     torch.manual_seed(8)
-    layer = NWSConv2d(8, 16, 3, padding=1, group_size=2, pool_size=32)
+    layer = NWSConv2d(8, 16, kernel, padding=kernel // 2, group_size=group_size, pool_size=32)
+    if kernel == 1:  # a scalar pool with equal entries: ties go to the lowest index
+        layer.pool[5] = layer.pool[9]
     x = torch.randn(1, 8, 4, 4)
     for step in range(13):
         with torch.no_grad():  # small steps (most rows keep their bound) and a few large jumps
             layer.weight.add_(torch.randn_like(layer.weight) * (0.3 if step % 4 == 3 else 0.01))
-        expected = brute_force_weight(layer.weight.detach(), layer.pool, 2)
-        assert torch.equal(layer(x), F.conv2d(x, expected, padding=1)), step
+        expected = brute_force_weight(layer.weight.detach(), layer.pool, group_size)
+        assert torch.equal(layer(x), F.conv2d(x, expected, padding=kernel // 2)), step
     # the bounds were in use: rows that kept their bound were not searched again at the last step
     assert not torch.equal(layer._search.anchor, layer.vectors().detach())
 
