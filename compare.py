@@ -767,8 +767,8 @@ def main(argv: list[str] | None = None) -> dict:
         atomic_write_text(os.path.join(opts.out, "config.json"), json.dumps(config, indent=1))
 
     runs, unfinished = [], []
-    for method, recipe in jobs(opts):
-        for seed in opts.seeds:
+    for seed in opts.seeds:  # seed by seed: a comparison stopped early still has whole seeds to report
+        for method, recipe in jobs(opts):
             name = job_name(method, recipe, opts)
             try:
                 result = comparison.entry(method, recipe, seed)
