@@ -52,7 +52,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     g = parser.add_argument_group("Base network")
     g.add_argument("--base", choices=tuple(MODEL_KINDS), default="cellnet",
                    help="the network the search starts from: the cell network (cells between a fixed head and "
-                        "tail, flags below) or a plain Wide-ResNet (--wrn_depth, --wrn_width); default cellnet")
+                        "tail, flags below) or a plain Wide-ResNet (--wrn_depth, --wrn_width)")
     flags.add(g, "--wrn_depth", flags.number(int, low=10, high=100), default=10,
               help="depth of the plain Wide-ResNet base, 6n + 4 (--base wrn)")
     flags.add(g, "--wrn_width", flags.number(int, low=1, high=16), default=1,
@@ -89,17 +89,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--strategy", choices=tuple(STRATEGIES), default="tournament",
                    help="tournament: the paper's (a tournament picks the parent, the least fit leaves); aging: "
                         "regularized evolution (a tournament, the oldest leaves); random: random search over the "
-                        "same mutations (a uniformly drawn parent, the oldest leaves); default tournament")
+                        "same mutations (a uniformly drawn parent, the oldest leaves)")
     g.add_argument("--objective", choices=OBJECTIVES, default="accuracy",
                    help="accuracy: validation top-1 alone; pareto: validation top-1 up and FLOPs down (NSGA-II "
-                        "ranks, the Pareto front kept and plotted); default accuracy")
+                        "ranks, the Pareto front kept and plotted)")
     flags.add(g, "--max_params", flags.count(min=1), default=None,
-              help="parameter budget: a child with more parameters is drawn again (default: none)")
+              help="parameter budget: a child with more parameters is drawn again; none by default")
     flags.add(g, "--max_flops", flags.count(min=1), default=None,
-              help="FLOPs budget (per image, forward): a child with more is drawn again (default: none)")
+              help="FLOPs budget (per image, forward): a child with more is drawn again; none by default")
     flags.add(g, "--recalibrate_bn", flags.number(int, low=0, high=10000), default=0,
               help="after every mutation re-estimate the BatchNorm statistics from this many training batches "
-                   "before training the child, logging validation top-1 before and after; 0 = off (default)")
+                   "before training the child, logging validation top-1 before and after; 0 = off")
     g.add_argument("--base_only", action="store_true",
                    help="no search: train the base network --base_epochs, then --final_epochs on train + "
                         "validation, and test it (the control for a search with as many epochs in all)")

@@ -4,9 +4,10 @@
 #
 #   usage: scripts/evolution/baselines.sh [OUT_DIR] [SEED]     (defaults: runs/evolution_baselines, 0)
 #
-# Every run: 1,500 class-balanced training images (20% held out for fitness), a narrow cell network,
-# a population of 4, 6 generations, base 2 epochs, every individual 2 epochs, the champion 1 epoch on
-# train + validation, tested once. So every search trains 2 + (4 + 6) x 2 = 22 epochs plus 1.
+# Every run: 600 class-balanced training images (20% held out for fitness), a narrow cell network,
+# a population of 3, 4 generations, base 2 epochs, every individual 1 epoch, the champion 1 epoch on
+# train + validation, tested once on the 10,000 test images. So every search trains
+# 2 + (3 + 4) x 1 = 9 epochs plus 1: equal training epochs for every strategy.
 #   tournament  the paper's (tournament parent, the least fit leaves)
 #   aging       regularized evolution (tournament parent, the oldest leaves)
 #   random      random search over the same mutations (uniform parent, the oldest leaves)
@@ -25,10 +26,10 @@ if [[ -z "${PYTHON:-}" ]]; then source scripts/env.sh; fi
 
 OUT="${1:-runs/evolution_baselines}"
 SEED="${2:-0}"
-COMMON=(--dataset fashion_mnist --train_subset 1500 --val_split 0.2 --save_path "$OUT" --manualSeed "$SEED"
+COMMON=(--dataset fashion_mnist --train_subset 600 --val_split 0.2 --save_path "$OUT" --manualSeed "$SEED"
         --ngpu 0 --workers 0 --batch_size 64 --eval_batch_size 500
         --head_channels 8 --cell_channels 16 --tail_channels 16 --fc_units 32 --dropout_conv 0.2 --dropout_fc 0.2
-        --population_size 4 --tournament_fraction 0.5 --generations 6 --base_epochs 2 --mutation_epochs 2
+        --population_size 3 --tournament_fraction 0.5 --generations 4 --base_epochs 2 --mutation_epochs 1
         --final_epochs 1)
 mkdir -p "$OUT"
 run() {  # run TAG ARGS...
