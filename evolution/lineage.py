@@ -111,10 +111,12 @@ def plot_lineage(records: list[dict], folder: str | os.PathLike, title: str = ""
 
 
 def _scatter(axes, records: list[dict], x: str, alive: set, champion: int | None) -> None:
-    """Each individual at (record[x], fitness): colour = mutation, filled = in the population, id beside it."""
+    """Each individual at (record[x], fitness): colour = mutation, filled = in the population (or the base,
+    never in it), hollow = evicted, id beside it."""
     for kind, colour in _COLOURS.items():
         for survived in (True, False):
-            chosen = [r for r in records if r["mutation"] == kind and (r["id"] in alive) == survived]
+            chosen = [r for r in records if r["mutation"] == kind
+                      and (r["id"] in alive or r["parent"] is None) == survived]
             if chosen:
                 label = (kind or "base network") + ("" if survived else ", evicted")
                 axes.scatter([r[x] for r in chosen], [r["fitness"] for r in chosen], s=22, zorder=3, label=label,
