@@ -496,6 +496,7 @@ class EvolutionRun:
         """The summary table (log and summary.json) and what ``main`` returns."""
         from custom_log import format_table, humanize
         from evolution import pareto_front
+        from evolution.search import MAX_DRAWS
         from utils import atomic_write_text
 
         search = self.search
@@ -509,6 +510,9 @@ class EvolutionRun:
             rows.append({"network": f"best individual ({best.id})", "split": "val", "top1": best.fitness,
                          "params": best.params, "flops": best.flops})
         final = search.final or {}
+        if search.ended_early is not None:
+            self.log.info(f"the search ended after generation {search.ended_early} of {self.args.generations}: "
+                          f"no child fitted the budget ({search.budget_text()}) in {MAX_DRAWS} draws")
         if final:
             rows.append({"network": f"champion ({final['champion']}) after final training", "split": "test",
                          "top1": final["test_top1"], "params": final["params"], "flops": final["flops"]})

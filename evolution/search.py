@@ -16,7 +16,8 @@ stopped.
 
 A drawn child is drawn again (parent, mutation and its arguments) when it is the same network as
 one already trained from the same parent (same config), or when it is over the budget
-(``max_params`` / ``max_flops``). Strategies (``STRATEGIES``): ``tournament`` (the paper's, the
+(``max_params`` / ``max_flops``); when no draw fits the budget, the search ends there and the
+champion trains. Strategies (``STRATEGIES``): ``tournament`` (the paper's, the
 least fit leaves), ``aging`` (tournament, the oldest leaves: regularized evolution) and
 ``random`` (a uniformly drawn parent, the oldest leaves: random search over the same mutations).
 Whatever the strategy, the champion is the most accurate individual ever trained: its weights are
@@ -79,6 +80,7 @@ class Search:
         self.lineage: list[Individual] = []  # every individual ever trained (weights only while in the population)
         self.final: dict | None = None  # the champion's test result
         self.last_tournament: list[int] = []
+        self.ended_early: int | None = None  # the generation after which no child fitted the budget
 
     # ------------------------------------------------------------------ what trains next
 
@@ -93,7 +95,14 @@ class Search:
             model = models.build_from_config(self.model_kind, self.base_config)
             return Task("base", self._newborn(None, None, "base network", model), model, self.epochs["base"])
         if self.stage in ("population", "generations"):
-            parent, kind, description, child = self._draw_child()
+            drawn = self._draw_child()
+            if drawn is None:  # the budget is reached: the search ends here, the champion trains
+                if not self.population.members:
+                    raise ConfigError(f"no child of the base network fits the budget ({self.budget_text()}) in "
+                                      f"{MAX_DRAWS} draws; raise it")
+                self.ended_early, self.stage = self.generation, "final"
+                return self.next_task()
+            parent, kind, description, child = drawn
             return Task(self.stage, self._newborn(parent, kind, description, child), child, self.epochs[self.stage])
         if self.stage == "final":
             champion = self.champion()
@@ -113,8 +122,9 @@ class Search:
             parent, self.last_tournament = self.population.select(self.tournament_fraction, self.generator)
         return parent
 
-    def _draw_child(self) -> tuple[Individual, str, str, nn.Module]:
-        """(parent, mutation, description, child): a new network within the budget, redrawn up to MAX_DRAWS times."""
+    def _draw_child(self) -> tuple[Individual, str, str, nn.Module] | None:
+        """(parent, mutation, description, child): a new network within the budget, redrawn up to MAX_DRAWS times;
+        None when no draw fits the budget."""
         repeat = None
         for _ in range(MAX_DRAWS):
             parent = self._draw_parent()
@@ -134,8 +144,7 @@ class Search:
             repeat = repeat or drawn
         if repeat is not None:  # every child that fits was trained before: a small search space, train it again
             return repeat
-        raise ConfigError(f"no child within the budget ({self.budget_text()}) in {MAX_DRAWS} draws: every mutation "
-                          "grows the network; raise the budget or shorten the search")
+        return None
 
     def cost(self, model: nn.Module) -> dict:
         """Parameters (from the config) and, when a FLOPs budget is set, FLOPs per image of ``model``."""
@@ -228,7 +237,7 @@ class Search:
             "base_id": None if self.base is None else self.base.id,
             "lineage": [ind.to_dict() for ind in self.lineage],
             "population": [ind.id for ind in self.population.members],
-            "final": self.final, "last_tournament": list(self.last_tournament),
+            "final": self.final, "last_tournament": list(self.last_tournament), "ended_early": self.ended_early,
         }
 
     def load_state_dict(self, saved: dict) -> None:
@@ -239,6 +248,7 @@ class Search:
         self.base = None if saved["base_id"] is None else by_id[saved["base_id"]]
         self.population.members = [by_id[i] for i in saved["population"]]
         self.final, self.last_tournament = saved["final"], list(saved["last_tournament"])
+        self.ended_early = saved.get("ended_early")
 
     def records(self) -> list[dict]:
         """The lineage as plain dicts (one JSON line each)."""

@@ -308,13 +308,20 @@ def test_children_over_the_parameter_budget_are_drawn_again():
     assert all(t.individual.params <= budget for t in tasks)
 
 
-def test_a_budget_no_child_fits_is_one_sentence():
+def test_a_budget_no_child_of_the_base_fits_is_one_sentence():
     from models.cellnet import parameter_count
 
     search = tiny_search(max_params=parameter_count(tiny_search().base_config))
     run_fake(search, tasks=1)
-    with pytest.raises(ConfigError, match="no child within the budget.*--max_params"):
+    with pytest.raises(ConfigError, match="no child of the base network fits the budget.*--max_params"):
         search.next_task()
+
+
+def test_when_no_child_fits_the_budget_any_more_the_search_ends_and_the_champion_trains():
+    search = tiny_search(max_params=400, generations=6)
+    tasks = run_fake(search)
+    assert len(tasks) < 1 + 3 + 6 and search.ended_early is not None
+    assert search.next_task().stage == "final"
 
 
 def flops_individual(id_: int, fitness: float, flops: int) -> Individual:

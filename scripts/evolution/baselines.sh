@@ -11,7 +11,7 @@
 #   tournament  the paper's (tournament parent, the least fit leaves)
 #   aging       regularized evolution (tournament parent, the oldest leaves)
 #   random      random search over the same mutations (uniform parent, the oldest leaves)
-#   budget      tournament with --max_params 20000 (children over it are drawn again)
+#   budget      tournament with --max_params 40000 (children over it are drawn again)
 #   pareto      tournament with --objective pareto (validation top-1 up, FLOPs down)
 #   wrn         tournament from a plain WRN-10-1 base
 # Then scripts/evolution/compare_runs.py writes OUT_DIR/strategies.png and prints the table.
@@ -44,10 +44,10 @@ run() {  # run TAG ARGS...
 run tournament
 run aging --strategy aging
 run random --strategy random
-run budget --max_params 20000
+run budget --max_params 40000
 run pareto --objective pareto
 run wrn --base wrn --wrn_depth 10 --wrn_width 1 --mutations wider,deeper,wider_kernel
 folder() { echo "$OUT/fashion_mnist/$1/seed_$SEED"; }
 "$PYTHON" scripts/evolution/compare_runs.py "$OUT/strategies.png" \
     "tournament=$(folder tournament)" "aging=$(folder aging)" "random=$(folder random)" \
-    "budget 20k=$(folder budget)" "pareto=$(folder pareto)" "wrn base=$(folder wrn)" | tee "$OUT/results.md"
+    "budget 40k=$(folder budget)" "pareto=$(folder pareto)" "wrn base=$(folder wrn)" | tee "$OUT/results.md"
