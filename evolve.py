@@ -32,10 +32,17 @@ PLOT_INTERVAL_S = 60  # the lineage plots are redrawn at most this often (and at
 SEARCH_FIELDS = ("dataset", "val_split", "train_subset", "batch_size", "num_cells", "head_channels", "cell_channels",
                  "tail_channels", "fc_units", "kernel_size", "dropout_conv", "dropout_fc", "population_size",
                  "tournament_fraction", "generations", "mutations", "mutation_noise", "base_epochs",
-                 "mutation_epochs", "final_epochs", "base_only", "lr", "momentum", "weight_decay", "no_nesterov")
+                 "mutation_epochs", "final_epochs", "base_only", "lr", "momentum", "weight_decay", "no_nesterov",
+                 "base", "wrn_depth", "wrn_width", "strategy", "objective", "max_params", "max_flops",
+                 "recalibrate_bn")
+# Fields added after the first release: a checkpoint without them was saved with their defaults.
+LATER_FIELDS = ("base", "wrn_depth", "wrn_width", "strategy", "objective", "max_params", "max_flops", "recalibrate_bn")
+MODEL_KINDS = {"cellnet": "cellnet", "wrn": "plain_wrn"}  # --base -> the model kind its checkpoints carry
 
 
 def get_args_parser() -> argparse.ArgumentParser:
+    from evolution.population import OBJECTIVES
+    from evolution.search import STRATEGIES
     from operators.mutations import MUTATIONS
 
     parser = runtime.new_parser("Neuro-Cell architecture search: evolve a cell network by function-preserving "
@@ -43,7 +50,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     runtime.add_run_arguments(parser)
     parser.set_defaults(val_split=0.2, tag="evolve")
 
-    g = parser.add_argument_group("Base network (cells between a fixed head and tail)")
+    g = parser.add_argument_group("Base network")
+    g.add_argument("--base", choices=tuple(MODEL_KINDS), default="cellnet",
+                   help="the network the search starts from: the cell network (cells between a fixed head and "
+                        "tail, flags below) or a plain Wide-ResNet (--wrn_depth, --wrn_width)")
+    flags.add(g, "--wrn_depth", flags.number(int, low=10, high=100), default=10,
+              help="depth of the plain Wide-ResNet base, 6n + 4 (--base wrn)")
+    flags.add(g, "--wrn_width", flags.number(int, low=1, high=16), default=1,
+              help="widening factor of the plain Wide-ResNet base: widths 16, 16k, 32k, 64k (--base wrn)")
     flags.add(g, "--num_cells", flags.count(min=1), default=3,
               help="cells, each followed by a 2x2 max-pool; the input must survive num_cells + 1 halvings")
     flags.add(g, "--head_channels", flags.count(min=1), default=64, help="width of the head conv")
@@ -74,6 +88,20 @@ def get_args_parser() -> argparse.ArgumentParser:
     flags.add(g, "--final_epochs", flags.count(min=0), default=63,
               help="epochs of the champion on train + validation before its one test (the reference's "
                    "ft_epochs; 0 = test it as it is)")
+    g.add_argument("--strategy", choices=tuple(STRATEGIES), default="tournament",
+                   help="tournament: the paper's (a tournament picks the parent, the least fit leaves); aging: "
+                        "regularized evolution (a tournament, the oldest leaves); random: random search over the "
+                        "same mutations (a uniformly drawn parent, the oldest leaves)")
+    g.add_argument("--objective", choices=OBJECTIVES, default="accuracy",
+                   help="accuracy: validation top-1 alone; pareto: validation top-1 up and FLOPs down (NSGA-II "
+                        "ranks, the Pareto front kept and plotted)")
+    flags.add(g, "--max_params", flags.count(min=1), default=None,
+              help="parameter budget: a child with more parameters is drawn again; none by default")
+    flags.add(g, "--max_flops", flags.count(min=1), default=None,
+              help="FLOPs budget (per image, forward): a child with more is drawn again; none by default")
+    flags.add(g, "--recalibrate_bn", flags.number(int, low=0, high=10000), default=0,
+              help="after every mutation re-estimate the BatchNorm statistics from this many training batches "
+                   "before training the child, logging validation top-1 before and after; 0 = off")
     g.add_argument("--base_only", action="store_true",
                    help="no search: train the base network --base_epochs, then --final_epochs on train + "
                         "validation, and test it (the control for a search with as many epochs in all)")
@@ -104,14 +132,42 @@ def validate_args(args: argparse.Namespace) -> None:
                           "validation split, never on the test set")
     if args.resume and args.resume != "auto" and not os.path.isfile(args.resume):
         raise ConfigError(f"--resume: no checkpoint at {os.path.abspath(args.resume)}")
-    config = base_config_from_args(args, data.NUM_CLASSES[args.dataset], data.IMAGE_SIZE[args.dataset])  # its shape
-    runtime.check_network_fits(lambda: build_from_config("cellnet", config), args,
-                               "--head_channels, --cell_channels, --tail_channels and --fc_units")
+    if args.base == "wrn" and (args.wrn_depth - 4) % 6:
+        raise ConfigError(f"--wrn_depth must be 6n + 4 (10, 16, 22, 28, ...), got {args.wrn_depth}")
+    if args.base == "wrn" and args.mutations == ["skip_connection"]:
+        raise ConfigError("--mutations skip_connection does not apply to the Wide-ResNet (every block has one)")
+    size = data.IMAGE_SIZE[args.dataset]
+    config = base_config_from_args(args, data.NUM_CLASSES[args.dataset], size)  # the net's shape
+    runtime.check_network_fits(lambda: build_from_config(MODEL_KINDS[args.base], config), args,
+                               "--head_channels, --cell_channels, --tail_channels and --fc_units"
+                               if args.base == "cellnet" else "--wrn_depth and --wrn_width")
+    if args.max_params is not None or args.max_flops is not None:
+        check_base_budget(args, config, (3, size, size))
+
+
+def check_base_budget(args: argparse.Namespace, config: dict, input_size: tuple[int, int, int]) -> None:
+    """The base network must fit the budget its children are held to."""
+    import models
+    from compute_flops import count_flops
+    from operators.mutations import predicted_parameters
+
+    base = models.build_from_config(MODEL_KINDS[args.base], config)
+    params = predicted_parameters(base)
+    if args.max_params is not None and params > args.max_params:
+        raise ConfigError(f"--max_params {args.max_params:,} is below the base network's {params:,} parameters")
+    if args.max_flops is not None and count_flops(base, input_size) > args.max_flops:
+        raise ConfigError(f"--max_flops {args.max_flops:,} is below the base network's "
+                          f"{count_flops(base, input_size):,} FLOPs")
 
 
 def base_config_from_args(args: argparse.Namespace, num_classes: int, input_size: int) -> dict:
+    """The config of the base network (``models.build_from_config(MODEL_KINDS[args.base], config)``)."""
     from models.cellnet import base_config
+    from models.wrn import wrn_channels
 
+    if args.base == "wrn":
+        return {"depth": args.wrn_depth, "channels": list(wrn_channels(args.wrn_width)), "num_classes": num_classes,
+                "use_bn": True}
     return base_config(num_classes, input_size=input_size, num_cells=args.num_cells,
                        head_channels=args.head_channels, cell_channels=args.cell_channels,
                        kernel_size=args.kernel_size, tail_channels=args.tail_channels, fc_units=args.fc_units,
@@ -155,32 +211,42 @@ class EvolutionRun:
         self.full_data = None  # train + validation, for the champion (loaded when needed)
         runtime.open_run_folder(args, ctx, self.run_dir)
         self.log = ctx.logger
-        self.search = Search("cellnet", base_config_from_args(args, self.data.num_classes, self.data.input_size[1]),
+        self.search = Search(MODEL_KINDS[args.base],
+                             base_config_from_args(args, self.data.num_classes, self.data.input_size[1]),
                              population_size=args.population_size, tournament_fraction=args.tournament_fraction,
                              generations=args.generations, mutations=args.mutations, noise=args.mutation_noise,
                              base_epochs=args.base_epochs, mutation_epochs=args.mutation_epochs,
-                             final_epochs=args.final_epochs, seed=args.manualSeed, base_only=args.base_only)
+                             final_epochs=args.final_epochs, seed=args.manualSeed, base_only=args.base_only,
+                             strategy=args.strategy, objective=args.objective, max_params=args.max_params,
+                             max_flops=args.max_flops, input_size=tuple(self.data.input_size))
         self.epochs_done, self.in_flight, self.started, self.plotted = 0, None, time.time(), -math.inf
+        self.champion_file = None  # what champion.pth holds, once the champion is tested
         self.train_loader = self.data.train_loader(args.manualSeed)
+        args_path = os.path.join(self.run_dir, "args.json")
         if resumed is not None:
             from utils import set_rng_state
 
             self.search.load_state_dict(resumed["search"])
             self.epochs_done, self.in_flight = resumed["epochs_done"], resumed.get("in_flight")
+            self.champion_file = resumed.get("champion")
             set_rng_state(resumed["rng"])
             self.log.continue_at(resumed["epoch"])  # the first loader epoch trained again
             self.log.info(f"resumed from {resume_path}: continuing {self.position()}")
-        else:
+        if resumed is None or not os.path.exists(args_path):  # a new run, or one resumed into a new folder
             args_text = json.dumps(checkpoint.args_to_dict(args), indent=1)
             self.log.log_text("args", args_text)
             if ctx.main_process:
                 from utils import atomic_write_text
 
-                atomic_write_text(os.path.join(self.run_dir, "args.json"), args_text)
+                atomic_write_text(args_path, args_text)
+        if resumed is not None and os.path.dirname(os.path.abspath(resume_path)) != os.path.abspath(self.run_dir):
+            self.save_checkpoint()  # resumed into a new folder: it gets the checkpoint, lineage, plots and champion
+            self.write_champion()
         self.log.info(f"run folder: {os.path.abspath(self.run_dir)}  device: {ctx.device}  "
                       f"processes: {ctx.dist.world_size}")
-        self.log.info(f"base network: {args.num_cells} cells of one {args.cell_channels}-channel conv "
-                      f"(kernel {args.kernel_size}); fitness on the {self.data.selection_split} split; population "
+        base = (f"{args.num_cells} cells of one {args.cell_channels}-channel conv (kernel {args.kernel_size})"
+                if args.base == "cellnet" else f"plain WRN-{args.wrn_depth}-{args.wrn_width}")
+        self.log.info(f"base network: {base}; {args.strategy} strategy, {args.objective} objective; fitness on the {self.data.selection_split} split; population "
                       f"{args.population_size}, {args.generations} generations" + (" (--base_only)" if args.base_only else ""))
 
     def position(self) -> str:
@@ -201,7 +267,9 @@ class EvolutionRun:
         state = checkpoint.load_checkpoint(path)
         if "search" not in state:
             raise checkpoint.CheckpointError(f"--resume: {path} is not a checkpoint of evolve.py")
-        checkpoint.check_compatible(state["args"], checkpoint.args_to_dict(args), SEARCH_FIELDS)
+        parser = get_args_parser()
+        saved_args = {**{f: parser.get_default(f) for f in LATER_FIELDS}, **state["args"]}
+        checkpoint.check_compatible(saved_args, checkpoint.args_to_dict(args), SEARCH_FIELDS)
         return path, state
 
     # ----------------------------------------------------------------- one individual
@@ -219,6 +287,8 @@ class EvolutionRun:
                 return False
         self.in_flight = None
         first_epoch = resume["first_epoch"] if resume else self.epochs_done
+        if resume is None and task.stage in ("population", "generations") and self.args.recalibrate_bn:
+            self.recalibrate(task, first_epoch)
         model, seconds = self.train(task, stop, first_epoch, resume)
         self.epochs_done = first_epoch + task.epochs
         if task.stage == "final":
@@ -236,6 +306,22 @@ class EvolutionRun:
                                     f"checkpoint written to {os.path.abspath(self.run_dir)}; resume with the same "
                                     "command plus --resume auto")
         return True
+
+    def recalibrate(self, task, epoch: int) -> None:
+        """Validation top-1 of a mutated network as it is and with BatchNorm statistics re-estimated
+        (``--recalibrate_bn`` batches of the epoch it starts training in); it trains from the latter."""
+        import engine
+
+        model, loader, ctx = task.model.to(self.ctx.device), self.train_loader, self.ctx
+        raw = self.evaluate(model, self.data.val_loader)["top1"]
+        loader.sampler.set_epoch(epoch)
+        batches = engine.recalibrate_batchnorm(model, loader, ctx.device, self.args.recalibrate_bn, amp=self.args.amp,
+                                               batch_transform=self.data.train_transform, epoch=epoch)
+        recalibrated = self.evaluate(model, self.data.val_loader)["top1"]
+        task.individual.after_mutation = {"top1": raw, "top1_bn_recalibrated": recalibrated, "batches": batches}
+        self.log.info(f"individual {task.individual.id} right after {task.individual.description}: "
+                      f"{self.data.selection_split} top-1 {raw:.2f}%, {recalibrated:.2f}% with BatchNorm "
+                      f"recalibrated ({batches} batches)")
 
     def restore_in_flight(self, saved: dict):
         import models
@@ -354,23 +440,30 @@ class EvolutionRun:
         """The champion, trained on train + validation, tested once; its checkpoint."""
         import checkpoint
         from compute_flops import count_flops, count_parameters
+        from operators.mutations import describe
 
         test = self.evaluate(model, self.data.test_loader)
         champion = next(ind for ind in self.search.lineage if ind.id == task.individual.id)
-        result = {"champion": champion.id, "fitness": champion.fitness, "description": model.describe(),
+        result = {"champion": champion.id, "fitness": champion.fitness, "description": describe(model),
                   "params": count_parameters(model), "flops": count_flops(model, self.data.input_size),
                   "final_epochs": task.epochs, "final_seconds": seconds,
                   "test_top1": test["top1"], "test_top5": test["top5"], "test_loss": test["loss"]}
         self.search.finish(result)
-        self.log.info(f"champion: individual {champion.id} ({model.describe()}), {self.data.selection_split} top-1 "
+        self.log.info(f"champion: individual {champion.id} ({describe(model)}), {self.data.selection_split} top-1 "
                       f"{champion.fitness:.2f}%; after {task.epochs} epochs on train + validation: test top-1 "
                       f"{test['top1']:.2f}%")
-        if self.ctx.main_process:
-            checkpoint.save_checkpoint({"args": checkpoint.args_to_dict(self.args), "epoch": self.epochs_done,
-                                        "model_kind": "cellnet", "model_config": model.config(),
-                                        "model": model.state_dict(), "result": result,
-                                        "individual": champion.record()},
-                                       os.path.join(self.run_dir, CHAMPION_NAME))
+        self.champion_file = {"args": checkpoint.args_to_dict(self.args), "epoch": self.epochs_done,
+                              "model_kind": self.search.model_kind, "model_config": model.config(),
+                              "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "result": result,
+                              "individual": champion.record()}
+        self.write_champion()
+
+    def write_champion(self) -> None:
+        """champion.pth: the tested champion, rebuildable from the file alone (also kept in the run's checkpoint)."""
+        import checkpoint
+
+        if self.ctx.main_process and self.champion_file is not None:
+            checkpoint.save_checkpoint(self.champion_file, os.path.join(self.run_dir, CHAMPION_NAME))
 
     # ----------------------------------------------------------------- checkpoints and outputs
 
@@ -385,7 +478,7 @@ class EvolutionRun:
         if self.ctx.main_process:
             state = {"args": checkpoint.args_to_dict(self.args), "epoch": self.epochs_done,
                      "epochs_done": self.epochs_done, "search": self.search.state_dict(),
-                     "rng": rng_state(), "in_flight": self.in_flight}
+                     "rng": rng_state(), "in_flight": self.in_flight, "champion": self.champion_file}
             if self.in_flight is not None:  # ranks the newest checkpoint above the last finished individual's
                 state["epoch"] = self.in_flight["first_epoch"] + self.in_flight["epoch"]
             checkpoint.save_checkpoint(state, os.path.join(self.run_dir, checkpoint.LATEST_NAME), keep_previous=True)
@@ -394,13 +487,23 @@ class EvolutionRun:
             if (self.search.stage == "done" or self.in_flight is not None
                     or time.time() - self.plotted > PLOT_INTERVAL_S):
                 title = f"{self.args.dataset} {self.args.tag} seed {self.args.manualSeed}"
-                plot_lineage(records, self.run_dir, title=title)
+                plot_lineage(records, self.run_dir, title=f"{title}, {self.args.strategy}",
+                             population=[ind.id for ind in self.search.population.members],
+                             champion=self.champion_id())
                 self.plotted = time.time()
         distributed.barrier()
+
+    def champion_id(self) -> int | None:
+        """The individual that goes (or went) to the final training, once there is one besides the base."""
+        if self.search.final:
+            return self.search.final["champion"]
+        return self.search.champion().id if len(self.search.lineage) > 1 or self.args.base_only else None
 
     def report(self) -> dict:
         """The summary table (log and summary.json) and what ``main`` returns."""
         from custom_log import format_table, humanize
+        from evolution import pareto_front
+        from evolution.search import MAX_DRAWS
         from utils import atomic_write_text
 
         search = self.search
@@ -414,10 +517,15 @@ class EvolutionRun:
             rows.append({"network": f"best individual ({best.id})", "split": "val", "top1": best.fitness,
                          "params": best.params, "flops": best.flops})
         final = search.final or {}
+        if search.ended_early is not None:
+            self.log.info(f"the search ended after generation {search.ended_early} of {self.args.generations}: "
+                          f"no child fitted the budget ({search.budget_text()}) in {MAX_DRAWS} draws")
         if final:
             rows.append({"network": f"champion ({final['champion']}) after final training", "split": "test",
                          "top1": final["test_top1"], "params": final["params"], "flops": final["flops"]})
+        front = [r["id"] for r in pareto_front(search.records())]
         report = {"run_dir": self.run_dir, "summary": rows, "final": final, "lineage": search.records(),
+                  "pareto_front": front,
                   "population": [ind.id for ind in search.population.members], "epochs": self.epochs_done,
                   "session_seconds": time.time() - self.started}
         if self.ctx.main_process:
@@ -426,7 +534,8 @@ class EvolutionRun:
             table = format_table(rows, ["network", "split", "top1", "params", "flops"],
                                  formats={"params": humanize, "flops": humanize})
             self.log.info(f"summary:\n{table}\n{len(search.lineage)} individuals, {self.epochs_done} epochs in all, "
-                          f"{per_hour:.1f} individuals per hour of training")
+                          f"{per_hour:.1f} individuals per hour of training; Pareto front (validation top-1 vs FLOPs): "
+                          f"individuals {', '.join(map(str, front))}")
             atomic_write_text(os.path.join(self.run_dir, "summary.json"),
                               json.dumps({k: v for k, v in report.items() if k != "lineage"}, indent=1))
         return report

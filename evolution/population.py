@@ -9,6 +9,15 @@ Rules (SPEC-evolution section 4, with one deliberate change):
   least fit individual leaves -- possibly the child itself. Ties: the older one leaves. The
   re-implementation instead overwrote the parent with its child, losing the parent even when the
   child was worse; keeping parents makes the population a record of which mutations paid.
+
+Two more rules, for the baselines and the cost-aware search:
+
+- ``eviction="oldest"``: the oldest individual leaves, whatever its fitness (aging, the
+  regularized evolution of Real et al. 2019); ``select_uniform`` draws a parent without looking
+  at fitness (random search over the same mutations).
+- ``objective="pareto"``: fitness is (accuracy up, FLOPs down). "Fitter" means a better
+  non-dominated front (NSGA-II's rank); within a front, a higher accuracy wins a tournament and
+  the most crowded individual (smallest crowding distance; the front's two ends never) leaves.
 """
 
 from __future__ import annotations
@@ -38,13 +47,14 @@ class Individual:
     epochs: int = 0  # epochs it trained after its mutation
     seconds: float = 0.0  # wall time of that training
     evicted_in: int | None = None  # the generation whose child pushed it out of the population
+    after_mutation: dict = field(default_factory=dict)  # validation top-1 right after the mutation (--recalibrate_bn)
 
     def record(self) -> dict:
         """Everything but the weights, as plain values (a lineage line, a checkpoint entry)."""
         return {"id": self.id, "parent": self.parent, "generation": self.generation, "mutation": self.mutation,
                 "description": self.description, "params": self.params, "flops": self.flops,
                 "fitness": self.fitness, "epochs": self.epochs, "seconds": self.seconds, "evicted_in": self.evicted_in,
-                "config": self.config}
+                "after_mutation": self.after_mutation, "config": self.config}
 
     def to_dict(self) -> dict:
         return {**self.record(), "state": self.state}
@@ -64,14 +74,55 @@ def check_fraction(fraction: float) -> None:
         raise ConfigError(f"--tournament_fraction must be in (0, 1], got {fraction}")
 
 
+def dominates(a: Individual, b: Individual) -> bool:
+    """``a`` is at least as accurate and as cheap (FLOPs) as ``b``, and better in one of the two."""
+    return a.fitness >= b.fitness and a.flops <= b.flops and (a.fitness > b.fitness or a.flops < b.flops)
+
+
+def pareto_fronts(individuals: list[Individual]) -> list[list[Individual]]:
+    """Non-dominated sorting: the first front is dominated by nobody, the second only by the first, ..."""
+    left, fronts = list(individuals), []
+    while left:
+        front = [a for a in left if not any(dominates(b, a) for b in left)]
+        fronts.append(front)
+        left = [a for a in left if a not in front]
+    return fronts
+
+
+def crowding_distances(front: list[Individual]) -> dict[int, float]:
+    """NSGA-II's crowding distance per id: the normalized gap to the neighbours along each objective."""
+    distance = {ind.id: 0.0 for ind in front}
+    for value in (lambda ind: ind.fitness, lambda ind: float(ind.flops)):
+        ordered = sorted(front, key=lambda ind: (value(ind), ind.id))
+        span = value(ordered[-1]) - value(ordered[0])
+        distance[ordered[0].id] = distance[ordered[-1].id] = math.inf
+        for before, ind, after in zip(ordered, ordered[1:], ordered[2:]):
+            if span > 0:
+                distance[ind.id] += (value(after) - value(before)) / span
+    return distance
+
+
+OBJECTIVES = ("accuracy", "pareto")
+EVICTIONS = ("worst", "oldest")
+
+
 class Population:
     """At most ``capacity`` individuals; the order is the order they arrived in."""
 
-    def __init__(self, capacity: int, members: list[Individual] | None = None) -> None:
+    def __init__(self, capacity: int, members: list[Individual] | None = None, *, objective: str = "accuracy",
+                 eviction: str = "worst") -> None:
         if capacity < 2:
             raise ConfigError(f"--population_size must be at least 2 (a tournament needs two), got {capacity}")
-        self.capacity = capacity
+        if objective not in OBJECTIVES or eviction not in EVICTIONS:
+            raise ConfigError(f"unknown objective {objective!r} or eviction {eviction!r}")
+        self.capacity, self.objective, self.eviction = capacity, objective, eviction
         self.members: list[Individual] = list(members or [])
+
+    def _ranks(self) -> dict[int, int]:
+        """id -> Pareto front index (0 = non-dominated); all 0 when the objective is accuracy alone."""
+        if self.objective == "accuracy":
+            return {ind.id: 0 for ind in self.members}
+        return {ind.id: rank for rank, front in enumerate(pareto_fronts(self.members)) for ind in front}
 
     def __len__(self) -> int:
         return len(self.members)
@@ -90,14 +141,27 @@ class Population:
         size = tournament_size(len(self.members), fraction)
         drawn = torch.randperm(len(self.members), generator=generator)[:size].tolist()
         competitors = [self.members[i] for i in drawn]
-        winner = max(competitors, key=lambda ind: (ind.fitness, -ind.id))
+        rank = self._ranks()
+        winner = min(competitors, key=lambda ind: (rank[ind.id], -ind.fitness, ind.id))
         return winner, [ind.id for ind in competitors]
 
+    def select_uniform(self, generator: torch.Generator) -> tuple[Individual, list[int]]:
+        """A parent drawn uniformly, fitness unseen (random search)."""
+        chosen = self.members[int(torch.randint(len(self.members), (1,), generator=generator))]
+        return chosen, [chosen.id]
+
     def add(self, child: Individual) -> Individual | None:
-        """Add ``child``; when over capacity the least fit leaves (it is returned, maybe the child)."""
+        """Add ``child``; when over capacity one leaves (it is returned, maybe the child): see the rules above."""
         self.members.append(child)
         if len(self.members) <= self.capacity:
             return None
-        loser = min(self.members, key=lambda ind: (ind.fitness, ind.id))
+        if self.eviction == "oldest":
+            loser = self.members[0]
+        elif self.objective == "accuracy":
+            loser = min(self.members, key=lambda ind: (ind.fitness, ind.id))
+        else:
+            last = pareto_fronts(self.members)[-1]
+            crowding = crowding_distances(last)
+            loser = min(last, key=lambda ind: (crowding[ind.id], ind.fitness, ind.id))
         self.members.remove(loser)
         return loser

@@ -13,6 +13,15 @@ test can drive them with fake fitness values. Every random choice (tournaments, 
 the mutations' own draws) comes from one seeded generator whose state is part of
 ``state_dict()``: a search restored from a checkpoint makes the same choices as one that never
 stopped.
+
+A drawn child is drawn again (parent, mutation and its arguments) when it is the same network as
+one already trained from the same parent (same config), or when it is over the budget
+(``max_params`` / ``max_flops``); when no draw fits the budget, the search ends there and the
+champion trains. Strategies (``STRATEGIES``): ``tournament`` (the paper's, the
+least fit leaves), ``aging`` (tournament, the oldest leaves: regularized evolution) and
+``random`` (a uniformly drawn parent, the oldest leaves: random search over the same mutations).
+Whatever the strategy, the champion is the most accurate individual ever trained: its weights are
+kept even after it left the population.
 """
 
 from __future__ import annotations
@@ -29,6 +38,8 @@ from utils import ConfigError
 from .population import Individual, Population, check_fraction
 
 STAGES = ("base", "population", "generations", "final", "done")
+STRATEGIES = {"tournament": "worst", "aging": "oldest", "random": "oldest"}  # strategy -> who leaves
+MAX_DRAWS = 50  # children drawn for one place before giving up (budget) or accepting a repeat
 
 
 @dataclass
@@ -44,13 +55,20 @@ class Task:
 class Search:
     def __init__(self, model_kind: str, base_config: dict, *, population_size: int, tournament_fraction: float,
                  generations: int, mutations: list[str], noise: float, base_epochs: int, mutation_epochs: int,
-                 final_epochs: int, seed: int, base_only: bool = False) -> None:
+                 final_epochs: int, seed: int, base_only: bool = False, strategy: str = "tournament",
+                 objective: str = "accuracy", max_params: int | None = None, max_flops: int | None = None,
+                 input_size: tuple[int, int, int] | None = None) -> None:
         check_fraction(tournament_fraction)
         check_kinds(mutations)
         if not mutations:
             raise ConfigError("--mutations must name at least one mutation")
+        if strategy not in STRATEGIES:
+            raise ConfigError(f"unknown --strategy {strategy!r}; the strategies are {', '.join(STRATEGIES)}")
+        if max_flops is not None and input_size is None:
+            raise ValueError("a FLOPs budget needs the input size")
         self.model_kind, self.base_config = model_kind, base_config
-        self.population = Population(population_size)
+        self.strategy, self.max_params, self.max_flops, self.input_size = strategy, max_params, max_flops, input_size
+        self.population = Population(population_size, objective=objective, eviction=STRATEGIES[strategy])
         self.tournament_fraction, self.generations = tournament_fraction, generations
         self.mutations, self.noise = list(mutations), noise
         self.base_only = base_only  # the control: the base network alone goes to the final training
@@ -62,6 +80,7 @@ class Search:
         self.lineage: list[Individual] = []  # every individual ever trained (weights only while in the population)
         self.final: dict | None = None  # the champion's test result
         self.last_tournament: list[int] = []
+        self.ended_early: int | None = None  # the generation after which no child fitted the budget
 
     # ------------------------------------------------------------------ what trains next
 
@@ -76,19 +95,15 @@ class Search:
             model = models.build_from_config(self.model_kind, self.base_config)
             return Task("base", self._newborn(None, None, "base network", model), model, self.epochs["base"])
         if self.stage in ("population", "generations"):
-            if self.stage == "population":
-                parent = self.base
-            else:
-                parent, self.last_tournament = self.population.select(self.tournament_fraction, self.generator)
-            parent_model = self.build(parent)
-            kinds = applicable_kinds(parent_model, self.mutations)
-            if not kinds:
-                raise ConfigError(f"none of the mutations {', '.join(self.mutations)} can change individual "
-                                  f"{parent.id} any more; allow more --mutations")
-            kind = kinds[int(torch.randint(len(kinds), (1,), generator=self.generator))]
-            child, record = mutate_with_record(parent_model, kind, self.generator, self.noise)
-            return Task(self.stage, self._newborn(parent, kind, record.description, child), child,
-                        self.epochs[self.stage])
+            drawn = self._draw_child()
+            if drawn is None:  # the budget is reached: the search ends here, the champion trains
+                if not self.population.members:
+                    raise ConfigError(f"no child of the base network fits the budget ({self.budget_text()}) in "
+                                      f"{MAX_DRAWS} draws; raise it")
+                self.ended_early, self.stage = self.generation, "final"
+                return self.next_task()
+            parent, kind, description, child = drawn
+            return Task(self.stage, self._newborn(parent, kind, description, child), child, self.epochs[self.stage])
         if self.stage == "final":
             champion = self.champion()
             model = self.build(champion)
@@ -97,6 +112,58 @@ class Search:
                                     config=champion.config)
             return Task("final", individual, model, self.epochs["final"])
         return None
+
+    def _draw_parent(self) -> Individual:
+        if self.stage == "population":
+            return self.base
+        if self.strategy == "random":
+            parent, self.last_tournament = self.population.select_uniform(self.generator)
+        else:
+            parent, self.last_tournament = self.population.select(self.tournament_fraction, self.generator)
+        return parent
+
+    def _draw_child(self) -> tuple[Individual, str, str, nn.Module] | None:
+        """(parent, mutation, description, child): a new network within the budget, redrawn up to MAX_DRAWS times;
+        None when no draw fits the budget."""
+        repeat = None
+        for _ in range(MAX_DRAWS):
+            parent = self._draw_parent()
+            parent_model = self.build(parent)
+            kinds = applicable_kinds(parent_model, self.mutations)
+            if not kinds:
+                raise ConfigError(f"none of the mutations {', '.join(self.mutations)} can change individual "
+                                  f"{parent.id} any more; allow more --mutations")
+            kind = kinds[int(torch.randint(len(kinds), (1,), generator=self.generator))]
+            child, record = mutate_with_record(parent_model, kind, self.generator, self.noise)
+            if self.over_budget(child):
+                continue
+            drawn = (parent, kind, record.description, child)
+            config = child.config()
+            if not any(ind.parent == parent.id and ind.config == config for ind in self.lineage):
+                return drawn
+            repeat = repeat or drawn
+        if repeat is not None:  # every child that fits was trained before: a small search space, train it again
+            return repeat
+        return None
+
+    def cost(self, model: nn.Module) -> dict:
+        """Parameters (from the config) and, when a FLOPs budget is set, FLOPs per image of ``model``."""
+        from compute_flops import count_flops
+        from operators.mutations import predicted_parameters
+
+        flops = count_flops(model, self.input_size) if self.max_flops is not None else None
+        return {"params": predicted_parameters(model), "flops": flops}
+
+    def over_budget(self, model: nn.Module) -> bool:
+        if self.max_params is None and self.max_flops is None:
+            return False
+        cost = self.cost(model)
+        return ((self.max_params is not None and cost["params"] > self.max_params)
+                or (self.max_flops is not None and cost["flops"] > self.max_flops))
+
+    def budget_text(self) -> str:
+        return ", ".join(f"{name} {value:,}" for name, value in (("--max_params", self.max_params),
+                                                               ("--max_flops", self.max_flops)) if value is not None)
 
     def _newborn(self, parent: Individual | None, kind: str | None, description: str, model: nn.Module) -> Individual:
         generation = self.generation + 1 if self.stage == "generations" else 0
@@ -123,7 +190,6 @@ class Search:
             evicted = self.population.add(individual)
             if evicted is not None:
                 evicted.evicted_in = individual.generation
-                evicted.state = {}
         if task.stage == "generations":
             self.generation = individual.generation
         if self.base_only:
@@ -134,13 +200,27 @@ class Search:
             self.stage = "generations"
         else:
             self.stage = "final"
-        if self.stage != "population" and not self.base_only:
-            self.base.state = {}  # the initial population is complete: the base's weights are not needed
+        self._drop_unneeded_weights()
         return evicted
 
+    def _drop_unneeded_weights(self) -> None:
+        """Weights are kept for the population, the best individual so far, and the base until the
+        initial population is complete."""
+        keep = {ind.id for ind in self.population.members}
+        if self.stage == "population" or self.base_only:
+            keep.add(self.base.id)
+        if not self.base_only and len(self.lineage) > 1:
+            keep.add(self.champion().id)
+        for ind in self.lineage:
+            if ind.id not in keep:
+                ind.state = {}
+
     def champion(self) -> Individual:
-        """The network that goes to the final training: the fittest individual (the base with ``base_only``)."""
-        return self.base if self.base_only else self.population.best()
+        """The network that goes to the final training: the most accurate individual ever trained after the base
+        (ties: the older), the base with ``base_only``."""
+        if self.base_only:
+            return self.base
+        return max((ind for ind in self.lineage if ind.parent is not None), key=lambda ind: (ind.fitness, -ind.id))
 
     def finish(self, result: dict) -> None:
         """The champion's final training and test are done: ``result`` is what the run reports."""
@@ -157,7 +237,7 @@ class Search:
             "base_id": None if self.base is None else self.base.id,
             "lineage": [ind.to_dict() for ind in self.lineage],
             "population": [ind.id for ind in self.population.members],
-            "final": self.final, "last_tournament": list(self.last_tournament),
+            "final": self.final, "last_tournament": list(self.last_tournament), "ended_early": self.ended_early,
         }
 
     def load_state_dict(self, saved: dict) -> None:
@@ -168,6 +248,7 @@ class Search:
         self.base = None if saved["base_id"] is None else by_id[saved["base_id"]]
         self.population.members = [by_id[i] for i in saved["population"]]
         self.final, self.last_tournament = saved["final"], list(saved["last_tournament"])
+        self.ended_early = saved.get("ended_early")
 
     def records(self) -> list[dict]:
         """The lineage as plain dicts (one JSON line each)."""

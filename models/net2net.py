@@ -120,12 +120,14 @@ def _unit_mappings(small: WideResNet, large_channels: tuple[int, ...], generator
 
 @torch.no_grad()
 def net2wider(small: WideResNet, large_channels: tuple[int, int, int, int], noise: float = 0.0,
-              generator: torch.Generator | None = None) -> WideResNet:
+              generator: torch.Generator | None = None, *, new_units_only: bool = False) -> WideResNet:
     """A plain WRN of widths ``large_channels`` computing the same function as ``small`` (eval mode).
 
     noise: symmetry-breaking Gaussian noise added to every widened conv / linear weight, its std
         ``noise`` times that layer's weight std (0 = exactly function-preserving).
     generator: the random source of the replicated units and of the noise.
+    new_units_only: the noise goes only on the copied output units (the ``wider`` mutation), so
+        layers whose width did not change keep their weights exactly.
     """
     if small.takes_member:
         raise ConfigError("net2wider widens a plain network (--arch normalwrn), not a template-mixed one")
@@ -144,7 +146,7 @@ def net2wider(small: WideResNet, large_channels: tuple[int, int, int, int], nois
     state = {}
     for name, (out_map, in_map) in layer_maps.items():
         state[f"{name}.weight"] = widen_weight(modules[name].weight, out_map, in_map, noise=noise,
-                                               generator=generator)
+                                               generator=generator, new_rows_only=new_units_only)
     for name, channel_map in bn_maps.items():
         state.update({f"{name}.{key}": value
                       for key, value in widened_batchnorm_state(modules[name], channel_map).items()})

@@ -101,6 +101,10 @@ def applicable_kinds(model: nn.Module, kinds=MUTATIONS) -> list[str]:
         return [k for k in kinds if k != "skip_connection" or _free_skips(model.config())]
     if isinstance(model, WideResNet) and not model.takes_member:
         return [k for k in kinds if k != "skip_connection"]
+    if isinstance(model, WideResNet):
+        raise ConfigError("mutations do not apply to a template-mixed Wide-ResNet (its layers mix templates); "
+                          "models.materialize(model) (or materialize(model, member) for member 0 or 1) makes the "
+                          "plain Wide-ResNet they apply to")
     raise ConfigError(f"mutations apply to the cell network and the plain Wide-ResNet, not to {type(model).__name__}")
 
 
@@ -307,7 +311,7 @@ def _wrn_wider(model: WideResNet, generator: torch.Generator, noise: float, wher
     channels[stage + 1] = new
     if shares_stem:
         channels[0] = new
-    wide = net2wider(model, tuple(channels), noise, generator)
+    wide = net2wider(model, tuple(channels), noise, generator, new_units_only=True)
     return wide, f"stage {stage + 1}, {old} -> {new} channels" + (" (with the stem)" if shares_stem else "")
 
 

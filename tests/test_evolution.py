@@ -12,7 +12,7 @@ import engine
 import evolve
 import models
 from evolution import SGDR, Individual, Population, Search, cycle_lengths, read_lineage, tournament_size
-from evolution.lineage import FITNESS_PLOT, LINEAGE_FILE, PARAMS_PLOT
+from evolution.lineage import FITNESS_PLOT, LINEAGE_FILE, PARAMS_PLOT, PARETO_PLOT
 from models.cellnet import base_config
 from utils import ConfigError
 
@@ -282,3 +282,142 @@ def test_every_numeric_flag_of_evolve_states_a_checked_range():
     from test_flags import unchecked_numeric_flags
 
     assert unchecked_numeric_flags("evolve.py", evolve.get_args_parser) == []
+
+
+# --------------------------------------------------------------------------- repeats, budgets, strategies
+
+
+def test_no_two_children_of_one_parent_are_the_same_network_while_another_can_be_drawn():
+    for seed in range(6):  # from the one-layer base, wider_kernel and deeper each make exactly one network
+        search = tiny_search(mutations=["wider_kernel", "deeper"], population_size=2, generations=0, seed=seed)
+        children = run_fake(search)[1:]
+        assert children[0].individual.config != children[1].individual.config, seed
+
+
+def test_a_child_is_trained_again_only_when_every_draw_repeats_one():
+    search = tiny_search(mutations=["wider_kernel"], population_size=2, generations=0)
+    children = run_fake(search)[1:]
+    assert children[0].individual.config == children[1].individual.config
+
+
+def test_children_over_the_parameter_budget_are_drawn_again():
+    budget = 600
+    assert max(t.individual.params for t in run_fake(tiny_search(generations=6))) > budget  # without it
+    tasks = run_fake(tiny_search(max_params=budget, generations=6))
+    assert len(tasks) == 1 + 3 + 6
+    assert all(t.individual.params <= budget for t in tasks)
+
+
+def test_a_budget_no_child_of_the_base_fits_is_one_sentence():
+    from models.cellnet import parameter_count
+
+    search = tiny_search(max_params=parameter_count(tiny_search().base_config))
+    run_fake(search, tasks=1)
+    with pytest.raises(ConfigError, match="no child of the base network fits the budget.*--max_params"):
+        search.next_task()
+
+
+def test_when_no_child_fits_the_budget_any_more_the_search_ends_and_the_champion_trains():
+    search = tiny_search(max_params=400, generations=6)
+    tasks = run_fake(search)
+    assert len(tasks) < 1 + 3 + 6 and search.ended_early is not None
+    assert search.next_task().stage == "final"
+
+
+def flops_individual(id_: int, fitness: float, flops: int) -> Individual:
+    ind = individual(id_, fitness)
+    ind.flops = flops
+    return ind
+
+
+def test_pareto_objective_keeps_the_front_and_evicts_a_dominated_individual():
+    front = [flops_individual(0, 90.0, 900), flops_individual(1, 80.0, 100), flops_individual(2, 89.0, 880)]
+    population = Population(3, front, objective="pareto")
+    assert population.add(flops_individual(3, 70.0, 200)).id == 3  # dominated by 1: it leaves
+    assert population.add(flops_individual(4, 75.0, 50)).id == 2  # all on the front: 2, crowded beside 0, leaves
+    assert sorted(m.id for m in population.members) == [0, 1, 4]
+
+
+def test_pareto_tournament_prefers_the_front_over_a_more_accurate_dominated_one():
+    # 1 dominates 0 (more accurate, cheaper); 2 is on the front but less accurate than 0
+    population = Population(3, [flops_individual(0, 80.0, 500), flops_individual(1, 85.0, 400),
+                                flops_individual(2, 50.0, 10)], objective="pareto")
+    for seed in range(10):
+        winner, drawn = population.select(2 / 3, torch.Generator().manual_seed(seed))
+        assert winner.id != 0 or drawn == [0], (seed, drawn)
+
+
+def test_aging_evicts_the_oldest_whatever_its_fitness():
+    population = Population(2, [individual(0, 99.0), individual(1, 10.0)], eviction="oldest")
+    assert population.add(individual(2, 5.0)).id == 0
+
+
+def test_under_aging_the_champion_is_the_best_ever_trained_with_its_weights_kept():
+    search = tiny_search(strategy="aging", generations=6)
+    run_fake(search)
+    best = max(search.lineage[1:], key=lambda ind: (ind.fitness, -ind.id))
+    final = search.next_task()
+    assert final.individual.id == best.id
+    assert all(torch.equal(a, b) for a, b in zip(final.model.state_dict().values(), best.state.values()))
+    kept = {ind.id for ind in search.lineage if ind.state}
+    assert kept == {m.id for m in search.population.members} | {best.id}
+
+
+def test_random_search_draws_parents_without_a_tournament():
+    search = tiny_search(strategy="random", generations=4)
+    run_fake(search, tasks=5)
+    assert len(search.last_tournament) == 1
+
+
+def test_a_finished_search_resumed_into_a_new_folder_writes_champion_lineage_and_args(uninterrupted, tmp_path):
+    latest = os.path.join(uninterrupted["run_dir"], "checkpoint.pth")
+    resumed = evolve.main(evolve.get_args_parser().parse_args(tiny_argv(tmp_path, "--resume", latest)))
+    assert resumed["run_dir"] != uninterrupted["run_dir"]
+    for name in (evolve.CHAMPION_NAME, LINEAGE_FILE, "args.json", "checkpoint.pth"):
+        assert os.path.isfile(os.path.join(resumed["run_dir"], name)), name
+    assert read_lineage(os.path.join(resumed["run_dir"], LINEAGE_FILE)) == \
+        read_lineage(os.path.join(uninterrupted["run_dir"], LINEAGE_FILE))
+    new = torch.load(os.path.join(resumed["run_dir"], evolve.CHAMPION_NAME), weights_only=True)
+    old = torch.load(os.path.join(uninterrupted["run_dir"], evolve.CHAMPION_NAME), weights_only=True)
+    assert new["result"] == old["result"] and all(torch.equal(new["model"][k], old["model"][k]) for k in old["model"])
+
+
+# --------------------------------------------------------------------------- a Wide-ResNet base, cost-aware
+
+
+WRN_SEARCH = ["--base", "wrn", "--wrn_depth", "10", "--wrn_width", "1", "--recalibrate_bn", "2",
+              "--strategy", "aging", "--objective", "pareto", "--max_params", "120000",
+              "--mutations", "wider,deeper,wider_kernel"]
+
+
+@pytest.fixture(scope="module")
+def wrn_search(tmp_path_factory):
+    return evolve.main(evolve.get_args_parser().parse_args(tiny_argv(tmp_path_factory.mktemp("wrn"), *WRN_SEARCH)))
+
+
+def test_a_plain_wide_resnet_is_a_searchable_base(wrn_search):
+    saved = torch.load(os.path.join(wrn_search["run_dir"], evolve.CHAMPION_NAME), weights_only=True)
+    assert saved["model_kind"] == "plain_wrn"
+    models.build_from_config(saved["model_kind"], saved["model_config"]).load_state_dict(saved["model"])
+    assert {r["mutation"] for r in wrn_search["lineage"][1:]} <= {"wider", "deeper", "wider_kernel"}
+
+
+def test_every_child_respects_the_parameter_budget(wrn_search):
+    assert all(r["params"] <= 120000 for r in wrn_search["lineage"])
+
+
+def test_recalibrate_bn_records_both_figures_right_after_each_mutation(wrn_search):
+    for record in wrn_search["lineage"][1:]:
+        after = record["after_mutation"]
+        assert after["batches"] == 2 and 0 <= after["top1"] <= 100 and 0 <= after["top1_bn_recalibrated"] <= 100
+    assert wrn_search["lineage"][0]["after_mutation"] == {}
+
+
+def test_the_pareto_front_is_reported_and_plotted(wrn_search):
+    front = wrn_search["pareto_front"]
+    records = {r["id"]: r for r in wrn_search["lineage"]}
+    for i in front:
+        assert not any(r["fitness"] >= records[i]["fitness"] and r["flops"] <= records[i]["flops"]
+                       and (r["fitness"], r["flops"]) != (records[i]["fitness"], records[i]["flops"])
+                       for r in wrn_search["lineage"])
+    assert os.path.getsize(os.path.join(wrn_search["run_dir"], PARETO_PLOT)) > 1000

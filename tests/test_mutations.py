@@ -283,3 +283,22 @@ def test_every_mutation_is_a_registered_operator():
         result = operators.apply(kind, model, inputs)
         assert not result.keep_optimizer_state and result.label == f"after {kind}"
         assert max_relative_change(model, result.model, X) < 1e-5
+
+
+def test_wrn_wider_puts_its_noise_only_on_the_copied_filters():
+    model = plain_wrn(use_bn=True)
+    wide = mutate_with_record(model, "wider", torch.Generator().manual_seed(0), noise=1e-2, where=1)[0]
+    before, after = model.state_dict(), wide.state_dict()
+    unchanged = [k for k in before if k.endswith("weight") and before[k].shape == after[k].shape]
+    assert len(unchanged) >= 4  # the stem, stage 1, the classifier...
+    assert all(torch.equal(before[k], after[k]) for k in unchanged)
+    # A widened conv keeps its original filters (rows) exactly; only the copies are noisy.
+    old, new = before["stage_2.0.conv1.weight"], after["stage_2.0.conv1.weight"]
+    assert torch.equal(new[: old.shape[0]], old) and new.shape[0] > old.shape[0]
+
+
+def test_a_template_mixed_wide_resnet_is_refused_as_such_with_the_way_out(parse):
+    template_mixed = models.create_model(parse("--arch", "wrn", "--depth", 10, "--wide", 1), 10)
+    with pytest.raises(ConfigError, match="template-mixed.*models.materialize"):
+        mutate(template_mixed, "wider", torch.Generator())
+    mutate(models.materialize(template_mixed, 0), "wider", torch.Generator())  # the way out works
