@@ -14,7 +14,6 @@ answer (rank 0 of 1, identity reductions, no-op barriers).
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -171,7 +170,4 @@ def select_device(ngpu: int, local_rank: int) -> torch.device:
     """The one device decision: this process's GPU if GPUs are asked for and present, else CPU."""
     if ngpu > 0 and torch.cuda.is_available():
         return torch.device("cuda", local_rank)
-    if ngpu > 0:  # the default --ngpu 1 on a machine without a GPU: say so, or a long CPU run starts unnoticed
-        print(f"warning: --ngpu {ngpu} but no CUDA device is visible; running on the CPU (--ngpu 0 says so "
-              "and silences this)", file=sys.stderr)
     return torch.device("cpu")

@@ -714,6 +714,8 @@ def run_evaluation(args: argparse.Namespace) -> dict:
 
     ctx = Context(args)
     try:
+        for note in ctx.notes:
+            ctx.logger.info(note)
         path = args.resume
         if args.evaluate and path == "auto":
             tag_dir = os.path.join(args.save_path, args.dataset, args.tag)

@@ -179,6 +179,11 @@ class Context:
                               f"--nproc_per_node=2 {os.path.basename(sys.argv[0]) or 'main.py'} ... "
                               "(the scripts do this for NUM_GPUS > 1)")
         self.device = distributed.select_device(args.ngpu, self.dist.local_rank)
+        # Lines for the start of the run's log (``open_run_folder``; main.py --evaluate prints them too).
+        self.notes = []
+        if args.ngpu > 0 and self.device.type == "cpu":  # the default --ngpu 1 without a GPU: a long CPU run
+            self.notes.append(f"warning: --ngpu {args.ngpu} but no CUDA device is visible; running on the CPU "
+                              "(--ngpu 0 says so and silences this)")
         self.main_process = distributed.is_main_process()
         self.logger = RunLogger(None, enabled=self.main_process)  # files once the run folder is checked
         self.scaler = torch.amp.GradScaler("cuda") if args.amp and self.device.type == "cuda" else None
@@ -314,8 +319,8 @@ def open_run_folder(args: argparse.Namespace, ctx: Context, run_dir: str, needed
     if refused is not None:
         raise ConfigError(refused)
     ctx.log_to(run_dir)
-    if ctx.run_lock is not None and ctx.run_lock.note:
-        ctx.logger.info(ctx.run_lock.note)
+    for note in ctx.notes + ([ctx.run_lock.note] if ctx.run_lock is not None and ctx.run_lock.note else []):
+        ctx.logger.info(note)
 
 
 # --------------------------------------------------------------------------- data

@@ -211,7 +211,7 @@ def test_asking_for_a_gpu_where_there_is_none_says_so(finished, capsys, monkeypa
     _, run_dir = finished
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert main.cli(["--evaluate", "--resume", os.path.join(run_dir, checkpoint.LATEST_NAME), "--workers", "0"]) == 0
-    assert "--ngpu 1 but no CUDA device is visible; running on the CPU" in capsys.readouterr().err
+    assert "warning: --ngpu 1 but no CUDA device is visible; running on the CPU" in capsys.readouterr().out
     assert "without a visible CUDA device the run warns and uses the CPU" in " ".join(
         main.get_args_parser().format_help().split())
 
