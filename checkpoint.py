@@ -35,6 +35,7 @@ bytes that ``torch.load`` alone would silently accept.
 from __future__ import annotations
 
 import argparse
+import errno
 import glob
 import os
 import pickle
@@ -163,10 +164,24 @@ def save_checkpoint(state: dict, path, keep_previous: bool = False) -> None:
             stem, ext = os.path.splitext(path)
             _keep_previous(path, f"{stem}_prev{ext}")
         os.replace(tmp, path)
-    except BaseException:  # includes KeyboardInterrupt: never leave a stray temp file
+    except BaseException as error:  # includes KeyboardInterrupt: never leave a stray temp file
         _remove_quietly(tmp)
+        full = _disk_full(error)
+        if full is not None:  # torch.save wraps it in its own errors: one plain OSError naming the file
+            raise OSError(full.errno, os.strerror(full.errno), path) from None
         raise
     _fsync_directory(folder)
+
+
+def _disk_full(error: BaseException) -> OSError | None:
+    """The "no space left" / "quota exceeded" OSError behind ``error`` (its cause or context), or None."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def _read(path: str, map_location, mmap: bool = False):
@@ -249,6 +264,41 @@ def load_checkpoint(path, map_location="cpu", flag: str = "--resume") -> dict:
     path came from (``--resume``, ``--resume_member_0``, ...) in that sentence.
     """
     return _load(path, map_location, flag, mmap=False, verify=True)
+
+
+KIND_DESCRIPTIONS = {
+    "main": "a main.py training checkpoint",
+    "network": "a single network without a training state (such as fuse.py's fused.pth or evolve.py's champion.pth)",
+    "fuse": "a fusion run checkpoint (written by fuse.py)",
+    "evolve": "an evolution search checkpoint (written by evolve.py)",
+    "nws_pretrain": "a Neural Weight Search pretraining checkpoint (written by nws.py pretrain)",
+    "nws_pools": "a set of Neural Weight Search pools (written by nws.py pretrain)",
+    "nws_task": "a Neural Weight Search task (written by nws.py tasks)",
+}
+
+
+def kind_of(state: dict) -> str:
+    """Which CLI wrote a checkpoint, from the entries each one writes: a key of ``KIND_DESCRIPTIONS``."""
+    from weight_search.pools import POOLS_KIND
+    from weight_search.protocol import NWS_TASK_KIND, PLAIN_TASK_KIND
+
+    if state.get("kind") in (NWS_TASK_KIND, PLAIN_TASK_KIND):
+        return "nws_task"
+    if state.get("kind") == POOLS_KIND:
+        return "nws_pools"
+    for entry, kind in (("pool_learner", "nws_pretrain"), ("search", "evolve"), ("record", "fuse")):
+        if entry in state:
+            return kind
+    return "main" if "metrics" in state or "model" not in state else "network"
+
+
+def require_kind(state: dict, path, accepted: tuple[str, ...], flag: str = "--resume") -> None:
+    """Refuse a checkpoint another CLI wrote, in one sentence: "<path> is <what it is>, not <what is wanted>"."""
+    kind = kind_of(state)
+    if kind not in accepted:
+        wanted = " or ".join(KIND_DESCRIPTIONS[k] for k in accepted)
+        raise CheckpointError(f"{flag}: {os.path.abspath(os.fspath(path))} is {KIND_DESCRIPTIONS[kind]}, "
+                              f"not {wanted}")
 
 
 def _resume_candidates(run_dir: str) -> list[str]:

@@ -267,17 +267,11 @@ def main(args: argparse.Namespace) -> dict:
 # --------------------------------------------------------------------------- set-up
 
 
-def ensure_disk_space(folder: str, model) -> None:
-    """A run keeps up to six checkpoints of weights + momentum: refuse to start without room for them."""
-    import shutil
-
+def checkpoint_bytes(model) -> int:
+    """A run keeps up to six checkpoints of weights + momentum (float32)."""
     from compute_flops import count_parameters
 
-    needed = 6 * 2 * 4 * count_parameters(model)
-    free = shutil.disk_usage(folder).free
-    if free < needed:
-        raise ConfigError(f"--save_path: {os.path.abspath(folder)} has {free / 2**20:.0f} MiB free but the "
-                          f"run's checkpoints need about {needed / 2**20:.0f} MiB")
+    return 6 * 2 * 4 * count_parameters(model)
 
 
 def _num_classes(dataset: str) -> int:
@@ -296,6 +290,7 @@ def load_member_checkpoint(path: str, flag: str):
     import models
 
     state = checkpoint.load_checkpoint(path, flag=flag)
+    checkpoint.require_kind(state, path, ("main",), flag)
     if state.get("grown") or state.get("phase") not in ("member_0", "member_1"):
         raise ConfigError(f"{flag}: {os.path.abspath(path)} holds a {state.get('phase')} network, not a member; "
                           "pass a member checkpoint such as member_0.pth")
@@ -348,6 +343,7 @@ def find_resume(args: argparse.Namespace, run_dir: str) -> tuple[str | None, dic
     if path is None:
         return None, None
     state = checkpoint.load_checkpoint(path)
+    checkpoint.require_kind(state, path, ("main",))
     requested = checkpoint.args_to_dict(args)
     # What decides the network a later epoch holds: its shape after growth / widening, and when.
     fields = checkpoint.MODEL_FIELDS + ("growth_epochs", "ensemble_train_epochs", "epochs",
@@ -411,9 +407,7 @@ class TrainingRun:
             for slot, path in ((0, args.resume_member_0), (1, args.resume_member_1)):
                 if path:
                     sources[slot] = load_member_checkpoint(path, f"--resume_member_{slot}")
-        runtime.open_run_folder(args, ctx, self.run_dir)
-        if ctx.main_process:
-            ensure_disk_space(self.run_dir, self.model)
+        runtime.open_run_folder(args, ctx, self.run_dir, needed_bytes=checkpoint_bytes(self.model))
         log = self.log = ctx.logger
         if args.arch == "wrn_imagenet_bank" or (args.split_edge_layers and models.is_template_model(self.model)):
             log.info("template banks:\n" + models.describe_banks(self.model))
@@ -744,6 +738,8 @@ def run_evaluation(args: argparse.Namespace) -> dict:
 
     ctx = Context(args)
     try:
+        for note in ctx.notes:
+            ctx.logger.info(note)
         path = args.resume
         if args.evaluate and path == "auto":
             tag_dir = os.path.join(args.save_path, args.dataset, args.tag)
@@ -766,10 +762,15 @@ def run_evaluation(args: argparse.Namespace) -> dict:
             keys = (0, 1)
         else:
             state = checkpoint.load_checkpoint(path)
+            checkpoint.require_kind(state, path, ("main", "network"))
             model = restore_model(state["args"], state, ctx.device)
             keys = (None,) if not models.is_template_model(model) or state.get("grown") else (0, 1)
         model = model.to(ctx.device)
-        data = runtime.load_data(args, ctx, state["args"]["dataset"])
+        trained_on = state["args"]["dataset"]
+        if args.dataset != trained_on:
+            raise ConfigError(f"--evaluate: {os.path.abspath(path or args.resume_member_0)} was trained on "
+                              f"{trained_on}, but --dataset is {args.dataset}; pass --dataset {trained_on}")
+        data = runtime.load_data(args, ctx, trained_on)
         results = engine.evaluate(model, data.test_loader, ctx.device, keys, amp=args.amp,
                                   ensemble=args.evaluate_ensemble, show_progress=ctx.main_process,
                                   batch_transform=data.eval_transform)
@@ -777,7 +778,10 @@ def run_evaluation(args: argparse.Namespace) -> dict:
                  "ensemble": "ensemble (mean logits)"}
         rows = [{"network": names[key], "top1": r["top1"], "top5": r["top5"], "loss": r["loss"]}
                 for key, r in results.items()]
-        ctx.logger.info("evaluation:\n" + format_table(rows))
+        evaluated = (f"{os.path.abspath(args.resume_member_0)} and {os.path.abspath(args.resume_member_1)}"
+                     if args.evaluate_ensemble else os.path.abspath(path))
+        epoch = f", epoch {state['epoch']}" if state.get("epoch") is not None else ""
+        ctx.logger.info(f"evaluation of {evaluated}{epoch} on the {trained_on} test set:\n" + format_table(rows))
         return {"results": {names[k]: v for k, v in results.items()}, "epoch": state.get("epoch")}
     finally:
         ctx.close()

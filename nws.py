@@ -87,8 +87,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                        ("tasks", "train the tasks of a split one after the other and store each as pool indices"),
                        ("evaluate", "rebuild every stored task's network from its files alone and test it")):
         sub = commands.add_parser(name, help=text, description=text, allow_abbrev=False,
-                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-        runtime.add_run_arguments(sub)
+                                  formatter_class=runtime.HelpFormatter)
+        runtime.add_run_arguments(sub, training=name != "evaluate")
         if name != "evaluate":
             add_network_arguments(sub)
             add_training_arguments(sub, min_epochs=0 if name == "pretrain" else 1)
@@ -114,7 +114,8 @@ def get_args_parser() -> argparse.ArgumentParser:
             g = sub.add_argument_group("Evaluation")
             flags.add(g, "--task", flags.number(int, low=-1), default=-1,
                       help="evaluate only this stored task index, below the number of stored tasks (-1 = all)")
-            sub.set_defaults(tag="tasks")
+            # No training flags and no --resume: the newest run of the tag unless --manualSeed names one.
+            sub.set_defaults(tag="tasks", resume="auto", batch_size=128)
     return parser
 
 
@@ -126,7 +127,7 @@ def validate_args(args: argparse.Namespace) -> None:
 
     Every numeric flag's own range is refused while parsing (``flags.add``).
     """
-    if args.command != "pretrain" and args.val_split:
+    if args.command == "tasks" and args.val_split:
         raise ConfigError(f"nws.py {args.command} trains a fixed number of epochs and selects nothing: "
                           f"--val_split must be 0, got {args.val_split}")
     if args.command != "pretrain":
@@ -218,6 +219,7 @@ def pretrain(args: argparse.Namespace) -> dict:
             resume_path = checkpoint.latest_checkpoint(run_dir) if args.resume == "auto" else args.resume
             if resume_path is not None:
                 resume_state = checkpoint.load_checkpoint(resume_path)
+                checkpoint.require_kind(resume_state, resume_path, ("nws_pretrain",))
                 checkpoint.check_compatible(resume_state["args"], checkpoint.args_to_dict(args), PRETRAIN_FIELDS)
         runtime.open_run_folder(args, ctx, run_dir)
         if ctx.main_process:
@@ -251,16 +253,17 @@ def pretrain(args: argparse.Namespace) -> dict:
             train(model, data.train_set, data.val_set if data.val_set is not None else data.test_set, _recipe(args),
                   _loops(args, ctx), seed=args.manualSeed, phase="pretrain", epoch_offset=0, nws=True, stop=stop,
                   start_epoch=start, optimizer_state=resume_state["optimizer"] if resume_state else None,
-                  on_epoch_end=save_checkpoint, test_every=args.test_every)
+                  on_epoch_end=save_checkpoint, test_every=args.test_every, split=data.selection_split)
         finally:
             stop.restore()
         learner.remove()
         source = {"dataset": args.dataset, "epochs": args.epochs, "seed": args.manualSeed,
-                  "train_subset": args.train_subset, "top1": last.get("test_top1")}
+                  "train_subset": args.train_subset, "top1": last.get(f"{data.selection_split}_top1")}
         if ctx.main_process:
             checkpoint.save_checkpoint(pools_state(model, config, source), os.path.join(run_dir, POOLS_NAME))
         ctx.logger.info(f"pools written to {os.path.join(run_dir, POOLS_NAME)}"
-                        + (f" (source network: top-1 {last['test_top1']:.2f}%)" if "test_top1" in last else ""))
+                        + (f" (source network: {data.selection_split} top-1 {source['top1']:.2f}%)"
+                           if source["top1"] is not None else ""))
         return {"run_dir": run_dir, "pools": os.path.join(run_dir, POOLS_NAME), **source}
     finally:
         ctx.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import glob
 import os
 import random
@@ -28,6 +29,7 @@ from utils import ConfigError
 
 EXIT_USAGE = 2  # a mistake in the command line or the files it names
 EXIT_NON_FINITE = 3  # the loss or the weights became NaN / inf
+EXIT_NO_SPACE = 74  # the disk filled up while writing (EX_IOERR); the last whole checkpoint is kept
 EXIT_PREEMPTED = 75  # stopped by SIGTERM / SIGINT after writing a checkpoint (EX_TEMPFAIL: run it again)
 
 
@@ -38,14 +40,33 @@ class Preempted(Exception):
 # --------------------------------------------------------------------------- flags
 
 
-def new_parser(description: str) -> argparse.ArgumentParser:
-    """A parser with defaults shown in --help and no abbreviations (``--epoch`` is not ``--epochs``)."""
-    return argparse.ArgumentParser(description=description, allow_abbrev=False,
-                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults as users type them: lists comma-separated (``0.5,0.5,1``), none stated for ``None`` or off switches."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        default = action.default
+        if default is None or default is False or default is argparse.SUPPRESS or "%(default)" in (action.help or ""):
+            return action.help or ""
+        return f"{action.help or ''} (default: {format_default(default)})".lstrip()
 
 
-def add_data_arguments(parser: argparse.ArgumentParser, group: argparse._ArgumentGroup) -> None:
-    """DATA_PATH, --dataset, --val_split, --train_subset."""
+def format_default(value) -> str:
+    """``[0.5, 0.5, 1.0]`` -> ``0.5,0.5,1``; ``[]`` -> ``none``; other values as ``str`` (floats as ``%g``)."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(format_default(item) for item in value) or "none"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value).replace("%", "%%")
+
+
+def new_parser(description: str, **kwargs) -> argparse.ArgumentParser:
+    """A parser with defaults shown in --help (``HelpFormatter``) and no abbreviations (``--epoch`` is not ``--epochs``)."""
+    return argparse.ArgumentParser(description=description, allow_abbrev=False, formatter_class=HelpFormatter,
+                                   **kwargs)
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, group: argparse._ArgumentGroup, training: bool = True) -> None:
+    """DATA_PATH, --dataset; for training also --val_split, --train_subset."""
     import data
 
     parser.add_argument("data_path", nargs="?", default=None, metavar="DATA_PATH",
@@ -54,6 +75,8 @@ def add_data_arguments(parser: argparse.ArgumentParser, group: argparse._Argumen
     group.add_argument("--dataset", default="digits", choices=data.DATASETS,
                        help="data set; 'digits' is scikit-learn's bundled handwritten digits (no download), "
                             "'fashion_mnist' the 70k Fashion-MNIST images (Debian: dataset-fashion-mnist)")
+    if not training:
+        return
     flags.add(group, "--val_split", flags.number(low=0.0, high=1.0, high_open=True), default=0.0,
               help="fraction of the training set held out (class-balanced, fixed split) for model selection; "
                    "the test set is then evaluated once, at the end; 0 = none")
@@ -61,18 +84,21 @@ def add_data_arguments(parser: argparse.ArgumentParser, group: argparse._Argumen
               help="train on a class-balanced, fixed subset of this many training images (0 = all)")
 
 
-def add_run_folder_arguments(group: argparse._ArgumentGroup) -> None:
-    """--save_path, --tag, --resume."""
+def add_run_folder_arguments(group: argparse._ArgumentGroup, resume: bool = True) -> None:
+    """--save_path, --tag and (``resume``) --resume."""
     group.add_argument("--save_path", default="./snapshots",
                        help="root of the run folders <save_path>/<dataset>/<tag>/seed_<seed>/")
     group.add_argument("--tag", default="run", help="name of the run (a folder level)")
+    if not resume:
+        return
     group.add_argument("--resume", default="", metavar="PATH",
                        help="checkpoint to continue from, or 'auto' for the newest valid one of this run")
 
 
 def add_hardware_arguments(group: argparse._ArgumentGroup) -> None:
     """--ngpu, --workers, --dist, --amp, --manualSeed."""
-    flags.add(group, "--ngpu", flags.count(min=0), default=1, help="GPUs per process; 0 (or no CUDA) = CPU")
+    flags.add(group, "--ngpu", flags.count(min=0), default=1, help="GPUs per process; 0 = CPU; without a visible CUDA device the run "
+              "warns and uses the CPU")
     flags.add(group, "--workers", flags.count(min=0), default=2, help="data-loading worker processes")
     group.add_argument("--dist", action="store_true",
                        help="distributed training; launch with torchrun (set automatically under torchrun)")
@@ -82,18 +108,24 @@ def add_hardware_arguments(group: argparse._ArgumentGroup) -> None:
               help="seed of Python, NumPy, torch and the data loaders; random if not given")
 
 
-def add_batch_arguments(group: argparse._ArgumentGroup, batch_size: int = 128) -> None:
-    flags.add(group, "--batch_size", flags.count(min=1), default=batch_size,
-              help="training batch size (per process)")
+def add_batch_arguments(group: argparse._ArgumentGroup, batch_size: int = 128, training: bool = True) -> None:
+    """--batch_size (``training``) and --eval_batch_size."""
+    if training:
+        flags.add(group, "--batch_size", flags.count(min=1), default=batch_size,
+                  help="training batch size (per process)")
     flags.add(group, "--eval_batch_size", flags.count(min=1), default=256, help="evaluation batch size (per process)")
 
 
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """Every shared flag, in the groups a new entry point shows them: data, run folder, hardware."""
+def add_run_arguments(parser: argparse.ArgumentParser, training: bool = True) -> None:
+    """Every shared flag, in the groups a new entry point shows them: data, run folder, hardware.
+
+    ``training=False`` (a command that only evaluates a run): no training data options, no --resume.
+    """
     group = parser.add_argument_group("Data")
-    add_data_arguments(parser, group)
-    add_batch_arguments(group)
-    add_run_folder_arguments(parser.add_argument_group("Run folder and checkpoints"))
+    add_data_arguments(parser, group, training)
+    add_batch_arguments(group, training=training)
+    add_run_folder_arguments(parser.add_argument_group("Run folder" if not training else "Run folder and checkpoints"),
+                             resume=training)
     add_hardware_arguments(parser.add_argument_group("Hardware and reproducibility"))
 
 
@@ -121,6 +153,14 @@ def exit_status(prog: str, call) -> int:
     except Preempted as error:
         print(f"{prog}: {error}", file=sys.stderr)
         return EXIT_PREEMPTED
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" while writing {error.filename}" if error.filename else ""
+        print(f"{prog}: stopped: no space left on the device{where}; checkpoints are written whole (a temporary "
+              "file, then a rename), so the last one is intact: free some space, then run the same command plus "
+              "--resume auto", file=sys.stderr)
+        return EXIT_NO_SPACE
     return 0
 
 
@@ -141,6 +181,11 @@ class Context:
                               f"--nproc_per_node=2 {os.path.basename(sys.argv[0]) or 'main.py'} ... "
                               "(the scripts do this for NUM_GPUS > 1)")
         self.device = distributed.select_device(args.ngpu, self.dist.local_rank)
+        # Lines for the start of the run's log (``open_run_folder``; main.py --evaluate prints them too).
+        self.notes = []
+        if args.ngpu > 0 and self.device.type == "cpu":  # the default --ngpu 1 without a GPU: a long CPU run
+            self.notes.append(f"warning: --ngpu {args.ngpu} but no CUDA device is visible; running on the CPU "
+                              "(--ngpu 0 says so and silences this)")
         self.main_process = distributed.is_main_process()
         self.logger = RunLogger(None, enabled=self.main_process)  # files once the run folder is checked
         self.scaler = torch.amp.GradScaler("cuda") if args.amp and self.device.type == "cuda" else None
@@ -213,20 +258,50 @@ def ensure_writable(folder: str) -> None:
         raise ConfigError(f"--save_path: cannot write to {os.path.abspath(folder)} ({error.strerror})") from None
 
 
+def refuse_to_restart(args: argparse.Namespace, run_dir: str) -> None:
+    """One rule for every CLI: a folder that holds a run is continued (``--resume``), never silently restarted.
+
+    Training again without ``--resume`` would overwrite its checkpoints and append a second run's rows
+    to its metrics.jsonl.
+    """
+    from checkpoint import LATEST_NAME, PREVIOUS_NAME
+    from custom_log import METRICS_FILE
+
+    if getattr(args, "resume", ""):
+        return
+    found = [name for name in (LATEST_NAME, PREVIOUS_NAME, METRICS_FILE)
+             if os.path.isfile(os.path.join(run_dir, name)) and os.path.getsize(os.path.join(run_dir, name)) > 0]
+    if found:
+        raise ConfigError(f"{os.path.abspath(run_dir)} already holds a run ({', '.join(found)}); continue it with "
+                          "--resume auto, give this run another --tag or --manualSeed, or delete that folder to "
+                          "start again")
+
+
+def ensure_disk_space(folder: str, needed_bytes: int) -> None:
+    """Refuse to start a run whose checkpoints would not fit on the disk."""
+    import shutil
+
+    free = shutil.disk_usage(folder).free
+    if free < needed_bytes:
+        raise ConfigError(f"--save_path: {os.path.abspath(folder)} has {free / 2**20:.0f} MiB free but the "
+                          f"run's checkpoints need about {needed_bytes / 2**20:.0f} MiB")
+
+
 def claim_run_folder(args: argparse.Namespace, ctx: Context) -> str:
     """The run folder (``run_directory``), locked for this run: call it before loading anything.
 
     Only the main process holds the lock (``runlock``), until ``ctx.close()``: a second run on the
     same folder stops here, at once, with exit 2 (under torchrun every rank stops with rank 0's
-    sentence). Nothing but the lock file is written; a run refused later (a missing data set, an
-    incompatible checkpoint) deletes it, and the folders it made, on its way out.
+    sentence), and so does a run started without ``--resume`` on a folder that holds a run
+    (``refuse_to_restart``). Nothing but the lock file is written; a run refused later (a missing
+    data set, an incompatible checkpoint, a full disk) deletes it, and the folders it made, on its way out.
     """
     run_dir = run_directory(args)
-    _lock(ctx, run_dir)
+    _lock(args, ctx, run_dir)
     return run_dir
 
 
-def _lock(ctx: Context, run_dir: str) -> None:
+def _lock(args: argparse.Namespace, ctx: Context, run_dir: str, needed_bytes: int = 0) -> None:
     """The main process takes ``run_dir``'s lock, unless it holds it already; every rank stops if it is taken."""
     import distributed
     import runlock
@@ -239,7 +314,9 @@ def _lock(ctx: Context, run_dir: str) -> None:
                 ctx.run_lock = None
             if ctx.run_lock is None:
                 ctx.run_lock = runlock.acquire(run_dir)  # makes the folder; nothing is written there before
+            refuse_to_restart(args, run_dir)
             ensure_writable(run_dir)
+            ensure_disk_space(run_dir, needed_bytes)
         except ConfigError as error:
             refused = str(error)
     refused = distributed.broadcast_object(refused)  # under torchrun every rank stops with rank 0's sentence
@@ -247,12 +324,13 @@ def _lock(ctx: Context, run_dir: str) -> None:
         raise ConfigError(refused)
 
 
-def open_run_folder(args: argparse.Namespace, ctx: Context, run_dir: str) -> None:
-    """Lock the run folder for this run (unless ``claim_run_folder`` did) and log into it."""
-    _lock(ctx, run_dir)
+def open_run_folder(args: argparse.Namespace, ctx: Context, run_dir: str, needed_bytes: int = 0) -> None:
+    """Lock the run folder (unless ``claim_run_folder`` did), check its checkpoints (``needed_bytes``) fit on
+    the disk, and log into it. Only the main process writes."""
+    _lock(args, ctx, run_dir, needed_bytes)
     ctx.log_to(run_dir)
-    if ctx.run_lock is not None and ctx.run_lock.note:
-        ctx.logger.info(ctx.run_lock.note)
+    for note in ctx.notes + ([ctx.run_lock.note] if ctx.run_lock is not None and ctx.run_lock.note else []):
+        ctx.logger.info(note)
 
 
 # --------------------------------------------------------------------------- network size

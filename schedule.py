@@ -250,7 +250,7 @@ def build_plan(args: argparse.Namespace) -> TrainingPlan:
         growth = member_1_start + args.ensemble_train_epochs
     else:
         member_1_start = growth = None
-    rates = _learning_rates(args, member_1_start, growth)
+    rates, warming_up = _learning_rates(args, member_1_start, growth)
 
     epochs = []
     previous_phase = None
@@ -284,7 +284,20 @@ def build_plan(args: argparse.Namespace) -> TrainingPlan:
             data_fraction=0.5 if args.data_growth and (growth is None or epoch < growth) else 1.0,
         ))
         previous_phase = phase
-    return TrainingPlan(tuple(epochs), notes)
+    return TrainingPlan(tuple(epochs), notes + _warm_up_warnings(epochs, warming_up))
+
+
+def _warm_up_warnings(epochs: list[EpochPlan], warming_up: list[bool]) -> tuple[str, ...]:
+    """A warning for each phase whose every epoch lies inside a learning-rate warm-up (it trains at a tiny lr)."""
+    warnings = []
+    for phase in dict.fromkeys(e.phase for e in epochs):
+        numbers = [e.epoch for e in epochs if e.phase == phase]
+        if all(warming_up[epoch] for epoch in numbers):
+            flag = "--lr_warmup_growing" if phase == "grown" else "--cosine_lr_warmup"
+            warnings.append(f"warning: the {phase} phase ({len(numbers)} epoch(s)) never leaves its learning-rate "
+                            f"warm-up ({flag}): its highest lr is {max(epochs[n].lr for n in numbers):.2g}; "
+                            f"give it more epochs or lower {flag}")
+    return tuple(warnings)
 
 
 def _resolve_grown_cycles(args: argparse.Namespace) -> tuple[str, ...]:
@@ -341,6 +354,9 @@ class _Cosine:
     cycle_limit: int = 1
     cycle_decay: float = 1.0
 
+    def warming_up(self, epoch: int) -> bool:
+        return epoch - self.first_epoch < self.warmup_t
+
     def lr(self, epoch: int) -> float:
         return cosine_lr(
             epoch - self.first_epoch,
@@ -372,7 +388,7 @@ def _learning_rates(
     if kind == "cosine" and first_length > 0:
         schedule = _Cosine(0, first_length, args.learning_rate, PRE_GROWTH_LR_MIN, args.cosine_lr_warmup)
 
-    rates = []
+    rates, warming_up = [], []  # warming_up[e]: epoch e's lr comes from a schedule's warm-up
     for epoch in range(args.epochs):
         if kind == "steps":
             lr = _step_lr(args, epoch)
@@ -409,7 +425,8 @@ def _learning_rates(
                                args.lr_warmup_growing)
             lr = schedule.lr(epoch)
         rates.append(lr)
-    return rates
+        warming_up.append(schedule is not None and lr == schedule.lr(epoch) and schedule.warming_up(epoch))
+    return rates, warming_up
 
 
 def _member_1_schedule_length(args: argparse.Namespace) -> int:

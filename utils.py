@@ -8,8 +8,15 @@ import signal
 import threading
 from collections.abc import Callable
 
-import numpy as np
-import torch
+# Idle OpenMP threads sleep instead of spinning, unless the environment says otherwise. libgomp reads
+# this once, when torch loads it, so it is set here: this module is where every entry point (main.py,
+# fuse.py, evolve.py, nws.py, compare.py, through flags) first imports torch. scripts/env.sh sets the
+# same for the scripts. Why: beside another busy process, spinning threads take the core the working
+# thread needs (benchmarks/bench_omp_wait.py).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 
 class ConfigError(ValueError):

@@ -79,14 +79,20 @@ mg_launch_entry() {
     else
         command=("${TORCHRUN:-torchrun}" --standalone "--nproc_per_node=$num_gpus" "$entry" "$@" --ngpu 1 --dist)
     fi
+    mg_exec "${command[@]}"
+}
+
+# mg_exec COMMAND...: runs COMMAND from the repository root in place of the script; with DRY_RUN=1
+# prints it instead (one line, every argument shell-quoted).
+mg_exec() {
     if [[ "${DRY_RUN:-0}" == "1" ]]; then
         local quoted
-        printf -v quoted '%q ' "${command[@]}"
+        printf -v quoted '%q ' "$@"
         echo "${quoted% }"
-        return 0
+        exit 0
     fi
     cd "$MG_ROOT"
-    exec "${command[@]}"
+    exec "$@"
 }
 
 # mg_launch NUM_GPUS MAIN_ARGS...: mg_launch_entry for main.py.

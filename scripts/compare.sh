@@ -12,9 +12,7 @@
 #          scripts/compare.sh --dataset cifar100 --data_path data --ngpu 1 --workers 4 --depth 28 --wide 10 \
 #              --epochs 440 --member_epochs 200 --cutout --reset_scheduler   # the paper's budget, on a GPU
 #
-# PYTHON=/path/to/python skips the virtual environment (see scripts/env.sh).
-set -euo pipefail
-export PYTHONUNBUFFERED=1
-cd "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-source scripts/env.sh
-exec "$PYTHON" compare.py "$@"
+# PYTHON=/path/to/python skips the virtual environment (see scripts/env.sh); DRY_RUN=1 prints the
+# command instead of running it.
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+mg_exec "$PYTHON" compare.py "$@"

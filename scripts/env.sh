@@ -2,8 +2,16 @@
 # With PYTHON already set, trust it. Otherwise use the repository's .venv: create it on first
 # use and (re)install requirements.txt only when that file changed since the last install, so
 # the experiment scripts can source this on every call without reinstalling anything.
+# DRY_RUN=1: the scripts only print their command, so nothing is created or installed; PYTHON is
+# then the .venv interpreter's path, as a real run would use.
+# Also sets OMP_WAIT_POLICY=PASSIVE unless given (as runtime.py does for the entry points): idle
+# OpenMP threads sleep instead of spinning, which keeps a CPU shared with other processes fast
+# (benchmarks/bench_omp_wait.py).
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 _MG_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-if [ -z "${PYTHON:-}" ]; then
+if [ -z "${PYTHON:-}" ] && [ "${DRY_RUN:-0}" = "1" ]; then
+  PYTHON="$_MG_ROOT/.venv/bin/python"
+elif [ -z "${PYTHON:-}" ]; then
   if [ ! -x "$_MG_ROOT/.venv/bin/python" ]; then
     echo "creating .venv and installing requirements.txt (first run only, about a minute)" >&2
     python3 -m venv "$_MG_ROOT/.venv"

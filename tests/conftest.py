@@ -55,3 +55,21 @@ def sigterm_group_at(process, line_prefix: str) -> str:
             os.killpg(process.pid, signal.SIGTERM)
             break
     return process.communicate(timeout=300)[1]
+
+
+# Modules whose tests train networks end to end (or start processes that do): the bulk of the suite's
+# 7-10 minutes. `scripts/test.sh -m "not slow"` runs the rest, the unit tests, for day-to-day work;
+# CI (.ci/run) runs everything.
+SLOW_MODULES = {"test_baselines", "test_compare", "test_ddp_amp_compile", "test_distributed", "test_evolution",
+                "test_fashion_and_splits", "test_fuse_cli", "test_imagenet", "test_main", "test_new_user",
+                "test_nws_cli", "test_operators", "test_robustness", "test_runlock"}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: trains networks end to end; deselect with -m 'not slow'")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module.__name__ in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)

@@ -178,7 +178,7 @@ def test_every_script_only_uses_flags_that_main_py_has(tmp_path, script, gpus):
     (("1", "cifar10"), "3 arguments"),
     ((), "3 arguments"),
     (("1", "mnist", "t"), "DATASET"),
-    (("1", "digits", "t"), "DATASET"),
+    (("1", "imagenet", "t"), "DATASET"),
     (("1", "cifar10", ""), "TAG"),
 ])
 @pytest.mark.parametrize("script", [OURS, OURS_TEST, SEED])

@@ -109,11 +109,13 @@ def commitment_term(model: nn.Module, beta: float, meter: AverageMeter):
 
 def train(model: nn.Module, train_set, test_set, recipe: Recipe, loops: Loops, *, seed: int, phase: str,
           epoch_offset: int, nws: bool, stop: engine.StopRequest | None = None, start_epoch: int = 0,
-          optimizer_state: dict | None = None, on_epoch_end=None, test_every: int = 1) -> list[dict]:
+          optimizer_state: dict | None = None, on_epoch_end=None, test_every: int = 1,
+          split: str = "test") -> list[dict]:
     """Train ``model`` for epochs ``start_epoch`` .. ``recipe.epochs - 1``; one metrics row per epoch (also logged).
 
     ``test_set`` is measured after every ``test_every``-th epoch (0: never; the protocol measures
-    each task once it is stored anyway).
+    each task once it is stored anyway) and reported as ``split`` ("val" when it is a held-out
+    part of the training set): ``<split>_top1``, ``<split>_loss``.
 
     ``on_epoch_end(epoch, optimizer, row)``, if given, runs after each epoch (pretraining writes
     its checkpoint there; ``optimizer_state`` restores one). Raises ``runtime.Preempted`` when
@@ -144,13 +146,13 @@ def train(model: nn.Module, train_set, test_set, recipe: Recipe, loops: Loops, *
                "train_top1": result["train_top1"]}
         if test_every and (epoch + 1) % test_every == 0:
             test = loops.evaluate(model, test_set)
-            row.update(test_top1=test["top1"], test_loss=test["loss"])
+            row.update({f"{split}_top1": test["top1"], f"{split}_loss": test["loss"]})
         if nws:
             row["commitment"] = commitment.avg
         ctx.logger.log_epoch(row)
         ctx.logger.info(f"{phase} epoch {epoch + 1}/{recipe.epochs}: lr {lr:.4g}  train loss {row['train_loss']:.4f}  "
                         f"train top-1 {row['train_top1']:.2f}"
-                        + (f"  test top-1 {row['test_top1']:.2f}" if "test_top1" in row else "")
+                        + (f"  {split} top-1 {row[f'{split}_top1']:.2f}" if f"{split}_top1" in row else "")
                         + (f"  commitment {commitment.avg:.3g}" if nws else ""))
         rows.append(row)
         if on_epoch_end is not None:

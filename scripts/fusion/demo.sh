@@ -14,7 +14,6 @@
 # epochs and the fused network 4, in batches of 64 (scripts/fusion/nt.sh has the authors' recipe).
 set -euo pipefail
 export PYTHONUNBUFFERED=1
-export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"  # idle threads sleep: a shared CPU stays fast
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"

@@ -15,9 +15,6 @@
 # previous task's pool vectors needs large steps to move its weights into other pool cells.
 set -euo pipefail
 export PYTHONUNBUFFERED=1
-# Idle OpenMP threads sleep instead of spinning (as in the tests): on a small machine shared with
-# other processes, spinning threads burn the time the other thread needs.
-export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
