@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gc
 import json
 import math
 import os
@@ -375,6 +376,9 @@ def run_one(command: list[str], train: bool = True) -> dict | None:
     if not train:
         return None
     result = main.main(args)
+    # A finished run's loader keeps its persistent workers until the garbage collector frees it; freed
+    # here, in this process, not later inside a worker forked by the next run (which cannot stop them).
+    gc.collect()
     return record(result["history"], result["summary"], result["run_dir"])
 
 
@@ -443,6 +447,7 @@ def _evaluate_once(cache: str, opts: argparse.Namespace, flags_: list[str]) -> d
     args = main.get_args_parser().parse_args(data + ["--dataset", opts.dataset, "--ngpu", str(opts.ngpu),
                                                      "--workers", str(opts.workers), *flags_])
     results = main.run_evaluation(args)["results"]
+    gc.collect()  # its loaders' workers, as in run_one
     atomic_write_text(cache, json.dumps(results, indent=1))
     return results
 
