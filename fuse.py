@@ -522,7 +522,8 @@ class FusionRun:
             steps = per_epoch if max_steps is None else min(per_epoch, max_steps - epoch * per_epoch)
             steps -= partial["step"] if partial else 0
             metrics = engine.train_one_epoch(
-                net, loader if steps == len(loader) else FirstBatches(loader, steps), optimizer, ctx.device, members=(None,), loss_weights=(1.0,), epoch=epoch, phase=phase,
+                net, loader if steps == len(loader) else FirstBatches(loader, steps), optimizer, ctx.device,
+                members=(None,), loss_weights=(1.0,), epoch=epoch, phase=phase,
                 amp=args.amp, scaler=ctx.scaler, show_progress=ctx.main_process, stop=stop, resume_from=partial,
                 batch_transform=self.data.train_transform)
             partial = None

@@ -401,8 +401,8 @@ def main(argv: list[str] | None = None) -> dict:
              f"({opts.member_epochs} epochs each), grown WRN-{opts.depth}-{opts.wide:g}, seeds "
              f"{','.join(map(str, opts.seeds))}")
     budget_text = (f"Fine-tuning budget B = {opts.grown_epochs} grown epochs x {budget['epoch_images']} images x "
-                   f"3 x {humanize(budget['grown_training_flops'])} FLOPs per image (the grown template network as main.py "
-                   f"trains it) = {humanize(budget['flops'])} training FLOPs; a member-sized network (3 x "
+                   f"3 x {humanize(budget['grown_training_flops'])} FLOPs per image (the grown template network as "
+                   f"main.py trains it) = {humanize(budget['flops'])} training FLOPs; a member-sized network (3 x "
                    f"{humanize(budget['member_flops'])} per image) spends it in "
                    f"{budget['member_steps']} steps of {budget['batch_size']} images "
                    f"({budget['member_epochs_equivalent']:.2f} epochs), within one batch of B. The ensemble trains "
