@@ -37,7 +37,8 @@ EXAMPLE_INPUTS = 2  # images (zeros) that torch-pruning traces the network with;
 # The flags that decide what a run computes: resuming with any of them changed is refused.
 RUN_FIELDS = ("dataset", "val_split", "train_subset", "batch_size", "checkpoints", "train_members", "arch", "depth",
               "wide", "use_bn", "resnet_width", "hidden", "member_epochs", "member_lr", "member_momentum",
-              "member_weight_decay", "member_seeds", "method", "recalibrate_bn", "finetune_epochs", "finetune_lr", "finetune_momentum",
+              "member_weight_decay", "member_seeds", "method", "recalibrate_bn", "finetune_epochs", "finetune_steps",
+              "finetune_lr", "finetune_momentum",
               "finetune_weight_decay", "finetune_milestones", "finetune_gamma")
 
 
@@ -86,7 +87,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "averaging; ot: optimal-transport alignment (POT) then average; ensemble: the "
                         "concatenated network (k times wide, the members' averaged logits, not fine-tuned); "
                         "best_member: the member best on the validation split (fine-tuned like the fused "
-                        "network: the control with the same budget and recipe)")
+                        "network: the control with the same budget and recipe; with one --checkpoints: that "
+                        "network fine-tuned alone)")
     flags.add(g, "--recalibrate_bn", flags.count(min=0), default=0,
               help="re-estimate the BatchNorm statistics of the network before fine-tuning from this many "
                    "training batches (engine.recalibrate_batchnorm, as main.py --recalibrate_bn: train-mode "
@@ -97,6 +99,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                                   "--finetune_weight_decay 1e-4 --finetune_epochs 100 --finetune_milestones 50,80)")
     flags.add(g, "--finetune_epochs", flags.count(min=0), default=30,
               help="epochs of fine-tuning the fused network (0 = keep it as fused)")
+    flags.add(g, "--finetune_steps", flags.count(min=0), default=0,
+              help="fine-tune for exactly this many SGD steps (batches) instead of --finetune_epochs: whole epochs, "
+                   "then the first batches of one more; a budget in training FLOPs is steps x batch images "
+                   "(systems.py sets it; 0 = --finetune_epochs whole epochs)")
     flags.add(g, "--finetune_lr", flags.number(low=0.0, low_open=True, warn_above=1.0), default=0.01,
               help="SGD learning rate, constant unless --finetune_milestones")
     flags.add(g, "--finetune_momentum", flags.number(low=0.0, high=1.0, high_open=True), default=0.9,
@@ -128,17 +134,23 @@ def validate_args(args: argparse.Namespace) -> None:
         raise ConfigError("--recalibrate_bn does not apply to --method ensemble (its BatchNorms are the members' "
                           "own); use it with a method that makes a new network")
     milestones = args.finetune_milestones
+    if milestones and args.finetune_steps:
+        raise ConfigError("--finetune_milestones are epochs of --finetune_epochs: not with --finetune_steps")
     if milestones != sorted(set(milestones)) or any(not 1 <= m < args.finetune_epochs for m in milestones):
         raise ConfigError("--finetune_milestones must be increasing epochs in [1, --finetune_epochs), got "
                           f"{','.join(map(str, milestones))}")
     if not args.hidden:
         raise ConfigError("--hidden must list at least one width")
-    selects = args.method == "best_member" or (args.finetune_epochs > 0 and args.method != "ensemble")
+    selects = args.method == "best_member" or (fine_tunes(args) and args.method != "ensemble")
     if selects and args.val_split == 0:
         raise ConfigError("--val_split must be above 0: the best member and the fine-tuning epoch are chosen on a "
                           "held-out validation split, never on the test set")
     if args.resume and args.resume != "auto" and not os.path.isfile(args.resume):
         raise ConfigError(f"--resume: no checkpoint at {os.path.abspath(args.resume)}")
+
+
+def fine_tunes(args: argparse.Namespace) -> bool:
+    return args.finetune_epochs > 0 or args.finetune_steps > 0
 
 
 def cli(argv: list[str] | None = None) -> int:
@@ -237,6 +249,21 @@ def size_of(network, input_size) -> dict:
     return {"params": count_parameters(network), "flops": count_flops(network, input_size)}
 
 
+class FirstBatches:
+    """The first ``steps`` batches of an epoch of ``loader`` (the cut last epoch of ``--finetune_steps``)."""
+
+    def __init__(self, loader, steps: int) -> None:
+        self.loader, self.steps, self.sampler = loader, steps, loader.sampler
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self):
+        import itertools
+
+        return itertools.islice(iter(self.loader), self.steps)
+
+
 # --------------------------------------------------------------------------- the run
 
 
@@ -270,7 +297,8 @@ class FusionRun:
             import fusion
 
             networks = [net for nets, _ in self.given for net in nets]
-            fusion.check_members(networks, f"--method {args.method}" if len(networks) > 1 else "fusion")
+            if len(networks) > 1 or args.method != "best_member":  # one network: fine-tuned alone
+                fusion.check_members(networks, f"--method {args.method}" if len(networks) > 1 else "fusion")
             classes = fusion.describe(networks[0])[1]["num_classes"]
             if classes != self.data.num_classes:
                 raise ConfigError(f"--checkpoints: the networks predict {classes} classes, but --dataset "
@@ -363,11 +391,11 @@ class FusionRun:
             initial, _ = self.load_network(FUSED_INITIAL_NAME)
             fused, _ = self.load_network(FUSED_RECALIBRATED_NAME if args.recalibrate_bn else FUSED_INITIAL_NAME)
         recalibrated = copy.deepcopy(fused) if args.recalibrate_bn else None
-        fine_tunes = args.method != "ensemble" and args.finetune_epochs > 0
-        if fine_tunes:
+        fine_tuned = args.method != "ensemble" and fine_tunes(args)
+        if fine_tuned:
             fused = self.finetune(fused, stop)
         self.record["stage"] = "done"
-        return self.finish(members, member_val, initial, recalibrated, fused, fine_tunes)
+        return self.finish(members, member_val, initial, recalibrated, fused, fine_tuned)
 
     def members(self, stop) -> list:
         """The networks to fuse, on the device: given, or trained (and saved as member_<i>.pth) one by one."""
@@ -447,21 +475,26 @@ class FusionRun:
         """Fine-tune ``network``; returns it at the epoch with the best validation top-1."""
         args = self.args
         in_flight = self.resumed if self.resumed is not None and self.resumed.get("training") == "finetune" else None
-        self.log.info(f"fine-tuning {args.finetune_epochs} epochs: SGD lr {args.finetune_lr:g} momentum "
+        epochs, steps = args.finetune_epochs, args.finetune_steps or None
+        if steps:
+            epochs = math.ceil(steps / len(self.data.train_loader(args.manualSeed)))
+        self.log.info(f"fine-tuning {epochs} epochs{f' ({steps} steps)' if steps else ''}: SGD lr {args.finetune_lr:g} "
+                      f"momentum "
                       f"{args.finetune_momentum:g} weight decay {args.finetune_weight_decay:g}"
                       + (f", x{args.finetune_gamma:g} at {args.finetune_milestones}" if args.finetune_milestones
                          else ", constant lr"))
-        self.train(network, phase="finetune", name="finetune", epochs=args.finetune_epochs, lr_of=self.finetune_lr,
+        self.train(network, phase="finetune", name="finetune", epochs=epochs, lr_of=self.finetune_lr,
                    momentum=args.finetune_momentum, weight_decay=args.finetune_weight_decay, seed=args.manualSeed,
-                   stop=stop, resumed=in_flight, select=True)
+                   stop=stop, resumed=in_flight, select=True, max_steps=steps)
         best, _ = self.load_network(BEST_NAME)
         self.log.info(f"selected fine-tuning epoch {self.record['best_epoch']} (val top-1 "
                       f"{self.record['best_val']:.2f}%)")
         return best
 
     def train(self, network, *, phase: str, name: str, epochs: int, lr_of, momentum: float, weight_decay: float,
-              seed: int, stop, resumed: dict | None, select: bool = False) -> None:
-        """Train ``network`` in place for ``epochs`` through ``engine.train_one_epoch``, checkpointing every epoch."""
+              seed: int, stop, resumed: dict | None, select: bool = False, max_steps: int | None = None) -> None:
+        """Train ``network`` in place for ``epochs`` through ``engine.train_one_epoch``, checkpointing every epoch;
+        ``max_steps``: the last epoch stops once that many steps are done in all."""
         import torch
 
         import distributed
@@ -481,12 +514,16 @@ class FusionRun:
             set_rng_state(resumed["rng"])
         net = runtime.wrap_for_training(network, ctx)
         loader = self.data.train_loader(seed)
+        per_epoch = len(loader)  # steps of a whole epoch (a resumed one skips its first steps)
         for epoch in range(start, epochs):
             engine.set_lr(optimizer, lr_of(epoch))
             loader.sampler.set_epoch(epoch, skip=partial["step"] * args.batch_size if partial else 0)
             started = time.time()
+            steps = per_epoch if max_steps is None else min(per_epoch, max_steps - epoch * per_epoch)
+            steps -= partial["step"] if partial else 0
             metrics = engine.train_one_epoch(
-                net, loader, optimizer, ctx.device, members=(None,), loss_weights=(1.0,), epoch=epoch, phase=phase,
+                net, loader if steps == len(loader) else FirstBatches(loader, steps), optimizer, ctx.device,
+                members=(None,), loss_weights=(1.0,), epoch=epoch, phase=phase,
                 amp=args.amp, scaler=ctx.scaler, show_progress=ctx.main_process, stop=stop, resume_from=partial,
                 batch_transform=self.data.train_transform)
             partial = None

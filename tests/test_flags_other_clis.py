@@ -1,4 +1,4 @@
-"""fuse.py, evolve.py and nws.py (each subcommand) state a checked range for every numeric flag, as
+"""fuse.py, evolve.py, nws.py (each subcommand) and systems.py state a checked range for every numeric flag, as
 main.py and compare.py do (issue #16; tests/test_flags.py has the walk and the table).
 """
 
@@ -20,7 +20,7 @@ from utils import seed_everything
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OTHER_CLIS = {f"{name}.py": importlib.import_module(name).get_args_parser
-              for name in ("fuse", "evolve", "nws") if os.path.exists(os.path.join(ROOT, f"{name}.py"))}
+              for name in ("fuse", "evolve", "nws", "systems") if os.path.exists(os.path.join(ROOT, f"{name}.py"))}
 
 
 @pytest.mark.parametrize("cli", sorted(OTHER_CLIS))
@@ -44,7 +44,7 @@ def seed_cases():
                             *sorted(OTHER_CLIS.items())]:
         commands = [("pretrain",), ("tasks",), ("evaluate",)] if cli == "nws.py" else [()]
         for command in commands:
-            flag = "--seeds" if cli == "compare.py" else "--manualSeed"
+            flag = "--seeds" if cli in ("compare.py", "systems.py") else "--manualSeed"
             yield pytest.param(get_parser, command, flag, id=" ".join([cli, *command, flag]))
 
 
