@@ -7,8 +7,8 @@
 #      9 epochs, shared members, every method's lr chosen on validation), seeds 0, 1, 2, one
 #      process per seed, all at once;
 #   2. OUT_DIR/converged: the converged regime's premise (--preset fashion_mnist_converged: all
-#      60,000 images, 30 epochs): scratch_small and scratch_large at lr 0.1, 3 seeds, one process
-#      per (method, seed), at the same time as 1.
+#      60,000 images, 30 epochs; batch 256 here, to fit the time): scratch_small and scratch_large
+#      at lr 0.1, 3 seeds, one process per (method, seed), at the same time as 1.
 # Then each comparison's report from its finished runs (--report_only), and OUT_DIR/results.tgz
 # with every report, CSV, plot and log. Every process stops after SECONDS (default 420); a run cut
 # there is left out of the report, and the same command continues it (--resume auto).
@@ -30,7 +30,7 @@ if ! "$PYTHON" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() el
 fi
 FAIR=(compare.py --data_path "$FASHION_PATH" --ngpu 1 --workers 2 --out "$OUT/fair")
 CONVERGED=(compare.py --preset fashion_mnist_converged --data_path "$FASHION_PATH" --ngpu 1 --workers 2
-           --scratch_lr_grid 0.1 --out "$OUT/converged")
+           --scratch_lr_grid 0.1 --batch_size 256 --out "$OUT/converged")
 started=$SECONDS
 for seed in 0 1 2; do
     timeout -k 10 "$LIMIT" "$PYTHON" "${FAIR[@]}" --seeds "$seed" > "$OUT/fair_seed$seed.log" 2>&1 &
