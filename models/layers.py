@@ -16,11 +16,13 @@ Layers are built through a *layer factory* (``TemplateLayers`` or
 ``PlainLayers``) so one network definition serves both the template-mixed
 network and its plain twin (see ``models.materialize``).
 
-Cost: generating a weight is one small matrix product per template set (and,
-for the grown weight, one concatenation), a few million multiply-adds against
-billions for the convolutions; without autograd (evaluation) each weight is
-generated once and reused until a parameter it comes from changes.
-``benchmarks/`` measures the step time against the plain twin.
+Cost: all the weights of a forward are generated together (``generate_weights``):
+layers with one block shape share one batched product per template set and,
+for the grown weights, one concatenation, a few million multiply-adds against
+billions for the convolutions and a handful of operations per block shape at
+any depth; without autograd (evaluation) each weight is generated once and
+reused until a parameter it comes from changes. ``benchmarks/`` measures the
+step time against the plain twin.
 """
 
 from __future__ import annotations
@@ -258,6 +260,8 @@ class TemplateMixed(nn.Module):
         # Weights generated without autograd, kept until a parameter they come from
         # changes (see ``_weight``): evaluation generates each weight once per pass.
         self._weight_cache: dict = {}
+        # The layers whose weights are generated together with this one's (``link_template_layers``).
+        self._linked: tuple[TemplateMixed, ...] = (self,)
 
     @property
     def num_members(self) -> int:
@@ -265,55 +269,15 @@ class TemplateMixed(nn.Module):
 
     def member_weight(self, member: int) -> torch.Tensor:
         """One member's block: ``sum_k c_m[k] * T_set(m)[k]``."""
-        templates = self.bank.template_sets[self.member_sets[member]]
-        return (self.coefficients[member] @ templates.flatten(1)).view(templates.shape[1:])
+        return generate_weights((self,), member, channels_last=False)[0]
 
     def grown_weight(self) -> torch.Tensor:
         """The full weight: every member's block placed in the grid, cropped to ``full_shape``."""
         return self._grown_weight(channels_last=False)
 
     def _grown_weight(self, channels_last: bool) -> torch.Tensor:
-        """``grown_weight``, optionally laid out channels_last, at the cost of one copy.
-
-        One contraction per template set gives that set's blocks, in grid order, as
-        ``[members, *block]``. A grid row, ``[block_out, columns, block_in, *kernel]``,
-        is then a view of consecutive blocks when all its cells use one set (only
-        rows that mix sets are stacked), and one ``torch.cat`` of the rows writes the
-        full weight. For channels_last the views put ``block_in`` last, so the same
-        copy writes ``[out, *kernel, in]`` memory order.
-        """
-        block_out, block_in, *kernel = self.block_shape
-        channels_last = channels_last and len(kernel) == 2
-        # The grid column's dimension in a row: just before the blocks' input channels.
-        column_dim = len(kernel) + 1 if channels_last else 1
-        blocks = []
-        for template_set, members in self._set_members:
-            templates = self.bank.template_sets[template_set]
-            coefficients = torch.stack([self.coefficients[m] for m in members])
-            set_blocks = (coefficients @ templates.flatten(1)).view(len(members), *self.block_shape)
-            blocks.append(set_blocks.movedim(2, -1) if channels_last else set_blocks)
-        rows, cells = [], None
-        for row in self._grid_rows:
-            if row.set_index is None:
-                # unbind, not indexing: its backward is one stack, not a zero-filled copy per cell
-                cells = cells or [set_blocks.unbind(0) for set_blocks in blocks]
-                rows.append(torch.stack([cells[i][j] for i, j in row.cells], dim=column_dim))
-                continue
-            set_blocks = blocks[row.set_index]
-            if not row.whole_set:  # a full-range slice would still cost a copy in backward
-                first = row.cells[0][1]
-                set_blocks = set_blocks[first:first + len(row.cells)]
-            rows.append(set_blocks.movedim(0, column_dim))
-        weight = torch.cat(rows) if len(rows) > 1 else rows[0].contiguous()
-        grid_out, grid_in = self.grid[0] * block_out, self.grid[1] * block_in
-        if channels_last:
-            weight = weight.view(grid_out, *kernel, grid_in).movedim(-1, 1)
-        else:
-            weight = weight.view(grid_out, grid_in, *kernel)
-        out_features, in_features = self.full_shape[:2]
-        if (grid_out, grid_in) != (out_features, in_features):
-            weight = weight[:out_features, :in_features]
-        return weight
+        """``grown_weight``, optionally laid out channels_last (see ``generate_weights``)."""
+        return generate_weights((self,), None, channels_last)[0]
 
     def weight(self, member_id: int | None) -> torch.Tensor:
         """The weight used by ``forward``: one member's block, or the grown grid for ``None``.
@@ -324,29 +288,44 @@ class TemplateMixed(nn.Module):
         return self._weight(member_id, channels_last=False)
 
     def _weight(self, member_id: int | None, channels_last: bool) -> torch.Tensor:
-        """``weight``, cached while autograd is off.
+        """``weight``, generated with every layer of the network at once.
 
-        The cache is keyed by the identity, version counter and storage of every
-        parameter the weight comes from: an optimizer step, ``load_state_dict``,
-        growth and any in-place write bump a version, replaced parameters
-        (extra templates) change identity, and ``.to()`` / ``.train()`` /
-        ``.eval()`` empty the cache. Writes through ``param.data`` bypass version
-        counters: call ``.train()`` or ``.eval()`` after those.
+        The first layer a forward asks generates the weights of all the layers
+        linked with it (``link_template_layers``) in a few batched products and
+        leaves each layer its own in ``_weight_cache``. With autograd on, an entry
+        serves one call (its graph belongs to one forward); without, it is kept:
+        evaluation generates each weight once until a parameter changes.
+
+        An entry is valid while every parameter it comes from keeps its identity,
+        version counter, storage and ``requires_grad``, and under the same autocast
+        dtype: an optimizer step, ``load_state_dict``, growth and any in-place
+        write bump a version, replaced parameters (extra templates) change
+        identity, and ``.to()`` / ``.train()`` / ``.eval()`` empty the cache.
+        Writes through ``param.data`` bypass version counters: call ``.train()`` or
+        ``.eval()`` after those.
         """
-        if torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling():
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():
             return self._generate(member_id, channels_last)
-        sources = self._weight_sources(member_id)
-        stamp = tuple((id(p), p._version, p.data_ptr()) for p in sources)
-        key = (member_id, channels_last)
+        grad = torch.is_grad_enabled()
+        key = (member_id, channels_last, grad, _autocast_dtype(self.coefficients[0].device))
         cached = self._weight_cache.get(key)
-        if cached is None or cached[0] != stamp:
-            # The sources are held so that their ids cannot be reused while cached.
-            cached = (stamp, sources, self._generate(member_id, channels_last))
-            self._weight_cache[key] = cached
+        if cached is None or cached[0] != self._stamp(member_id):
+            peers = [layer for layer in self._linked if member_id is None or member_id < layer.num_members]
+            if self not in peers:
+                peers = [self]
+            for layer, weight in zip(peers, generate_weights(peers, member_id, channels_last)):
+                # The sources are held so that their ids cannot be reused while cached.
+                layer._weight_cache[key] = (layer._stamp(member_id), layer._weight_sources(member_id), weight)
+            cached = self._weight_cache[key]
+        if grad:
+            del self._weight_cache[key]
         return cached[2]
 
+    def _stamp(self, member_id: int | None) -> tuple:
+        return tuple((id(p), p._version, p.data_ptr(), p.requires_grad) for p in self._weight_sources(member_id))
+
     def _generate(self, member_id: int | None, channels_last: bool) -> torch.Tensor:
-        return self._grown_weight(channels_last) if member_id is None else self.member_weight(member_id)
+        return generate_weights((self,), member_id, channels_last)[0]
 
     def _weight_sources(self, member_id: int | None) -> tuple[torch.Tensor, ...]:
         if member_id is None:
@@ -375,6 +354,122 @@ class TemplateMixed(nn.Module):
         """Give every member ``count`` more (random normal) coefficients, after ``bank.add_templates``."""
         for m, old in enumerate(self.coefficients):
             self.coefficients[m] = nn.Parameter(torch.cat([old.detach(), torch.randn(count).to(old)]))
+
+
+def _autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The dtype autocast computes products in on ``device`` now, ``None`` when it is off."""
+    if not torch.is_autocast_enabled(device.type):
+        return None
+    return torch.get_autocast_dtype(device.type)
+
+
+def link_template_layers(model: nn.Module) -> None:
+    """Have every template-mixed layer of ``model`` generate its weight together with the others.
+
+    Network constructors call it once, at the end. The link is a plain attribute
+    (no parameter, no buffer: checkpoints are unchanged); layers never linked
+    generate their weight alone.
+    """
+    layers = tuple(module for module in model.modules() if isinstance(module, TemplateMixed))
+    for layer in layers:
+        layer._linked = layers
+
+
+def _same_tensor_stack(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.stack(tensors)``, as a copy-free view when there is one tensor or all are the same one.
+
+    Layers sharing one bank (``--cross_layer_sharing``) stack the same template set.
+    """
+    first = tensors[0]
+    if all(t is first for t in tensors):
+        return first.unsqueeze(0).expand(len(tensors), *first.shape)
+    return torch.stack(tensors)
+
+
+def _group_key(layer: TemplateMixed, member_id: int | None) -> tuple:
+    """Layers with equal keys have their weights generated by the same batched products."""
+    templates = layer.bank.template_sets
+    sets = layer.member_sets if member_id is None else (layer.member_sets[member_id],)
+    return (layer.full_shape, layer.block_shape, sets, tuple(templates[s].shape[0] for s in sorted(set(sets))),
+            templates[0].dtype, templates[0].device)
+
+
+def generate_weights(layers, member_id: int | None, channels_last: bool) -> list[torch.Tensor]:
+    """The weight of member ``member_id`` (``None``: the grown grid) of every layer in ``layers``.
+
+    Layers are grouped by block shape (and template counts); a group of ``L``
+    layers costs one ``bmm`` per template set, ``[L, members, K] x [L, K, block]``,
+    over its stacked coefficients and templates, then, for the grown weight, one
+    ``torch.cat`` that writes the grid of all ``L`` weights into one buffer, and
+    one ``unbind``. Autograd's backward of these is batched the same way. So a
+    step dispatches a few operations per *shape*, not per layer: a WRN has a
+    handful of shapes at any depth. Under autocast the products run in its dtype
+    (the templates stay fp32 master weights).
+    """
+    groups: dict[tuple, list[int]] = {}
+    for index, layer in enumerate(layers):
+        groups.setdefault(_group_key(layer, member_id), []).append(index)
+    weights: list[torch.Tensor | None] = [None] * len(layers)
+    for indices in groups.values():
+        group = [layers[i] for i in indices]
+        for i, weight in zip(indices, _generate_group(group, member_id, channels_last)):
+            weights[i] = weight
+    return weights
+
+
+def _generate_group(layers: list[TemplateMixed], member_id: int | None,
+                    channels_last: bool) -> tuple[torch.Tensor, ...]:
+    """``generate_weights`` for layers of one group key.
+
+    One contraction per template set gives that set's blocks, in grid order, as
+    ``[L, members, *block]``. A grid row, ``[L, block_out, columns, block_in, *kernel]``,
+    is then a view of consecutive blocks when all its cells use one set (only
+    rows that mix sets are stacked), and one ``torch.cat`` of the rows writes the
+    full weights. For channels_last the views put ``block_in`` last, so the same
+    copy writes ``[out, *kernel, in]`` memory order.
+    """
+    first, count = layers[0], len(layers)
+    block_shape = first.block_shape
+
+    def contraction(template_set: int, members: tuple[int, ...]) -> torch.Tensor:
+        coefficients = torch.stack([layer.coefficients[m] for layer in layers for m in members])
+        templates = _same_tensor_stack([layer.bank.template_sets[template_set] for layer in layers])
+        products = torch.bmm(coefficients.view(count, len(members), -1), templates.flatten(2))
+        return products.view(count, len(members), *block_shape)
+
+    if member_id is not None:
+        return contraction(first.member_sets[member_id], (member_id,)).squeeze(1).unbind(0)
+
+    block_out, block_in, *kernel = block_shape
+    channels_last = channels_last and len(kernel) == 2
+    # The grid column's dimension in a row: just before the blocks' input channels.
+    column_dim = len(kernel) + 2 if channels_last else 2
+    blocks = []
+    for template_set, members in first._set_members:
+        set_blocks = contraction(template_set, members)
+        blocks.append(set_blocks.movedim(3, -1) if channels_last else set_blocks)
+    rows, cells = [], None
+    for row in first._grid_rows:
+        if row.set_index is None:
+            # unbind, not indexing: its backward is one stack, not a zero-filled copy per cell
+            cells = cells or [set_blocks.unbind(1) for set_blocks in blocks]
+            rows.append(torch.stack([cells[i][j] for i, j in row.cells], dim=column_dim))
+            continue
+        set_blocks = blocks[row.set_index]
+        if not row.whole_set:  # a full-range slice would still cost a copy in backward
+            start = row.cells[0][1]
+            set_blocks = set_blocks[:, start:start + len(row.cells)]
+        rows.append(set_blocks.movedim(1, column_dim))
+    weight = torch.cat(rows, dim=1) if len(rows) > 1 else rows[0].contiguous()
+    grid_out, grid_in = first.grid[0] * block_out, first.grid[1] * block_in
+    if channels_last:
+        weight = weight.view(count, grid_out, *kernel, grid_in).movedim(-1, 2)
+    else:
+        weight = weight.view(count, grid_out, grid_in, *kernel)
+    out_features, in_features = first.full_shape[:2]
+    if (grid_out, grid_in) != (out_features, in_features):
+        weight = weight[:, :out_features, :in_features]
+    return weight.unbind(0)
 
 
 class TemplateConv2d(TemplateMixed):
