@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -158,43 +156,6 @@ def _diag_cell_members(rows: int, cols: int) -> list[int]:
     return members
 
 
-class _GridRow(NamedTuple):
-    """Where one row of the grown grid finds its cells (see ``_assembly_plan``).
-
-    cells: ``(set index, block index)`` of each cell, left to right.
-    set_index: the template set of every cell, when they share one: the cells
-        are then consecutive blocks of that set's contraction and the row a view.
-    whole_set: those blocks are all of the set's blocks (the view needs no slice).
-    """
-
-    cells: tuple[tuple[int, int], ...]
-    set_index: int | None
-    whole_set: bool
-
-
-def _assembly_plan(cell_members: list[int], member_sets: tuple[int, ...],
-                   columns: int) -> tuple[tuple[tuple[int, tuple[int, ...]], ...], tuple[_GridRow, ...]]:
-    """Which members each template set's contraction computes, and where each grid row finds its cells.
-
-    Members of a set are listed in grid (row-major) order, so a row whose cells
-    all use one set finds them side by side in that set's output.
-    """
-    position = {member: cell for cell, member in enumerate(cell_members)}
-    set_members = tuple(
-        (s, tuple(sorted((m for m in position if member_sets[m] == s), key=position.get)))
-        for s in sorted(set(member_sets))
-    )
-    block_of = {m: (i, j) for i, (_, members) in enumerate(set_members) for j, m in enumerate(members)}
-    rows = []
-    for start in range(0, len(cell_members), columns):
-        cells = tuple(block_of[m] for m in cell_members[start:start + columns])
-        sets = {i for i, _ in cells}
-        set_index = sets.pop() if len(sets) == 1 else None
-        whole_set = set_index is not None and len(cells) == len(set_members[set_index][1])
-        rows.append(_GridRow(cells, set_index, whole_set))
-    return set_members, tuple(rows)
-
-
 class TemplateMixed(nn.Module):
     """Shared machinery of template-mixed conv and linear layers.
 
@@ -254,9 +215,7 @@ class TemplateMixed(nn.Module):
         self.coefficients = nn.ParameterList(
             [nn.Parameter(row.clone(), requires_grad=not self.fixed_coefficients) for row in rows])
 
-        cell_members = _diag_cell_members(*self.grid)
-        self.cell_members = tuple(cell_members)
-        self._set_members, self._grid_rows = _assembly_plan(cell_members, self.member_sets, self.grid[1])
+        self.cell_members = tuple(_diag_cell_members(*self.grid))
         # Weights generated without autograd, kept until a parameter they come from
         # changes (see ``_weight``): evaluation generates each weight once per pass.
         self._weight_cache: dict = {}
@@ -375,15 +334,37 @@ def link_template_layers(model: nn.Module) -> None:
         layer._linked = layers
 
 
-def _same_tensor_stack(tensors: list[torch.Tensor]) -> torch.Tensor:
+def _stacked(tensors: list[torch.Tensor]) -> torch.Tensor:
     """``torch.stack(tensors)``, as a copy-free view when there is one tensor or all are the same one.
 
     Layers sharing one bank (``--cross_layer_sharing``) stack the same template set.
+    ``cat`` then ``view``: on the CPU ``torch.stack`` of large tensors is many times slower.
     """
     first = tensors[0]
     if all(t is first for t in tensors):
         return first.unsqueeze(0).expand(len(tensors), *first.shape)
-    return torch.stack(tensors)
+    return torch.cat([t.unsqueeze(0) for t in tensors])
+
+
+class _ArrangedStack(torch.autograd.Function):
+    """``torch.stack([t.permute(order) for t in tensors])`` whose backward is one copy, not one per tensor.
+
+    Autograd's own backward would hand every template set its gradient as a
+    permuted view, and each set's gradient accumulation would copy it back to
+    the set's layout: a copy per layer. Here the whole gradient is permuted back
+    at once and each set receives a contiguous slice of it.
+    """
+
+    @staticmethod
+    def forward(ctx, order: tuple[int, ...], *tensors: torch.Tensor) -> torch.Tensor:
+        ctx.order = order
+        return torch.cat([t.permute(order).unsqueeze(0) for t in tensors])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        inverse = sorted(range(len(ctx.order)), key=ctx.order.__getitem__)
+        grad = grad.permute(0, *(d + 1 for d in inverse)).contiguous()
+        return (None, *grad.unbind(0))
 
 
 def _group_key(layer: TemplateMixed, member_id: int | None) -> tuple:
@@ -419,53 +400,63 @@ def generate_weights(layers, member_id: int | None, channels_last: bool) -> list
 
 def _generate_group(layers: list[TemplateMixed], member_id: int | None,
                     channels_last: bool) -> tuple[torch.Tensor, ...]:
-    """``generate_weights`` for layers of one group key.
+    """``generate_weights`` for layers of one group key: one product for all of them.
 
-    One contraction per template set gives that set's blocks, in grid order, as
-    ``[L, members, *block]``. A grid row, ``[L, block_out, columns, block_in, *kernel]``,
-    is then a view of consecutive blocks when all its cells use one set (only
-    rows that mix sets are stacked), and one ``torch.cat`` of the rows writes the
-    full weights. For channels_last the views put ``block_in`` last, so the same
-    copy writes ``[out, *kernel, in]`` memory order.
+    A member's block is ``[1, K] x [K, block]`` per layer, one ``bmm`` over the
+    stacked layers. The grown weight is computed directly in its final memory
+    order, so no grid is assembled afterwards: grid row ``r`` of a layer is
+    ``[block_out, columns, block_in * kernel]`` = the row's coefficients
+    ``[columns, K]`` times its templates arranged ``[block_out, K, block_in * kernel]``,
+    with ``block_out`` a batch dimension (for channels_last, ``[block_out, kernel,
+    columns, block_in]`` from templates ``[block_out, kernel, K, block_in]``). Rows
+    whose cells all use one template set, with equal ``K`` across sets (the
+    defaults), read that set; otherwise every row reads all sets and each cell's
+    coefficients are zero outside its own set.
     """
     first, count = layers[0], len(layers)
-    block_shape = first.block_shape
-
-    def contraction(template_set: int, members: tuple[int, ...]) -> torch.Tensor:
-        coefficients = torch.stack([layer.coefficients[m] for layer in layers for m in members])
-        templates = _same_tensor_stack([layer.bank.template_sets[template_set] for layer in layers])
-        products = torch.bmm(coefficients.view(count, len(members), -1), templates.flatten(2))
-        return products.view(count, len(members), *block_shape)
-
     if member_id is not None:
-        return contraction(first.member_sets[member_id], (member_id,)).squeeze(1).unbind(0)
+        template_set = first.member_sets[member_id]
+        coefficients = torch.stack([layer.coefficients[member_id] for layer in layers]).unsqueeze(1)
+        templates = _stacked([layer.bank.template_sets[template_set].flatten(1) for layer in layers])
+        return torch.bmm(coefficients, templates).view(count, *first.block_shape).unbind(0)
 
-    block_out, block_in, *kernel = block_shape
+    block_out, block_in, *kernel = first.block_shape
     channels_last = channels_last and len(kernel) == 2
-    # The grid column's dimension in a row: just before the blocks' input channels.
-    column_dim = len(kernel) + 2 if channels_last else 2
-    blocks = []
-    for template_set, members in first._set_members:
-        set_blocks = contraction(template_set, members)
-        blocks.append(set_blocks.movedim(3, -1) if channels_last else set_blocks)
-    rows, cells = [], None
-    for row in first._grid_rows:
-        if row.set_index is None:
-            # unbind, not indexing: its backward is one stack, not a zero-filled copy per cell
-            cells = cells or [set_blocks.unbind(1) for set_blocks in blocks]
-            rows.append(torch.stack([cells[i][j] for i, j in row.cells], dim=column_dim))
-            continue
-        set_blocks = blocks[row.set_index]
-        if not row.whole_set:  # a full-range slice would still cost a copy in backward
-            start = row.cells[0][1]
-            set_blocks = set_blocks[:, start:start + len(row.cells)]
-        rows.append(set_blocks.movedim(1, column_dim))
-    weight = torch.cat(rows, dim=1) if len(rows) > 1 else rows[0].contiguous()
-    grid_out, grid_in = first.grid[0] * block_out, first.grid[1] * block_in
+    rows, columns = first.grid
+    sizes = [len(t) for t in first.bank.template_sets]
+    row_members = [first.cell_members[r * columns:(r + 1) * columns] for r in range(rows)]
+    row_sets = [sorted({first.member_sets[m] for m in members}) for members in row_members]
+    if any(len(sets) > 1 for sets in row_sets) or len({sizes[sets[0]] for sets in row_sets}) > 1:
+        row_sets = [list(range(len(sizes)))] * rows
+
+    # [K, block_out, block_in, *kernel] -> [block_out, kh, kw, K, block_in] or [block_out, K, block_in * kernel]
+    order = (1, 3, 4, 0, 2) if channels_last else (1, 0, 2)
+
+    def row_coefficients(layer: TemplateMixed, members, sets) -> list[torch.Tensor]:
+        if len(sets) == 1:
+            return [layer.coefficients[m] for m in members]
+        offsets = {s: sum(sizes[t] for t in sets[:i]) for i, s in enumerate(sets)}
+        total = sum(sizes[s] for s in sets)
+        return [F.pad(layer.coefficients[m], (offsets[layer.member_sets[m]],
+                                              total - offsets[layer.member_sets[m]] - sizes[layer.member_sets[m]]))
+                for m in members]
+
+    templates, coefficients = [], []
+    for layer in layers:
+        for members, sets in zip(row_members, row_sets):
+            row = [layer.bank.template_sets[s] for s in sets]
+            row = row[0] if len(row) == 1 else torch.cat(row)
+            templates.append(row if channels_last else row.flatten(2))
+            coefficients += row_coefficients(layer, members, sets)
+    templates = _ArrangedStack.apply(order, *templates)  # [layers * rows, block_out, (kernel,) K, block_in (* kernel)]
+    # [layers * rows, 1 per batch dimension of the templates, columns, K]
+    coefficients = torch.stack(coefficients).view(count * rows, *[1] * (templates.dim() - 3), columns, -1)
+    products = torch.matmul(coefficients, templates)  # [layers * rows, block_out, (kernel,) columns, ...]
+    grid_out, grid_in = rows * block_out, columns * block_in
     if channels_last:
-        weight = weight.view(count, grid_out, *kernel, grid_in).movedim(-1, 2)
+        weight = products.view(count, grid_out, *kernel, grid_in).movedim(-1, 2)
     else:
-        weight = weight.view(count, grid_out, grid_in, *kernel)
+        weight = products.view(count, grid_out, grid_in, *kernel)
     out_features, in_features = first.full_shape[:2]
     if (grid_out, grid_in) != (out_features, in_features):
         weight = weight[:, :out_features, :in_features]
