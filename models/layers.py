@@ -379,13 +379,12 @@ def generate_weights(layers, member_id: int | None, channels_last: bool) -> list
     """The weight of member ``member_id`` (``None``: the grown grid) of every layer in ``layers``.
 
     Layers are grouped by block shape (and template counts); a group of ``L``
-    layers costs one ``bmm`` per template set, ``[L, members, K] x [L, K, block]``,
-    over its stacked coefficients and templates, then, for the grown weight, one
-    ``torch.cat`` that writes the grid of all ``L`` weights into one buffer, and
-    one ``unbind``. Autograd's backward of these is batched the same way. So a
-    step dispatches a few operations per *shape*, not per layer: a WRN has a
-    handful of shapes at any depth. Under autocast the products run in its dtype
-    (the templates stay fp32 master weights).
+    layers costs one stack of its coefficients, one of its templates and one
+    product over them (``_generate_group``) that writes all ``L`` weights into one
+    buffer, then one ``unbind``; the backward is batched the same way. So a step
+    dispatches a few operations per *shape*, not per layer: a WRN has a handful of
+    shapes at any depth. Under autocast the products run in its dtype (the
+    templates stay fp32 master weights).
     """
     groups: dict[tuple, list[int]] = {}
     for index, layer in enumerate(layers):

@@ -2,8 +2,8 @@
 
 All the weights of a forward are generated together, in a few batched products
 per block shape; weights generated without autograd are cached (evaluation
-generates each weight once per pass); the grown weight is assembled from per-set
-contractions, in the input's memory format. None of this may ever change a result: a cached weight
+generates each weight once per pass); the grown weight is computed in the
+input's memory format. None of this may ever change a result: a cached weight
 is always the fresh one. Correctness only; timings live in ``benchmarks/``.
 """
 
