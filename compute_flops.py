@@ -75,11 +75,11 @@ def count_parameters(model: nn.Module) -> int:
 
 @functools.lru_cache(maxsize=None)
 def _is_view_op(name: str) -> bool:
-    """Every overload of aten op ``name`` returns an alias of an input (a view: no kernel, no copy)."""
-    schemas = torch._C._jit_get_schemas_for_operator(name)
+    """Every tensor-returning overload of aten op ``name`` returns an alias of an input (a view: no kernel)."""
+    schemas = [schema for schema in torch._C._jit_get_schemas_for_operator(name)
+               if schema.returns and all(str(r.type) == "Tensor" for r in schema.returns)]
     return bool(schemas) and all(
-        schema.returns and all(r.alias_info is not None and not r.alias_info.is_write for r in schema.returns)
-        for schema in schemas)
+        all(r.alias_info is not None and not r.alias_info.is_write for r in schema.returns) for schema in schemas)
 
 
 def training_step_aten_ops(model: nn.Module, member_id: int | None, input_size: tuple[int, int, int],
