@@ -266,22 +266,21 @@ class TemplateMixed(nn.Module):
         if torch.jit.is_tracing() or torch.compiler.is_compiling():
             return self._generate(member_id, channels_last)
         grad = torch.is_grad_enabled()
-        key = (member_id, channels_last, grad, _autocast_dtype(self._parameters_of()[1][0].device))
+        sources = self._weight_sources(member_id)
+        key = (member_id, channels_last, grad, _autocast_dtype(sources[0].device))
         cached = self._weight_cache.get(key)
-        if cached is None or cached[0] != self._stamp(member_id):
+        if cached is None or cached[0] != _stamp(sources):
             peers = [layer for layer in self._linked if member_id is None or member_id < layer.num_members]
             if self not in peers:
                 peers = [self]
             for layer, weight in zip(peers, generate_weights(peers, member_id, channels_last)):
                 # The sources are held so that their ids cannot be reused while cached.
-                layer._weight_cache[key] = (layer._stamp(member_id), layer._weight_sources(member_id), weight)
+                layer_sources = layer._weight_sources(member_id)
+                layer._weight_cache[key] = (_stamp(layer_sources), layer_sources, weight)
             cached = self._weight_cache[key]
         if grad:
             del self._weight_cache[key]
         return cached[2]
-
-    def _stamp(self, member_id: int | None) -> tuple:
-        return tuple((id(p), p._version, p.data_ptr(), p.requires_grad) for p in self._weight_sources(member_id))
 
     def _generate(self, member_id: int | None, channels_last: bool) -> torch.Tensor:
         return generate_weights((self,), member_id, channels_last)[0]
@@ -318,6 +317,11 @@ class TemplateMixed(nn.Module):
         """Give every member ``count`` more (random normal) coefficients, after ``bank.add_templates``."""
         for m, old in enumerate(self.coefficients):
             self.coefficients[m] = nn.Parameter(torch.cat([old.detach(), torch.randn(count).to(old)]))
+
+
+def _stamp(sources: tuple[torch.Tensor, ...]) -> tuple:
+    """What must not change for a generated weight to stay valid (see ``TemplateMixed._weight``)."""
+    return tuple((id(p), p._version, p.data_ptr(), p.requires_grad) for p in sources)
 
 
 def _autocast_dtype(device: torch.device) -> torch.dtype | None:
