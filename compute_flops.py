@@ -39,6 +39,24 @@ class _FixedMember(nn.Module):
         return self.model(x) if self.member_id is None else self.model(x, self.member_id)
 
 
+def _matmul_macs(inputs, outputs) -> int:
+    """Multiply-accumulates of ``torch.matmul``, broadcast batch dimensions included.
+
+    fvcore's own handler multiplies the first input's size by the second's last
+    dimension, which misses the batch dimensions that only the second input has
+    (the grown weights' product broadcasts the coefficients over ``block_out``).
+    Every output element is one dot product over the first input's last dimension.
+    """
+    from fvcore.nn.jit_handles import get_shape
+
+    depth = get_shape(inputs[0])[-1]
+    output = get_shape(outputs[0])
+    size = 1
+    for dimension in output:
+        size *= dimension
+    return size * depth
+
+
 def flops_breakdown(model: nn.Module, input_size: tuple[int, int, int],
                     member_id: int | None = None) -> dict[str, int]:
     """FLOPs per image by kind of operation (``conv``, ``linear``, ``weight_generation``, ...)."""
@@ -52,7 +70,7 @@ def flops_breakdown(model: nn.Module, input_size: tuple[int, int, int],
             warnings.simplefilter("ignore")  # fvcore's own use of deprecated torch.jit APIs
             from fvcore.nn import FlopCountAnalysis
 
-            analysis = FlopCountAnalysis(_FixedMember(model, member_id), x)
+            analysis = FlopCountAnalysis(_FixedMember(model, member_id), x).set_op_handle("aten::matmul", _matmul_macs)
             analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
             by_operator = analysis.by_operator()
     finally:

@@ -19,9 +19,9 @@
 #   8. only with GPU_CHECK_COMPARE=1: the Fashion-MNIST comparison (compare.py preset, seeds 0,1)
 #      on the GPU (compare/results.md)
 # GPU_CHECK_BENCH_ONLY=1 skips checks 1-5.
-# Budget: about 6 minutes on one modern GPU by default (measured on an H200 before the second
-# bench_step run: checks 1-6 in 225 s, of which about 25 s per check is Python and torch start-up
-# there); check 7 adds up to 3 minutes (compilation), check 8 about 13 s per run.
+# Budget: about 5 minutes on one modern GPU by default (on an H200: checks 1-5 in 195 s with
+# fvcore carried in, about 25 s of each being Python and torch start-up; bench_step 47 s and
+# bench_step_amp_cl 29 s); check 7 adds about 50 s (compilation), check 8 about 13 s per run.
 # Each check has its own time limit (a hung check is recorded as TIMEOUT and the next one runs). DATA_PATH for Fashion-MNIST: FASHION_PATH
 # (default /usr/share/datasets/fashion-mnist, or data/fashion-mnist in this tree if present).
 # PYTHON: the interpreter (default: the repository's .venv via scripts/env.sh).
