@@ -29,7 +29,17 @@ before it, in a fresh process per network started with ``MALLOC_MMAP_THRESHOLD_=
 so that freed tensors leave the resident set instead of hiding in glibc's heap
 (``--no-memory`` skips it).
 
-Also timed: ``models.grow_network`` on fresh WRN-28-10 networks (median).
+``--amp`` runs every step under autocast (fp16 with a GradScaler on CUDA, bf16 on CPU), as
+``main.py --amp`` does; ``--channels-last`` converts both networks and feeds channels_last
+batches, as ``main.py --channels_last`` does.
+
+Also measured: the generation of every template-mixed weight alone, in each of the ways
+``--generation-variants`` names (``per-layer``: each layer on its own, the pre-batching
+algorithm; ``batched``: ``models.layers.generate_weights`` over all layers, what a forward
+does; ``compiled``: the same under ``torch.compile``, compile time reported apart); the aten
+operations a training forward + backward dispatches beyond its plain twin's
+(``torch.profiler``, also for WRN-16-2 and WRN-40-2: a count that grows with depth is a
+per-layer overhead); ``models.grow_network`` on fresh WRN-28-10 networks (median).
 
     python benchmarks/bench_step.py --models wrn16-4 --batch-size 64,128 --out results.json
 """
@@ -39,6 +49,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import sys
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -49,13 +60,17 @@ from common import (Timing, add_machine_arguments, machine_info, median, setup_d
 import torch
 import torch.nn.functional as F
 
+import compute_flops
 import engine
 import models
-from models.layers import TemplateConfig, TemplateLayers
+from models.layers import TemplateConfig, TemplateLayers, generate_weights
 from models.wrn import WideResNet, wrn_channels
 from utils import parse_list
 
 NETWORKS = {"wrn16-4": (16, 4), "wrn28-10": (28, 10)}
+# Op counts do not depend on width: these two show whether template mixing's overhead grows with depth.
+OP_COUNT_NETWORKS = {"wrn16-2": (16, 2), "wrn40-2": (40, 2)}
+GENERATION_VARIANTS = ("per-layer", "batched", "compiled")
 CASES = ("member-train", "grown-train", "grown-eval")
 VARIANTS = ("template", "plain")
 NUM_CLASSES = 100
@@ -72,7 +87,7 @@ class Runner:
 
 
 def template_network(name: str, grown: bool, device: torch.device) -> WideResNet:
-    depth, wide = NETWORKS[name]
+    depth, wide = {**NETWORKS, **OP_COUNT_NETWORKS}[name]
     model = WideResNet(depth, wrn_channels(wide), NUM_CLASSES, TemplateLayers(TemplateConfig()))
     if grown:
         models.grow_network(model)
@@ -80,7 +95,7 @@ def template_network(name: str, grown: bool, device: torch.device) -> WideResNet
 
 
 def build_runner(name: str, case: str, variant: str, batch_size: int, device: torch.device,
-                 channels_last: bool = False) -> Runner:
+                 channels_last: bool = False, amp: bool = False) -> Runner:
     """The step of ``variant`` ("template" or "plain") in ``case``, on a random CIFAR-sized batch."""
     torch.manual_seed(0)
     grown = case != "member-train"
@@ -93,6 +108,7 @@ def build_runner(name: str, case: str, variant: str, batch_size: int, device: to
         forward = net
         del template
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    net.to(memory_format=memory_format)
     x = torch.randn(batch_size, 3, IMAGE_SIZE, IMAGE_SIZE, device=device).contiguous(memory_format=memory_format)
     y = torch.randint(NUM_CLASSES, (batch_size,), device=device)
     label = f"{name} {case} {variant}"
@@ -102,7 +118,8 @@ def build_runner(name: str, case: str, variant: str, batch_size: int, device: to
 
         @torch.no_grad()
         def step() -> None:
-            forward(x)
+            with engine.autocast_context(device, amp):
+                forward(x)
 
         return Runner(label, step, x)
 
@@ -110,12 +127,15 @@ def build_runner(name: str, case: str, variant: str, batch_size: int, device: to
     decay, no_decay = models.parameter_groups(net, None if member is None else (member,))
     engine.set_trainable(net, decay + no_decay)
     optimizer = engine.build_optimizer(net, lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp and device.type == "cuda")
 
     def step() -> None:
-        loss = F.cross_entropy(forward(x), y)
+        with engine.autocast_context(device, amp):
+            loss = F.cross_entropy(forward(x).float(), y)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
 
     return Runner(label, step, x)
 
@@ -169,11 +189,11 @@ def ratio_summary(times: dict[str, list[float]], busy: list[float] | None, prefi
 
 
 def peak_memory_mb(name: str, case: str, variant: str, batch_size: int, device_name: str,
-                   threads: int, channels_last: bool) -> float | None:
+                   threads: int, channels_last: bool, amp: bool) -> float | None:
     """Extra memory one step needs beyond the built network, its batch and optimizer state (MiB)."""
     device = torch.device(device_name)
     if device.type == "cuda":
-        runner = build_runner(name, case, variant, batch_size, device, channels_last)
+        runner = build_runner(name, case, variant, batch_size, device, channels_last, amp)
         runner.step()  # the optimizer's momentum buffers exist from here on, as in training
         synchronize(device)
         before = torch.cuda.memory_allocated(device)
@@ -189,21 +209,21 @@ def peak_memory_mb(name: str, case: str, variant: str, batch_size: int, device_n
     try:
         with multiprocessing.get_context("spawn").Pool(1) as pool:
             return pool.apply(_resident_peak_of_one_step_mb,
-                              (name, case, variant, batch_size, threads, channels_last))
+                              (name, case, variant, batch_size, threads, channels_last, amp))
     finally:
         os.environ.clear()
         os.environ.update(environment)
 
 
 def _resident_peak_of_one_step_mb(name: str, case: str, variant: str, batch_size: int, threads: int,
-                                  channels_last: bool) -> float | None:
+                                  channels_last: bool, amp: bool) -> float | None:
     """Runs in a fresh process: peak resident set during the second step minus the resident set before it.
 
     The kernel's high-water mark (VmHWM, what ``ru_maxrss`` reports) is reset just
     before the step by writing 5 to /proc/self/clear_refs (Linux >= 4.0).
     """
     torch.set_num_threads(threads)
-    runner = build_runner(name, case, variant, batch_size, torch.device("cpu"), channels_last)
+    runner = build_runner(name, case, variant, batch_size, torch.device("cpu"), channels_last, amp)
     runner.step()
     resident = _proc_status_kib("VmRSS")
     try:
@@ -238,34 +258,70 @@ def time_growth(name: str, repeats: int, device: torch.device) -> dict:
     return {"network": name, "median_s": median(times), "times_s": times}
 
 
-def time_generation(name: str, repeats: int, device: torch.device) -> list[dict]:
+def generation_function(variant: str, layers: list, member: int | None) -> Callable[[], list[torch.Tensor]]:
+    """Every layer's weight of member ``member`` (``None``: grown), generated the ``variant`` way."""
+    if variant == "per-layer":
+        return lambda: [generate_weights((layer,), member, False)[0] for layer in layers]
+    if variant == "batched":
+        return lambda: generate_weights(layers, member, False)
+    compiled = torch.compile(generate_weights)
+    return lambda: compiled(layers, member, False)
+
+
+def time_generation(name: str, repeats: int, device: torch.device, variants: list[str],
+                    amp: bool = False) -> list[dict]:
     """Milliseconds to generate every layer's weight, alone: the whole cost of template mixing.
 
     ``forward``: all weights of member 0 / of the grown network, autograd recording
     (a training forward); ``forward+backward``: plus the backward of the generation
     from a fixed gradient (what a training step adds to the plain network's step).
     Timings of a few milliseconds are far less exposed to a shared machine than
-    whole steps. Median over ``repeats``.
+    whole steps. Median over ``repeats``; the first call (for ``compiled``, the
+    compilation) is timed apart as ``first_call_s``.
     """
     rows = []
     for member in (0, None):
         torch.manual_seed(0)
         layers = models.template_layers(template_network(name, grown=member is None, device=device))
-        grads = [torch.randn_like(layer.weight(member)) for layer in layers]
+        with engine.autocast_context(device, amp):
+            grads = [torch.randn_like(weight) for weight in generate_weights(layers, member, False)]
+        for variant in variants:
+            generate = generation_function(variant, layers, member)
 
-        def forward() -> list[torch.Tensor]:
-            return [layer.weight(member) for layer in layers]
+            def forward() -> list[torch.Tensor]:
+                with engine.autocast_context(device, amp):
+                    return generate()
 
-        def forward_backward() -> None:
-            torch.autograd.backward(forward(), grads)
+            def forward_backward() -> None:
+                torch.autograd.backward(forward(), grads)
 
-        forward_backward()
-        rows.append({
-            "network": name, "weights": "member 0" if member == 0 else "grown",
-            "forward_ms": 1e3 * median([timed_calls(forward, 1, device).wall_s for _ in range(repeats)]),
-            "forward_backward_ms": 1e3 * median([timed_calls(forward_backward, 1, device).wall_s
-                                                 for _ in range(repeats)]),
-        })
+            first_call = timed_calls(forward_backward, 1, device).wall_s
+            rows.append({
+                "network": name, "weights": "member 0" if member == 0 else "grown", "variant": variant,
+                "amp": amp, "first_call_s": first_call,
+                "forward_ms": 1e3 * median([timed_calls(forward, 1, device).wall_s for _ in range(repeats)]),
+                "forward_backward_ms": 1e3 * median([timed_calls(forward_backward, 1, device).wall_s
+                                                     for _ in range(repeats)]),
+            })
+    return rows
+
+
+def count_extra_ops(names: list[str], device: torch.device) -> list[dict]:
+    """Aten ops of a training forward + backward of each network beyond its plain twin's (``torch.profiler``)."""
+    rows = []
+    for name in names:
+        for member in (0, None):
+            model = template_network(name, grown=member is None, device=device)
+            plain = model.plain_twin(1.0 if member is None else model.template_config.member_fraction).to(device)
+            counts = {variant: compute_flops.training_step_aten_ops(net, member if variant == "template" else None,
+                                                                     (3, IMAGE_SIZE, IMAGE_SIZE))
+                      for variant, net in (("template", model), ("plain", plain))}
+            rows.append({"network": name, "weights": "member 0" if member == 0 else "grown",
+                         **{f"{variant}_{kind}": count for variant, by_kind in counts.items()
+                            for kind, count in by_kind.items()},
+                         "extra_all": counts["template"]["all"] - counts["plain"]["all"],
+                         "extra_non_view": counts["template"]["non_view"] - counts["plain"]["non_view"]})
+            del model, plain
     return rows
 
 
@@ -289,11 +345,26 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="repeats of the weight-generation timing per network (default: 20; 0 skips)")
     parser.add_argument("--grow-repeats", type=int, default=5,
                         help="fresh WRN-28-10 networks to grow for the growth time (default: 5; 0 skips)")
-    parser.add_argument("--channels-last", action="store_true", help="feed channels_last input batches")
+    parser.add_argument("--generation-variants", type=parse_list(str, "--generation-variants"),
+                        default=["per-layer", "batched"],
+                        help="ways to time the weight generation, comma-separated, from "
+                             f"{', '.join(GENERATION_VARIANTS)} (default: per-layer,batched; compiled adds "
+                             "torch.compile's compile time, tens of seconds)")
+    parser.add_argument("--generation-only", action="store_true",
+                        help="time the weight generation only: no step pairs, op counts or growth")
+    parser.add_argument("--op-counts", action=argparse.BooleanOptionalAction, default=True,
+                        help="count the aten ops a training step adds to its plain twin's, for the timed networks "
+                             f"and {', '.join(OP_COUNT_NETWORKS)} (default: on)")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="convert both networks to channels_last and feed channels_last batches")
+    parser.add_argument("--amp", action="store_true",
+                        help="autocast every step: fp16 with a GradScaler on CUDA, bf16 on CPU (default: off)")
     parser.add_argument("--control", action="store_true",
                         help="also time each plain network against a copy of itself (A/A): the noise floor")
     parser.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
                         help="measure each network's peak step memory (default: on)")
+    parser.add_argument("--ratios", nargs="+", metavar="JSON", default=None,
+                        help="time nothing: print the template/plain ratios of earlier runs' --out files side by side")
     add_machine_arguments(parser)
     return parser
 
@@ -309,7 +380,7 @@ def measure_case(name: str, case: str, batch_size: int, repeats: int, args: argp
     for first, label in [("template", case)] + ([("plain", f"{case} A/A")] if args.control else []):
         row = {"network": name, "case": label, "batch_size": batch_size, "repeats": repeats,
                "steps_per_repeat": args.steps}
-        runners = [build_runner(name, case, variant, batch_size, device, args.channels_last)
+        runners = [build_runner(name, case, variant, batch_size, device, args.channels_last, args.amp)
                    for variant in (first, "plain")]
         row.update(time_interleaved(*runners, warmup=args.warmup, repeats=repeats, steps=args.steps,
                                     device=device))
@@ -317,7 +388,8 @@ def measure_case(name: str, case: str, batch_size: int, repeats: int, args: argp
         if args.memory and first == "template":
             for variant in VARIANTS:
                 row[f"{variant}_peak_mb"] = peak_memory_mb(name, case, variant, batch_size, args.device,
-                                                           torch.get_num_threads(), args.channels_last)
+                                                           torch.get_num_threads(), args.channels_last,
+                                                           args.amp)
         rows.append(row)
     return rows
 
@@ -325,27 +397,42 @@ def measure_case(name: str, case: str, batch_size: int, repeats: int, args: argp
 def main(args: argparse.Namespace) -> dict:
     device = setup_device(args)
     names = args.models or (list(NETWORKS) if device.type == "cuda" else ["wrn16-4"])
-    for value, known, flag in ((names, NETWORKS, "--models"), (args.cases, CASES, "--cases")):
+    for value, known, flag in ((names, NETWORKS, "--models"), (args.cases, CASES, "--cases"),
+                               (args.generation_variants, GENERATION_VARIANTS, "--generation-variants")):
         unknown = sorted(set(value) - set(known))
         if unknown:
-            raise SystemExit(f"{flag}: unknown {', '.join(unknown)}; choose from {', '.join(known)}")
+            print(f"{flag}: unknown {', '.join(unknown)}; choose from {', '.join(known)}", file=sys.stderr)
+            raise SystemExit(2)
     machine = machine_info(device)
     results = []
-    print(table_header(args.memory, cpu_time=device.type == "cpu"))
-    for name in names:
+    if not args.generation_only:
+        print(table_header(args.memory, cpu_time=device.type == "cpu"))
+    for name in names if not args.generation_only else []:
         repeats = args.big_model_repeats if name == "wrn28-10" else args.repeats
         for batch_size in args.batch_size:
             for case in args.cases:
                 for row in measure_case(name, case, batch_size, repeats, args, device):
                     results.append(row)
                     print(table_row(row, args.memory), flush=True)
-    generation = [row for name in names for row in time_generation(name, args.generation_repeats, device)
-                  ] if args.generation_repeats > 0 else []
+    generation = [row for name in names for row in time_generation(
+        name, args.generation_repeats, device, args.generation_variants, args.amp)
+    ] if args.generation_repeats > 0 else []
     if generation:
-        print(f"\n{'network':9} {'weights':8} {'generation ms':>13} {'+ backward ms':>13}")
+        print(f"\n{'network':9} {'weights':8} {'variant':9} {'generation ms':>13} {'+ backward ms':>13} "
+              f"{'first call s':>12}")
         for row in generation:
-            print(f"{row['network']:9} {row['weights']:8} {row['forward_ms']:13.2f} {row['forward_backward_ms']:13.2f}")
-    growth = time_growth("wrn28-10", args.grow_repeats, device) if args.grow_repeats > 0 else None
+            print(f"{row['network']:9} {row['weights']:8} {row['variant']:9} {row['forward_ms']:13.2f} "
+                  f"{row['forward_backward_ms']:13.2f} {row['first_call_s']:12.2f}")
+    op_counts = (count_extra_ops(list(OP_COUNT_NETWORKS) + names, device)
+                 if args.op_counts and not args.generation_only else [])
+    if op_counts:
+        print("\naten ops of a training forward+backward (torch.profiler), template network vs its plain twin")
+        print(f"{'network':9} {'weights':8} {'template':>8} {'plain':>6} {'extra':>6} {'extra non-view':>14}")
+        for row in op_counts:
+            print(f"{row['network']:9} {row['weights']:8} {row['template_all']:8d} {row['plain_all']:6d} "
+                  f"{row['extra_all']:6d} {row['extra_non_view']:14d}")
+    growth = (time_growth("wrn28-10", args.grow_repeats, device)
+              if args.grow_repeats > 0 and not args.generation_only else None)
     if growth:
         print(f"grow_network(WRN-28-10): median {growth['median_s'] * 1e3:.1f} ms over {args.grow_repeats} networks")
     payload = {
@@ -358,10 +445,41 @@ def main(args: argparse.Namespace) -> dict:
                           "MALLOC_MMAP_THRESHOLD_=65536 so freed tensors leave the resident set"),
         "results": results,
         "generation": generation,
+        "op_counts": op_counts,
         "grow": growth,
     }
     write_json(args.out, payload)
     return payload
+
+
+def print_ratios(paths: list[str]) -> None:
+    """template/plain step-time ratios of earlier runs, one column per run (a missing file is named and skipped)."""
+    import json
+
+    runs = []
+    for path in paths:
+        try:
+            with open(path) as handle:
+                payload = json.load(handle)
+        except (OSError, ValueError) as error:
+            print(f"{path}: not read ({error})")
+            continue
+        settings = payload["settings"]
+        label = "+".join([name for name, on in (("amp", settings.get("amp")),
+                                                ("channels_last", settings.get("channels_last"))) if on] or ["fp32"])
+        runs.append((label, {(row["network"], row["case"], row["batch_size"]): row for row in payload["results"]}))
+    if not runs:
+        return
+    keys = list(dict.fromkeys(key for _, rows in runs for key in rows))
+    print("template / plain step time (median over repeats; A/A rows: plain vs plain, the noise floor)")
+    print(f"{'network':9} {'case':17} {'batch':>5}" + "".join(f" {label:>20}" for label, _ in runs))
+    for key in keys:
+        cells = []
+        for _, rows in runs:
+            row = rows.get(key)
+            cells.append(f"{'':>20}" if row is None else
+                         f" {row['ratio']:6.3f} ({row['template_s'] * 1e3:5.1f} ms)".rjust(21))
+        print(f"{key[0]:9} {key[1]:17} {key[2]:5d}" + "".join(cells))
 
 
 def table_header(memory: bool, cpu_time: bool) -> str:
@@ -388,4 +506,8 @@ def table_row(row: dict, memory: bool) -> str:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    arguments = get_args_parser().parse_args()
+    if arguments.ratios:
+        print_ratios(arguments.ratios)
+    else:
+        main(arguments)

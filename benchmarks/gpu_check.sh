@@ -10,10 +10,18 @@
 #   4. a 1-GPU NCCL process group under torchrun (--dist)
 #   5. on-device ImageNet augmentation (CUDA vs CPU, same random numbers) and an fp16 grown
 #      WRN-16-4 step with GradScaler (benchmarks/gpu_checks.py -> gpu_figures.json)
-#   6. bench_step.py --device cuda: template-mixed vs plain step times (bench_step.json)
-#   7. the Fashion-MNIST comparison (compare.py preset, seeds 0,1) on the GPU (compare/results.md)
-# Budget: at most 8 minutes on one modern GPU (measured on an H200: checks 1-6 in 225 s, of which
-# about 25 s per check is Python and torch start-up there; the comparison about 13 s per run).
+#   6. bench_step.py --device cuda: template-mixed vs plain step times of WRN-16-4 and WRN-28-10,
+#      fp32 (bench_step.json, with A/A rows, generation variants and op counts), then with
+#      --amp --channels-last (bench_step_amp_channels_last.json); the ratios of both are printed
+#      at the end and written to step_ratios.txt
+#   7. only with GPU_CHECK_COMPILE=1: the weight generation alone under torch.compile against
+#      eager (bench_step.py --generation-only, WRN-28-10; bench_generation_compiled.json)
+#   8. only with GPU_CHECK_COMPARE=1: the Fashion-MNIST comparison (compare.py preset, seeds 0,1)
+#      on the GPU (compare/results.md)
+# GPU_CHECK_BENCH_ONLY=1 skips checks 1-5.
+# Budget: about 5 minutes on one modern GPU by default (on an H200: checks 1-5 in 195 s with
+# fvcore carried in, about 25 s of each being Python and torch start-up; bench_step 47 s and
+# bench_step_amp_cl 29 s); check 7 adds about 50 s (compilation), check 8 about 13 s per run.
 # Each check has its own time limit (a hung check is recorded as TIMEOUT and the next one runs). DATA_PATH for Fashion-MNIST: FASHION_PATH
 # (default /usr/share/datasets/fashion-mnist, or data/fashion-mnist in this tree if present).
 # PYTHON: the interpreter (default: the repository's .venv via scripts/env.sh).
@@ -53,15 +61,29 @@ if ! "$PYTHON" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() el
     echo "gpu_check.sh: torch sees no CUDA device here; run it on a machine with a GPU" >&2
     exit 2
 fi
-check 120 amp_fp16        "$PYTHON" main.py "${TINY[@]}" --tag amp --ngpu 1 --amp
-check 120 channels_last   "$PYTHON" main.py "${TINY[@]}" --tag channels_last --ngpu 1 --channels_last
-check 180 compile         "$PYTHON" main.py "${TINY[@]}" --tag compile --ngpu 1 --compile
-check 120 nccl_1gpu       "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node=1 main.py "${TINY[@]}" \
-                     --tag nccl --ngpu 1 --dist
-check 90  gpu_figures     "$PYTHON" benchmarks/gpu_checks.py --out "$OUT/gpu_figures.json"
-check 120 bench_step      "$PYTHON" benchmarks/bench_step.py --device cuda --models wrn16-4,wrn28-10 --batch-size 128 \
+if [[ "${GPU_CHECK_BENCH_ONLY:-0}" != 1 ]]; then
+    check 120 amp_fp16        "$PYTHON" main.py "${TINY[@]}" --tag amp --ngpu 1 --amp
+    check 120 channels_last   "$PYTHON" main.py "${TINY[@]}" --tag channels_last --ngpu 1 --channels_last
+    check 180 compile         "$PYTHON" main.py "${TINY[@]}" --tag compile --ngpu 1 --compile
+    check 120 nccl_1gpu       "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node=1 main.py \
+                         "${TINY[@]}" --tag nccl --ngpu 1 --dist
+    check 90  gpu_figures     "$PYTHON" benchmarks/gpu_checks.py --out "$OUT/gpu_figures.json"
+    grep -h "overflow steps skipped\|summary:" -A 8 "$OUT/amp_fp16.log" | tail -12 > "$OUT/amp_summary.txt" || true
+fi
+check 150 bench_step      "$PYTHON" benchmarks/bench_step.py --device cuda --models wrn16-4,wrn28-10 --batch-size 128 \
                      --repeats 10 --control --out "$OUT/bench_step.json"
-check 300 compare_fashion "$PYTHON" compare.py --dataset fashion_mnist --data_path "$FASHION_PATH" --ngpu 1 \
-                     --workers 4 --seeds 0,1 --out "$OUT/compare"
-grep -h "overflow steps skipped\|summary:" -A 8 "$OUT/amp_fp16.log" | tail -12 > "$OUT/amp_summary.txt" || true
+check 120 bench_step_amp_cl "$PYTHON" benchmarks/bench_step.py --device cuda --models wrn16-4,wrn28-10 \
+                     --batch-size 128 --repeats 10 --amp --channels-last --no-op-counts --grow-repeats 0 \
+                     --out "$OUT/bench_step_amp_channels_last.json"
+if [[ "${GPU_CHECK_COMPILE:-0}" == 1 ]]; then
+    check 180 generation_compiled "$PYTHON" benchmarks/bench_step.py --device cuda --models wrn28-10 \
+                         --generation-only --generation-variants per-layer,batched,compiled \
+                         --out "$OUT/bench_generation_compiled.json"
+fi
+if [[ "${GPU_CHECK_COMPARE:-0}" == 1 ]]; then
+    check 300 compare_fashion "$PYTHON" compare.py --dataset fashion_mnist --data_path "$FASHION_PATH" --ngpu 1 \
+                         --workers 4 --seeds 0,1 --out "$OUT/compare"
+fi
+"$PYTHON" benchmarks/bench_step.py --ratios "$OUT/bench_step.json" "$OUT/bench_step_amp_channels_last.json" \
+    | tee "$OUT/step_ratios.txt"
 echo "gpu_check: done in ${SECONDS}s; summary in $SUMMARY"

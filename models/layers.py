@@ -16,19 +16,19 @@ Layers are built through a *layer factory* (``TemplateLayers`` or
 ``PlainLayers``) so one network definition serves both the template-mixed
 network and its plain twin (see ``models.materialize``).
 
-Cost: generating a weight is one small matrix product per template set (and,
-for the grown weight, one concatenation), a few million multiply-adds against
-billions for the convolutions; without autograd (evaluation) each weight is
-generated once and reused until a parameter it comes from changes.
-``benchmarks/`` measures the step time against the plain twin.
+Cost: all the weights of a forward are generated together (``generate_weights``):
+layers with one block shape share one batched product per template set and,
+for the grown weights, one concatenation, a few million multiply-adds against
+billions for the convolutions and a handful of operations per block shape at
+any depth; without autograd (evaluation) each weight is generated once and
+reused until a parameter it comes from changes. ``benchmarks/`` measures the
+step time against the plain twin.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -156,43 +156,6 @@ def _diag_cell_members(rows: int, cols: int) -> list[int]:
     return members
 
 
-class _GridRow(NamedTuple):
-    """Where one row of the grown grid finds its cells (see ``_assembly_plan``).
-
-    cells: ``(set index, block index)`` of each cell, left to right.
-    set_index: the template set of every cell, when they share one: the cells
-        are then consecutive blocks of that set's contraction and the row a view.
-    whole_set: those blocks are all of the set's blocks (the view needs no slice).
-    """
-
-    cells: tuple[tuple[int, int], ...]
-    set_index: int | None
-    whole_set: bool
-
-
-def _assembly_plan(cell_members: list[int], member_sets: tuple[int, ...],
-                   columns: int) -> tuple[tuple[tuple[int, tuple[int, ...]], ...], tuple[_GridRow, ...]]:
-    """Which members each template set's contraction computes, and where each grid row finds its cells.
-
-    Members of a set are listed in grid (row-major) order, so a row whose cells
-    all use one set finds them side by side in that set's output.
-    """
-    position = {member: cell for cell, member in enumerate(cell_members)}
-    set_members = tuple(
-        (s, tuple(sorted((m for m in position if member_sets[m] == s), key=position.get)))
-        for s in sorted(set(member_sets))
-    )
-    block_of = {m: (i, j) for i, (_, members) in enumerate(set_members) for j, m in enumerate(members)}
-    rows = []
-    for start in range(0, len(cell_members), columns):
-        cells = tuple(block_of[m] for m in cell_members[start:start + columns])
-        sets = {i for i, _ in cells}
-        set_index = sets.pop() if len(sets) == 1 else None
-        whole_set = set_index is not None and len(cells) == len(set_members[set_index][1])
-        rows.append(_GridRow(cells, set_index, whole_set))
-    return set_members, tuple(rows)
-
-
 class TemplateMixed(nn.Module):
     """Shared machinery of template-mixed conv and linear layers.
 
@@ -252,12 +215,12 @@ class TemplateMixed(nn.Module):
         self.coefficients = nn.ParameterList(
             [nn.Parameter(row.clone(), requires_grad=not self.fixed_coefficients) for row in rows])
 
-        cell_members = _diag_cell_members(*self.grid)
-        self.cell_members = tuple(cell_members)
-        self._set_members, self._grid_rows = _assembly_plan(cell_members, self.member_sets, self.grid[1])
+        self.cell_members = tuple(_diag_cell_members(*self.grid))
         # Weights generated without autograd, kept until a parameter they come from
         # changes (see ``_weight``): evaluation generates each weight once per pass.
         self._weight_cache: dict = {}
+        # The layers whose weights are generated together with this one's (``link_template_layers``).
+        self._linked: tuple[TemplateMixed, ...] = (self,)
 
     @property
     def num_members(self) -> int:
@@ -265,55 +228,15 @@ class TemplateMixed(nn.Module):
 
     def member_weight(self, member: int) -> torch.Tensor:
         """One member's block: ``sum_k c_m[k] * T_set(m)[k]``."""
-        templates = self.bank.template_sets[self.member_sets[member]]
-        return (self.coefficients[member] @ templates.flatten(1)).view(templates.shape[1:])
+        return generate_weights((self,), member, channels_last=False)[0]
 
     def grown_weight(self) -> torch.Tensor:
         """The full weight: every member's block placed in the grid, cropped to ``full_shape``."""
         return self._grown_weight(channels_last=False)
 
     def _grown_weight(self, channels_last: bool) -> torch.Tensor:
-        """``grown_weight``, optionally laid out channels_last, at the cost of one copy.
-
-        One contraction per template set gives that set's blocks, in grid order, as
-        ``[members, *block]``. A grid row, ``[block_out, columns, block_in, *kernel]``,
-        is then a view of consecutive blocks when all its cells use one set (only
-        rows that mix sets are stacked), and one ``torch.cat`` of the rows writes the
-        full weight. For channels_last the views put ``block_in`` last, so the same
-        copy writes ``[out, *kernel, in]`` memory order.
-        """
-        block_out, block_in, *kernel = self.block_shape
-        channels_last = channels_last and len(kernel) == 2
-        # The grid column's dimension in a row: just before the blocks' input channels.
-        column_dim = len(kernel) + 1 if channels_last else 1
-        blocks = []
-        for template_set, members in self._set_members:
-            templates = self.bank.template_sets[template_set]
-            coefficients = torch.stack([self.coefficients[m] for m in members])
-            set_blocks = (coefficients @ templates.flatten(1)).view(len(members), *self.block_shape)
-            blocks.append(set_blocks.movedim(2, -1) if channels_last else set_blocks)
-        rows, cells = [], None
-        for row in self._grid_rows:
-            if row.set_index is None:
-                # unbind, not indexing: its backward is one stack, not a zero-filled copy per cell
-                cells = cells or [set_blocks.unbind(0) for set_blocks in blocks]
-                rows.append(torch.stack([cells[i][j] for i, j in row.cells], dim=column_dim))
-                continue
-            set_blocks = blocks[row.set_index]
-            if not row.whole_set:  # a full-range slice would still cost a copy in backward
-                first = row.cells[0][1]
-                set_blocks = set_blocks[first:first + len(row.cells)]
-            rows.append(set_blocks.movedim(0, column_dim))
-        weight = torch.cat(rows) if len(rows) > 1 else rows[0].contiguous()
-        grid_out, grid_in = self.grid[0] * block_out, self.grid[1] * block_in
-        if channels_last:
-            weight = weight.view(grid_out, *kernel, grid_in).movedim(-1, 1)
-        else:
-            weight = weight.view(grid_out, grid_in, *kernel)
-        out_features, in_features = self.full_shape[:2]
-        if (grid_out, grid_in) != (out_features, in_features):
-            weight = weight[:out_features, :in_features]
-        return weight
+        """``grown_weight``, optionally laid out channels_last (see ``generate_weights``)."""
+        return generate_weights((self,), None, channels_last)[0]
 
     def weight(self, member_id: int | None) -> torch.Tensor:
         """The weight used by ``forward``: one member's block, or the grown grid for ``None``.
@@ -324,34 +247,53 @@ class TemplateMixed(nn.Module):
         return self._weight(member_id, channels_last=False)
 
     def _weight(self, member_id: int | None, channels_last: bool) -> torch.Tensor:
-        """``weight``, cached while autograd is off.
+        """``weight``, generated with every layer of the network at once.
 
-        The cache is keyed by the identity, version counter and storage of every
-        parameter the weight comes from: an optimizer step, ``load_state_dict``,
-        growth and any in-place write bump a version, replaced parameters
-        (extra templates) change identity, and ``.to()`` / ``.train()`` /
-        ``.eval()`` empty the cache. Writes through ``param.data`` bypass version
-        counters: call ``.train()`` or ``.eval()`` after those.
+        The first layer a forward asks generates the weights of all the layers
+        linked with it (``link_template_layers``) in a few batched products and
+        leaves each layer its own in ``_weight_cache``. With autograd on, an entry
+        serves one call (its graph belongs to one forward); without, it is kept:
+        evaluation generates each weight once until a parameter changes.
+
+        An entry is valid while every parameter it comes from keeps its identity,
+        version counter, storage and ``requires_grad``, and under the same autocast
+        dtype: an optimizer step, ``load_state_dict``, growth and any in-place
+        write bump a version, replaced parameters (extra templates) change
+        identity, and ``.to()`` / ``.train()`` / ``.eval()`` empty the cache.
+        Writes through ``param.data`` bypass version counters: call ``.train()`` or
+        ``.eval()`` after those.
         """
-        if torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling():
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():
             return self._generate(member_id, channels_last)
+        grad = torch.is_grad_enabled()
         sources = self._weight_sources(member_id)
-        stamp = tuple((id(p), p._version, p.data_ptr()) for p in sources)
-        key = (member_id, channels_last)
+        key = (member_id, channels_last, grad, _autocast_dtype(sources[0].device))
         cached = self._weight_cache.get(key)
-        if cached is None or cached[0] != stamp:
-            # The sources are held so that their ids cannot be reused while cached.
-            cached = (stamp, sources, self._generate(member_id, channels_last))
-            self._weight_cache[key] = cached
+        if cached is None or cached[0] != _stamp(sources):
+            peers = [layer for layer in self._linked if member_id is None or member_id < layer.num_members]
+            if self not in peers:
+                peers = [self]
+            for layer, weight in zip(peers, generate_weights(peers, member_id, channels_last)):
+                # The sources are held so that their ids cannot be reused while cached.
+                layer_sources = layer._weight_sources(member_id)
+                layer._weight_cache[key] = (_stamp(layer_sources), layer_sources, weight)
+            cached = self._weight_cache[key]
+        if grad:
+            del self._weight_cache[key]
         return cached[2]
 
     def _generate(self, member_id: int | None, channels_last: bool) -> torch.Tensor:
-        return self._grown_weight(channels_last) if member_id is None else self.member_weight(member_id)
+        return generate_weights((self,), member_id, channels_last)[0]
+
+    def _parameters_of(self) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+        """(template sets, coefficients) as tuples: ``ParameterList`` indexing costs microseconds per item."""
+        return tuple(self.bank.template_sets._parameters.values()), tuple(self.coefficients._parameters.values())
 
     def _weight_sources(self, member_id: int | None) -> tuple[torch.Tensor, ...]:
+        template_sets, coefficients = self._parameters_of()
         if member_id is None:
-            return (*self.bank.template_sets, *self.coefficients)
-        return (self.bank.template_sets[self.member_sets[member_id]], self.coefficients[member_id])
+            return (*template_sets, *coefficients)
+        return (template_sets[self.member_sets[member_id]], coefficients[member_id])
 
     def _apply(self, fn, recurse=True):
         self._weight_cache.clear()  # .to(), .cuda(), .half(): the parameters' data is swapped
@@ -375,6 +317,143 @@ class TemplateMixed(nn.Module):
         """Give every member ``count`` more (random normal) coefficients, after ``bank.add_templates``."""
         for m, old in enumerate(self.coefficients):
             self.coefficients[m] = nn.Parameter(torch.cat([old.detach(), torch.randn(count).to(old)]))
+
+
+def _stamp(sources: tuple[torch.Tensor, ...]) -> tuple:
+    """What must not change for a generated weight to stay valid (see ``TemplateMixed._weight``)."""
+    return tuple((id(p), p._version, p.data_ptr(), p.requires_grad) for p in sources)
+
+
+def _autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The dtype autocast computes products in on ``device`` now, ``None`` when it is off."""
+    if not torch.is_autocast_enabled(device.type):
+        return None
+    return torch.get_autocast_dtype(device.type)
+
+
+def link_template_layers(model: nn.Module) -> None:
+    """Have every template-mixed layer of ``model`` generate its weight together with the others.
+
+    Network constructors call it once, at the end. The link is a plain attribute
+    (no parameter, no buffer: checkpoints are unchanged); layers never linked
+    generate their weight alone.
+    """
+    layers = tuple(module for module in model.modules() if isinstance(module, TemplateMixed))
+    for layer in layers:
+        layer._linked = layers
+
+
+def _stacked(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.stack(tensors)``, as a copy-free view when all are the same tensor (or there is one).
+
+    Layers sharing one bank (``--cross_layer_sharing``) stack the same template set. A ``cat``
+    then a ``view``: one operation whatever the number of tensors, and each tensor's gradient
+    comes back as a contiguous slice (no copy per tensor when it is accumulated).
+    """
+    first = tensors[0]
+    if all(t is first for t in tensors):
+        return first.unsqueeze(0).expand(len(tensors), *first.shape)
+    return torch.cat(tensors).view(len(tensors), *first.shape)
+
+
+def _group_key(layer: TemplateMixed, templates: tuple[torch.Tensor, ...], member_id: int | None) -> tuple:
+    """Layers with equal keys have their weights generated by the same batched products."""
+    sets = layer.member_sets if member_id is None else (layer.member_sets[member_id],)
+    return (layer.full_shape, layer.block_shape, sets, tuple(templates[s].shape[0] for s in sorted(set(sets))),
+            templates[0].dtype, templates[0].device)
+
+
+def generate_weights(layers, member_id: int | None, channels_last: bool) -> list[torch.Tensor]:
+    """The weight of member ``member_id`` (``None``: the grown grid) of every layer in ``layers``.
+
+    Layers are grouped by block shape (and template counts); a group of ``L``
+    layers costs one stack of its coefficients, one of its templates and one
+    product over them (``_generate_group``) that writes all ``L`` weights into one
+    buffer, then one ``unbind``; the backward is batched the same way. So a step
+    dispatches a few operations per *shape*, not per layer: a WRN has a handful of
+    shapes at any depth. Under autocast the products run in its dtype (the
+    templates stay fp32 master weights).
+    """
+    parameters = [layer._parameters_of() for layer in layers]
+    groups: dict[tuple, list[int]] = {}
+    for index, (layer, (templates, _)) in enumerate(zip(layers, parameters)):
+        groups.setdefault(_group_key(layer, templates, member_id), []).append(index)
+    weights: list[torch.Tensor | None] = [None] * len(layers)
+    for indices in groups.values():
+        group = [(layers[i], parameters[i]) for i in indices]
+        for i, weight in zip(indices, _generate_group(group, member_id, channels_last)):
+            weights[i] = weight
+    return weights
+
+
+def _generate_group(group: list[tuple[TemplateMixed, tuple]], member_id: int | None,
+                    channels_last: bool) -> tuple[torch.Tensor, ...]:
+    """``generate_weights`` for layers of one group key: one product for all of them.
+
+    A member's block is ``[1, K] x [K, block]`` per layer, one ``bmm`` over the
+    stacked layers. The grown weight is computed directly in its final memory
+    order, so no grid is assembled afterwards: grid row ``r`` of a layer is
+    ``[block_out, columns, block_in * kernel]`` = the row's coefficients
+    ``[columns, K]`` times its templates arranged ``[block_out, K, block_in * kernel]``,
+    with ``block_out`` a batch dimension (for channels_last, ``[block_out, kernel,
+    columns, block_in]`` from templates ``[block_out, kernel, K, block_in]``). Rows
+    whose cells all use one template set, with equal ``K`` across sets (the
+    defaults), read that set; otherwise every row reads all sets and each cell's
+    coefficients are zero outside its own set.
+    """
+    (first, (first_templates, _)), count = group[0], len(group)
+    parameters = [layer_parameters for _, layer_parameters in group]
+    if member_id is not None:
+        template_set = first.member_sets[member_id]
+        coefficients = torch.stack([coefficients[member_id] for _, coefficients in parameters]).unsqueeze(1)
+        templates = _stacked([template_sets[template_set] for template_sets, _ in parameters]).flatten(2)
+        return torch.bmm(coefficients, templates).view(count, *first.block_shape).unbind(0)
+
+    block_out, block_in, *kernel = first.block_shape
+    channels_last = channels_last and len(kernel) == 2
+    rows, columns = first.grid
+    sizes = [len(t) for t in first_templates]
+    row_members = [first.cell_members[r * columns:(r + 1) * columns] for r in range(rows)]
+    row_sets = [sorted({first.member_sets[m] for m in members}) for members in row_members]
+    if any(len(sets) > 1 for sets in row_sets) or len({sizes[sets[0]] for sets in row_sets}) > 1:
+        row_sets = [list(range(len(sizes)))] * rows
+
+
+    def row_coefficients(layer: TemplateMixed, layer_coefficients, members, sets) -> list[torch.Tensor]:
+        offsets = {s: sum(sizes[t] for t in sets[:i]) for i, s in enumerate(sets)}
+        total = sum(sizes[s] for s in sets)
+        return [F.pad(layer_coefficients[m], (offsets[layer.member_sets[m]],
+                                              total - offsets[layer.member_sets[m]] - sizes[layer.member_sets[m]]))
+                for m in members]
+
+    templates, coefficients = [], []
+    for layer, (template_sets, layer_coefficients) in group:
+        for members, sets in zip(row_members, row_sets):
+            row = [template_sets[s] for s in sets]
+            templates.append(row[0] if len(row) == 1 else torch.cat(row))
+            if len(sets) == 1:
+                coefficients += [layer_coefficients[m] for m in members]
+            else:
+                coefficients += row_coefficients(layer, layer_coefficients, members, sets)
+    # [layers * rows, K, block_out, block_in, *kernel] -> [layers * rows, block_out, kh, kw, K, block_in]
+    # or [layers * rows, block_out, K, block_in * kernel]: one copy; its backward is one copy too
+    templates = _stacked(templates)
+    if channels_last:
+        templates = templates.permute(0, 2, 4, 5, 1, 3).contiguous()
+    else:
+        templates = templates.flatten(3).transpose(1, 2).contiguous()
+    # [layers * rows, 1 per batch dimension of the templates, columns, K]
+    coefficients = torch.stack(coefficients).view(count * rows, *[1] * (templates.dim() - 3), columns, -1)
+    products = torch.matmul(coefficients, templates)  # [layers * rows, block_out, (kernel,) columns, ...]
+    grid_out, grid_in = rows * block_out, columns * block_in
+    if channels_last:
+        weight = products.view(count, grid_out, *kernel, grid_in).movedim(-1, 2)
+    else:
+        weight = products.view(count, grid_out, grid_in, *kernel)
+    out_features, in_features = first.full_shape[:2]
+    if (grid_out, grid_in) != (out_features, in_features):
+        weight = weight[:, :out_features, :in_features]
+    return weight.unbind(0)
 
 
 class TemplateConv2d(TemplateMixed):

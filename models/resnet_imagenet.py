@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from utils import ConfigError
 
 from .banks import plan_banks
-from .layers import PlainLayers, TemplateLayers
+from .layers import PlainLayers, TemplateLayers, link_template_layers
 
 # Bottlenecks per stage for each depth (1 stem conv + 3 convs per bottleneck + the
 # classifier, counted as ResNet names them; the 3-conv stem adds two more convs).
@@ -173,6 +173,7 @@ class BottleneckResNet(nn.Module):
         if self.takes_member:
             # Part of the state dict, so a checkpoint says whether it holds a grown network.
             self.register_buffer("grown", torch.tensor(False))
+            link_template_layers(self)  # every weight of a forward generated in a few batched products
 
     def forward(self, x: torch.Tensor, member_id: int | None = None) -> torch.Tensor:
         member = (member_id,) if self.takes_member else ()

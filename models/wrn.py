@@ -13,6 +13,8 @@ import torch.nn.functional as F
 
 from utils import ConfigError
 
+from .layers import link_template_layers
+
 
 class Block(nn.Module):
     """Pre-activation residual block: BN-ReLU-conv3x3-(BN)-ReLU-conv3x3.
@@ -89,6 +91,7 @@ class WideResNet(nn.Module):
         if self.takes_member:
             # Part of the state dict, so a checkpoint says whether it holds a grown network.
             self.register_buffer("grown", torch.tensor(False))
+            link_template_layers(self)  # every weight of a forward generated in a few batched products
 
     def forward(self, x: torch.Tensor, member_id: int | None = None) -> torch.Tensor:
         member = (member_id,) if self.takes_member else ()

@@ -1,19 +1,24 @@
 """The fast paths of template mixing compute exactly what the plain definitions say.
 
-Weights generated without autograd are cached (evaluation generates each weight
-once per pass); the grown weight is assembled from per-set contractions, in the
+All the weights of a forward are generated together, in a few batched products
+per block shape; weights generated without autograd are cached (evaluation
+generates each weight once per pass); the grown weight is computed in the
 input's memory format. None of this may ever change a result: a cached weight
 is always the fresh one. Correctness only; timings live in ``benchmarks/``.
 """
 
 import copy
 import io
+import json
+import os
 
 import pytest
 import torch
 import torch.nn as nn
 
+import compute_flops
 import models
+import models.layers as layers_module
 from models.layers import TemplateConfig, TemplateConv2d, TemplateLayers, TemplateMixed
 from models.wrn import WideResNet, wrn_channels
 
@@ -83,9 +88,9 @@ def test_no_grad_weight_is_cached_and_equals_the_fresh_weight():
 def test_evaluation_generates_each_weight_once_per_pass(monkeypatch):
     model, x = grown_network_in_eval_mode()
     generated = []
-    original = TemplateMixed._generate
-    monkeypatch.setattr(TemplateMixed, "_generate",
-                        lambda self, *args: generated.append(self) or original(self, *args))
+    original = layers_module._generate_group
+    monkeypatch.setattr(layers_module, "_generate_group",
+                        lambda group, *args: generated.extend(group) or original(group, *args))
     with torch.no_grad():
         for batch in (x, -x, 2 * x):  # three batches of one pass
             model(batch, None)
@@ -235,3 +240,99 @@ def test_materialize_still_matches_after_cached_evaluation():
         torch.testing.assert_close(plain(x), model(x, None), rtol=1e-4, atol=1e-5)
     assert not any(isinstance(m, TemplateMixed) for m in plain.modules())
     assert isinstance(plain.conv_3x3, nn.Conv2d)
+
+
+def each_layer_alone(model):
+    """A copy of ``model`` whose layers generate their weights one by one (the unbatched definition)."""
+    alone = copy.deepcopy(model)
+    for layer in models.template_layers(alone):
+        layer._linked = (layer,)
+    return alone
+
+
+@pytest.mark.parametrize("member_id", [0, 1, None])
+@pytest.mark.parametrize("options", [{}, {"cross_layer_sharing": True}, {"use_bn": True, "channels_last": True}])
+def test_batched_generation_gives_the_outputs_and_gradients_of_each_layer_alone(member_id, options):
+    options = dict(options)
+    channels_last = options.pop("channels_last", False)
+    model = small_network(depth=16, **options)
+    if member_id is None:
+        models.grow_network(model)
+    x = torch.randn(4, 3, 16, 16)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    results = []
+    for network in (model, each_layer_alone(model)):
+        out = network(x, member_id)
+        out.square().mean().backward()
+        results.append((out.detach(), {name: p.grad for name, p in network.named_parameters()}))
+    (batched, batched_grads), (alone, alone_grads) = results
+    torch.testing.assert_close(batched, alone, rtol=1e-5, atol=1e-6)
+    assert batched_grads.keys() == alone_grads.keys()
+    for name, grad in batched_grads.items():
+        if grad is None:
+            assert alone_grads[name] is None, name
+        else:
+            torch.testing.assert_close(grad, alone_grads[name], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("member_id", [0, None])
+def test_a_network_generates_its_weights_with_one_product_per_block_shape(monkeypatch, member_id):
+    model = small_network(depth=16)
+    if member_id is None:
+        models.grow_network(model)
+    products = []
+    for name in ("bmm", "matmul"):
+        original = getattr(torch, name)
+        monkeypatch.setattr(torch, name, lambda *args, _original=original: products.append(1) or _original(*args))
+    model(torch.randn(2, 3, 16, 16), member_id)
+    assert len(products) == len({(layer.full_shape, layer.block_shape) for layer in models.template_layers(model)})
+
+
+def test_extra_aten_ops_of_a_grown_step_do_not_grow_with_depth():
+    """WRN-16-2 and WRN-40-2: template mixing adds the same operations (views aside) at any depth."""
+    extra = {}
+    for depth in (16, 40):
+        torch.manual_seed(0)
+        model = WideResNet(depth, wrn_channels(2), 10, TemplateLayers(TemplateConfig()))
+        models.grow_network(model)
+        grown = compute_flops.training_step_aten_ops(model, None, (3, 8, 8))
+        plain = compute_flops.training_step_aten_ops(model.plain_twin(1.0), None, (3, 8, 8))
+        extra[depth] = grown["non_view"] - plain["non_view"]
+    assert extra[16] > 0
+    assert abs(extra[40] - extra[16]) <= 0.05 * extra[16], extra  # per-layer generation: 378 vs 930
+
+
+def test_state_dicts_keep_the_layout_of_per_layer_generation(parse):
+    """No new parameter or buffer: checkpoints written before batching load strictly."""
+    with open(os.path.join(os.path.dirname(__file__), "fixtures", "template_state_dict_layout.json")) as handle:
+        layouts = json.load(handle)["layouts"]
+    for sharing in (False, True):
+        model = small_network(depth=16, cross_layer_sharing=sharing)
+        models.grow_network(model)
+        layout = layouts[f"WRN-16-1 grown, cross_layer_sharing={sharing}"]
+        assert {key: list(value.shape) for key, value in model.state_dict().items()} == layout
+        old_checkpoint = {key: torch.randn(shape) if shape else torch.tensor(1) for key, shape in layout.items()}
+        old_checkpoint["grown"] = torch.tensor(True)
+        model.load_state_dict(old_checkpoint, strict=True)
+
+
+def test_autocast_generates_in_its_dtype_and_keeps_fp32_templates():
+    model, x = grown_network_in_eval_mode()
+    model.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        weight = models.template_layers(model)[2].weight(None)
+        model(x, None).float().square().mean().backward()
+    assert weight.dtype == torch.bfloat16
+    for bank in models.template_banks(model):
+        assert all(t.dtype == torch.float32 and t.grad.dtype == torch.float32 for t in bank.template_sets)
+
+
+def test_a_weight_cached_under_autocast_is_not_reused_outside_it():
+    model, x = grown_network_in_eval_mode()
+    with torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            model(x, None)
+        out = model(x, None)
+        assert out.dtype == torch.float32
+        assert_every_weight_is_fresh(model)
