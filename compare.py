@@ -724,10 +724,17 @@ class Comparison:
         self.members: dict[int, dict | None] = {}
 
     def run(self, key: str, command: list[str]) -> dict | None:
+        import runlock
+
         self.commands[key] = ["main.py", *command]
         if not self.opts.report_only:
             print(f"compare: {key}", flush=True)
-        return run_one(command, train=not self.opts.report_only)
+        try:
+            return run_one(command, train=not self.opts.report_only)
+        except runlock.FolderInUse as error:  # compare.py has no --tag or --manualSeed to offer
+            raise ConfigError(f"{key}: its run folder {error.folder} is in use by {error.who}, another compare.py "
+                              "on this --out and seed; wait for it to end, or give this comparison another --out "
+                              "or --seeds") from None
 
     def shared_members(self, seed: int) -> dict | None:
         """The seed's shared members, trained on first use and read back after (once per seed)."""

@@ -59,6 +59,15 @@ def describe(holder: dict) -> str:
             f"(started {holder.get('started', '?')}: {command})")
 
 
+class FolderInUse(ConfigError):
+    """The run folder is locked by a live run; ``folder`` and ``who`` let a caller say it in its own terms."""
+
+    def __init__(self, folder: str, who: str) -> None:
+        self.folder, self.who = os.path.abspath(folder), who
+        super().__init__(f"the run folder {self.folder} is in use by {who}; wait for that run to end or stop it, "
+                         "or give this run another --tag or --manualSeed")
+
+
 def acquire(folder: str) -> RunLock:
     """Lock ``folder`` (made if missing) for this process; a ConfigError naming the holder if it is taken."""
     path = os.path.join(folder, LOCK_NAME)
@@ -80,8 +89,7 @@ def acquire(folder: str) -> RunLock:
             holder = _read(fd)
             os.close(fd)
             who = describe(holder) if holder else "another process (starting up)"
-            raise ConfigError(f"the run folder {os.path.abspath(folder)} is in use by {who}; wait for that run "
-                              "to end or stop it, or give this run another --tag or --manualSeed") from None
+            raise FolderInUse(folder, who) from None
         except OSError as error:  # e.g. a cluster file system mounted without flock support
             os.close(fd)
             return RunLock(folder, None, f"run folder lock: {path} cannot be locked ({error.strerror}); a second "

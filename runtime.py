@@ -318,10 +318,10 @@ def _lock(args: argparse.Namespace, ctx: Context, run_dir: str, needed_bytes: in
             ensure_writable(run_dir)
             ensure_disk_space(run_dir, needed_bytes)
         except ConfigError as error:
-            refused = str(error)
-    refused = distributed.broadcast_object(refused)  # under torchrun every rank stops with rank 0's sentence
-    if refused is not None:
-        raise ConfigError(refused)
+            refused = error
+    message = distributed.broadcast_object(None if refused is None else str(refused))
+    if message is not None:  # under torchrun every rank stops with rank 0's sentence (rank 0: its own error)
+        raise refused if refused is not None else ConfigError(message)
 
 
 def open_run_folder(args: argparse.Namespace, ctx: Context, run_dir: str, needed_bytes: int = 0) -> None:

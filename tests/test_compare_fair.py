@@ -146,3 +146,16 @@ def test_members_only_stops_before_growth_and_refuses_epochs_that_would_grow(tmp
     result = main.main(main.get_args_parser().parse_args(common + ["--epochs", "2"]))
     assert [row["phase"] for row in result["history"]] == ["member_0", "member_1"]
     assert os.path.isfile(os.path.join(result["run_dir"], checkpoint.member_checkpoint_name(1)))
+
+
+def test_a_run_folder_in_use_is_refused_in_compares_own_terms(tmp_path, capsys):
+    import runlock
+
+    out = tmp_path / "cmp"
+    held = runlock.acquire(str(out / "runs" / "digits" / "members-1+1" / "seed_0"))  # the first run's folder
+    try:
+        assert compare.cli(FAIR_RUN + ["--out", str(out)]) == 2
+    finally:
+        held.release()
+    error = capsys.readouterr().err
+    assert "another compare.py on this --out and seed" in error and "--tag" not in error
