@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# The comparison report: scratch-small, scratch-large, Net2Net, random-block growth and
-# MixtureGrowth (--coefs_growing orthogonal, copy, zero), every method over every seed with the
-# same total epochs; writes results.md, results.csv, runs.csv, accuracy.png,
-# accuracy_vs_flops.png and config.json into --out (default runs/compare).
+# The comparison report: scratch-small, scratch-large, the members' ensemble, Net2Net, random-block
+# growth and MixtureGrowth (--coefs_growing orthogonal, copy, zero), every method over every seed
+# with the same total epochs, shared members and its lr chosen on validation (the fair protocol);
+# writes results.md, results.csv, grid.csv, runs.csv, accuracy.png, accuracy_vs_flops.png and
+# config.json into --out (default runs/compare).
 #
 #   usage: scripts/compare.sh [compare.py flags] [main.py flags passed to every run]
-#   e.g.   scripts/compare.sh          # fashion_mnist preset: WRN-10-2 vs WRN-10-1, 10k images, 10 epochs,
-#                                       # seeds 0,1,2, five methods (CPU, about 40 minutes)
+#   e.g.   scripts/compare.sh          # fashion_mnist preset: WRN-10-2 vs WRN-10-1, 10k images, 9 epochs,
+#                                       # seeds 0,1,2, six methods (CPU, about 85 minutes)
 #          scripts/compare.sh --dataset digits --seeds 0      # the digits (fast, but every method ~99%)
 #          scripts/compare.sh --seeds 0 --epochs 9 --member_epochs 3 --out runs/compare_quick
 #          scripts/compare.sh --dataset cifar100 --data_path data --ngpu 1 --workers 4 --depth 28 --wide 10 \
