@@ -504,6 +504,7 @@ def ensemble_entry(members: dict, opts: argparse.Namespace) -> dict:
             "params": rows["member 0"]["params"] + rows["member 1"]["params"],
             "inference_flops": rows["member 0"]["flops"] + rows["member 1"]["flops"],
             "right_after": None, "right_after_bn": None, "lr": None, "grid": None,
+            "val_top1": None,  # the members' run ends on member 1 alone: not the ensemble's figure
             "grid_wall_s": members["wall_s"], "curve": [], "flops_curve": []}
 
 
