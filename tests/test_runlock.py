@@ -64,9 +64,12 @@ def test_a_lock_file_without_a_live_holder_is_taken_over_and_said(tmp_path):
 
 
 RANKS_SCRIPT = """
-import argparse, sys
+import argparse, os, sys
 import runtime
 from utils import ConfigError
+
+def say(line):  # one write per line: both ranks share the pipe, and print() may write the newline apart
+    os.write(1, (line + "\\n").encode())
 
 args = argparse.Namespace(ngpu=0, dist=True, amp=False)
 ctx = runtime.Context(args)  # one process group for the whole script: torchrun starts each rank once
@@ -74,9 +77,9 @@ try:
     for folder in sys.argv[1:]:
         try:
             runtime.open_run_folder(args, ctx, folder)
-            print(f"rank {ctx.dist.rank} holds {ctx.run_lock is not None}", flush=True)
+            say(f"rank {ctx.dist.rank} holds {ctx.run_lock is not None}")
         except ConfigError as error:
-            print(f"rank {ctx.dist.rank} refused: {error}", flush=True)
+            say(f"rank {ctx.dist.rank} refused: {error}")
 finally:
     ctx.close()
 """
