@@ -56,8 +56,11 @@ import gc
 import json
 import math
 import os
+import signal
 import statistics
+import subprocess
 import sys
+import time
 from dataclasses import dataclass
 
 import flags
@@ -73,21 +76,25 @@ BUDGETS = ("epochs", "flops")
 BN_SUFFIX = "+bn"  # a growing method's twin that trains on from the BN-recalibrated network (--recalibrate_bn)
 
 FAIR_METHODS = ["scratch_small", "scratch_large", "ensemble", "net2net", "random_growth", "mixturegrowth_orthogonal"]
+# Fashion-MNIST's grids: one decade apart for the grown phase (0.05, 2026-12-04's top, was chosen on 4 of 9
+# method-seeds, 0.01 scored the same); the scratch networks' 0.05 lost to 0.1 on every seed, so 0.1 and 0.2.
+FASHION_GROWN_GRID, FASHION_SCRATCH_GRID = [1e-3, 1e-2, 1e-1], [0.1, 0.2]
 # Default budget per preset; flags given on the command line override any entry.
 PRESETS = {
     "fashion_mnist": {"dataset": "fashion_mnist", "epochs": 9, "member_epochs": 3, "train_subset": 10000,
                       "val_split": 0.1, "depth": 10, "wide": 2, "methods": FAIR_METHODS,
-                      "grown_lr_grid": [1e-3, 1e-2, 5e-2], "scratch_lr_grid": [0.05, 0.1]},
+                      "grown_lr_grid": FASHION_GROWN_GRID, "scratch_lr_grid": FASHION_SCRATCH_GRID, "jobs": 2},
     "fashion_mnist_converged": {"dataset": "fashion_mnist", "epochs": 30, "member_epochs": 12, "train_subset": 0,
                                 "val_split": 0.1, "depth": 10, "wide": 2, "methods": FAIR_METHODS,
-                                "grown_lr_grid": [1e-3, 1e-2, 5e-2], "scratch_lr_grid": [0.05, 0.1]},
+                                "grown_lr_grid": FASHION_GROWN_GRID, "scratch_lr_grid": FASHION_SCRATCH_GRID,
+                                "jobs": 2},
     "digits": {"dataset": "digits", "epochs": 15, "member_epochs": 5, "train_subset": 0, "val_split": 0.2,
                "depth": 10, "wide": 2, "methods": list(METHODS),
-               "grown_lr_grid": [1e-3, 1e-2, 5e-2], "scratch_lr_grid": [0.05, 0.1]},
+               "grown_lr_grid": [1e-3, 1e-2, 5e-2], "scratch_lr_grid": [0.05, 0.1], "jobs": 1},
 }
 GENERIC_PRESET = {"epochs": 15, "member_epochs": 5, "train_subset": 0, "val_split": 0.1, "depth": 10, "wide": 2,
                   "methods": list(METHODS), "grown_lr_grid": [1e-4, 1e-3, 1e-2, 5e-2],
-                  "scratch_lr_grid": [0.05, 0.1, 0.2]}
+                  "scratch_lr_grid": [0.05, 0.1, 0.2], "jobs": 1}
 SMALL_DATA = ("digits", "fashion_mnist")  # the data sets the short-run recipe is for
 
 # The short-run recipe (the one tests/conftest.py's TINY_RUN uses): no warm-up, one post-growth
@@ -152,10 +159,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     g = parser.add_argument_group("Learning rates (--recipe fair)")
     flags.add(g, "--grown_lr_grid", flags.numbers(flags.number(low=0.0, low_open=True)), default=None,
               help="peak lrs of every growing method's grown phase, one annealed cosine each; per seed the one "
-                   "with the best validation top-1 is kept (default: the preset's; fashion_mnist: 0.001,0.01,0.05)")
+                   "with the best validation top-1 is kept (default: the preset's; fashion_mnist: 0.001,0.01,0.1)")
     flags.add(g, "--scratch_lr_grid", flags.numbers(flags.number(low=0.0, low_open=True)), default=None,
               help="peak lrs of the scratch networks, chosen the same way (default: the preset's; "
-                   "fashion_mnist: 0.05,0.1)")
+                   "fashion_mnist: 0.1,0.2)")
     flags.add(g, "--probe_bn", flags.count(min=0), default=20,
               help="right after growth also report the accuracy with BatchNorm statistics re-estimated from "
                    "this many training batches, on a copy (main.py --probe_bn; default: 20; 0 = off)")
@@ -165,6 +172,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     g = parser.add_argument_group("Where it runs and what it writes")
     flags.add(g, "--ngpu", flags.count(min=0), default=0, help="main.py --ngpu (default: 0, the CPU)")
     flags.add(g, "--workers", flags.count(min=0), default=0, help="main.py --workers (default: 0)")
+    flags.add(g, "--jobs", flags.count(min=1, high=256), default=None,
+              help="runs trained at once, each a main.py process of its own with the CPU's cores shared out "
+                   "(OMP_NUM_THREADS); a growing method's runs wait for their seed's members; 1 = every run in "
+                   "this process, one after another (default: the preset's; fashion_mnist: 2, digits: 1)")
     g.add_argument("--out", default="runs/compare", help="folder of the report (default: runs/compare)")
     g.add_argument("--report_only", action="store_true",
                    help="train nothing: write the report from the runs of this command that have finished "
@@ -716,13 +727,52 @@ def check_options(opts: argparse.Namespace, extra: list[str]) -> None:
             raise ConfigError(f"--out: {os.path.abspath(opts.out)} is not writable")
 
 
+@dataclass(frozen=True)
+class Job:
+    """One main.py run of the comparison, as ``--jobs`` schedules it."""
+
+    key: str  # what compare.py calls it ("mixturegrowth_orthogonal lr 0.01 seed 0 (epochs 3+3+3)")
+    command: list[str]  # main.py's arguments
+    needs: str | None  # the key of the run that must finish first (the seed's shared members), if any
+    cost: float  # training FLOPs per image over its epochs: the longest ready run starts first
+
+
+class RunFailed(Exception):
+    """A run started by ``--jobs`` ended with an error; ``status`` is its main.py exit status."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class Comparison:
     """Runs (or reads back) every run of the command and collects one entry per (method, recipe, seed)."""
 
-    def __init__(self, opts: argparse.Namespace, extra: list[str], plans: dict) -> None:
-        self.opts, self.extra, self.plans = opts, extra, plans
+    def __init__(self, opts: argparse.Namespace, extra: list[str], plans: dict, flops: dict) -> None:
+        self.opts, self.extra, self.plans, self.flops = opts, extra, plans, flops
         self.commands: dict[str, list[str]] = {}
         self.members: dict[int, dict | None] = {}
+
+    # ---------------------------------------------------------------- the runs, named once
+
+    def members_run(self, seed: int) -> tuple[str, list[str]]:
+        phases = self.plans[("mixturegrowth_orthogonal", "fair")]
+        return (f"members seed {seed} (epochs {phases.member_0}+{phases.member_1})",
+                members_command(seed, self.opts, phases, self.extra))
+
+    def grid_runs(self, method: str, seed: int, members_dir: str | None) -> list[tuple[float, str, list[str]]]:
+        """(lr, key, command) of every point of ``method``'s lr grid (the fair protocol)."""
+        phases = self.plans[(method, "fair")]
+        lrs = self.opts.scratch_lr_grid if base_method(method).startswith("scratch") else self.opts.grown_lr_grid
+        return [(lr, f"{method} lr {lr:g} seed {seed} (epochs {phases.describe()})",
+                 fair_command(method, seed, lr, self.opts, phases, members_dir, self.extra)) for lr in lrs]
+
+    def fixed_run(self, method: str, recipe: str, seed: int) -> tuple[str, list[str]]:
+        phases = self.plans[(method, recipe)]
+        return (f"{method} recipe {recipe} seed {seed} (epochs {phases.describe()})",
+                run_command(method, recipe, seed, self.opts, phases, self.extra))
+
+    # ---------------------------------------------------------------- one after another, in this process
 
     def run(self, key: str, command: list[str]) -> dict | None:
         import runlock
@@ -740,30 +790,155 @@ class Comparison:
     def shared_members(self, seed: int) -> dict | None:
         """The seed's shared members, trained on first use and read back after (once per seed)."""
         if seed not in self.members:
-            phases = self.plans[("mixturegrowth_orthogonal", "fair")]
-            self.members[seed] = self.run(f"members seed {seed} (epochs {phases.member_0}+{phases.member_1})",
-                                          members_command(seed, self.opts, phases, self.extra))
+            self.members[seed] = self.run(*self.members_run(seed))
         return self.members[seed]
 
     def entry(self, method: str, recipe: str, seed: int) -> dict | None:
-        opts, phases = self.opts, self.plans[(method, recipe)]
         if recipe != "fair":
-            return self.run(f"{method} recipe {recipe} seed {seed} (epochs {phases.describe()})",
-                            run_command(method, recipe, seed, opts, phases, self.extra))
+            return self.run(*self.fixed_run(method, recipe, seed))
         base = base_method(method)
         members = self.shared_members(seed) if base in FROM_MEMBERS or base == "ensemble" else None
         if base == "ensemble":
-            return None if members is None else ensemble_entry(members, opts)
+            return None if members is None else ensemble_entry(members, self.opts)
         if base in FROM_MEMBERS and members is None:
             return None
-        lrs = opts.scratch_lr_grid if base.startswith("scratch") else opts.grown_lr_grid
-        grid = {}
-        for lr in lrs:
-            command = fair_command(method, seed, lr, opts, phases, members and members["run_dir"], self.extra)
-            grid[lr] = self.run(f"{method} lr {lr:g} seed {seed} (epochs {phases.describe()})", command)
+        grid = {lr: self.run(key, command)
+                for lr, key, command in self.grid_runs(method, seed, members and members["run_dir"])}
         if any(result is None for result in grid.values()):
             return None
-        return fair_entry(method, seed, grid, members, opts)
+        return fair_entry(method, seed, grid, members, self.opts)
+
+    # ---------------------------------------------------------------- --jobs N: main.py processes at once
+
+    def planned(self) -> list[Job]:
+        """Every run of the command, in the order the one-process pass takes them, with what each waits for."""
+        planned: dict[str, Job] = {}
+
+        def add(key, command, method, phases, needs=None):
+            planned.setdefault(key, Job(key, command, needs, run_cost(method, phases, self.flops)))
+
+        for seed in self.opts.seeds:
+            for method, recipe in jobs(self.opts):
+                base, phases = base_method(method), self.plans[(method, recipe)]
+                if recipe != "fair":
+                    add(*self.fixed_run(method, recipe, seed), method, phases)
+                    continue
+                members_key, members_dir = None, None
+                if base in FROM_MEMBERS or base == "ensemble":
+                    members_key, command = self.members_run(seed)
+                    members_dir = run_directory_of(command)
+                    add(members_key, command, "members", self.plans[("mixturegrowth_orthogonal", "fair")])
+                if base == "ensemble":
+                    continue
+                grown = Phases(0, 0, phases.grown) if base in FROM_MEMBERS else phases
+                for _, key, command in self.grid_runs(method, seed, members_dir):
+                    add(key, command, method, grown, members_key if base in FROM_MEMBERS else None)
+        return list(planned.values())
+
+    def train_in_parallel(self) -> None:
+        """Train every unfinished run of the command, ``--jobs`` main.py processes at a time.
+
+        Each process gets the CPU's cores shared out (OMP_NUM_THREADS) and writes its output to
+        ``--out``/logs/. A run waits for the run it needs (its seed's shared members); of the runs that
+        are ready, the members go first (others wait for them), then the longest. A signal stops every
+        process at its next step with a checkpoint; a failed run stops the others the same way. The
+        one-process pass that follows reads every finished run back and writes the report.
+        """
+        import main
+
+        import engine
+
+        planned = self.planned()
+        todo = [job for job in planned if read_finished(main.get_args_parser().parse_args(job.command)) is None]
+        if not todo:
+            return
+        for job in planned:
+            self.commands[job.key] = ["main.py", *job.command]
+        threads = threads_per_job(self.opts.jobs)
+        logs = os.path.join(self.opts.out, "logs")
+        os.makedirs(logs, exist_ok=True)
+        environment = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "main.py")
+        awaited = {job.needs for job in todo if job.needs}
+        done = {job.key for job in planned} - {job.key for job in todo}
+        total, finished, started = len(todo), 0, time.time()
+        print(f"compare: {total} runs to train, {self.opts.jobs} at once with {threads} thread(s) each; "
+              f"their output goes to {logs}", flush=True)
+        running: dict[subprocess.Popen, tuple[Job, float, str]] = {}
+        failed, stopping = None, False
+        stop = engine.StopRequest().install()
+        try:
+            while todo or running:
+                if stop.signal_name or failed:
+                    if not stopping:  # once: every process writes its checkpoint and exits 75
+                        stopping = True
+                        for process in running:
+                            process.send_signal(signal.SIGTERM)
+                    todo = []
+                while todo and len(running) < self.opts.jobs:
+                    ready = [job for job in todo if job.needs is None or job.needs in done]
+                    if not ready:
+                        break
+                    job = min(ready, key=lambda job: (job.key not in awaited, -job.cost))
+                    todo.remove(job)
+                    log = os.path.join(logs, log_name(job.key))
+                    with open(log, "a") as output:  # a resumed run's output follows its first part
+                        process = subprocess.Popen([sys.executable, script, *job.command], stdout=output,
+                                                   stderr=subprocess.STDOUT, env=environment,
+                                                   start_new_session=True)  # signals reach it from here only
+                    running[process] = (job, time.time(), log)
+                    print(f"compare: started {job.key} ({len(running)} running)", flush=True)
+                time.sleep(0.2)
+                for process in [p for p in running if p.poll() is not None]:
+                    job, begun, log = running.pop(process)
+                    if process.returncode == 0:
+                        done.add(job.key)
+                        finished += 1
+                        print(f"compare: finished {job.key} in {time.time() - begun:.0f} s ({finished}/{total} "
+                              "done)", flush=True)
+                    elif not (stopping and process.returncode == runtime.EXIT_PREEMPTED) and failed is None:
+                        failed = (job, process.returncode, log)
+        finally:
+            stop.restore()
+            for process in running:  # only when interrupted at once (a second Ctrl-C): nothing is waited for
+                process.kill()
+        if failed is not None:
+            job, status, log = failed
+            raise RunFailed(f"{job.key} failed (main.py exit status {status}: {last_line(log)}); its output is in "
+                            f"{log}; the other runs stopped with a checkpoint: run the same command again to "
+                            "continue (finished runs are read back)", status if status > 1 else 1)
+        if stopping:
+            raise runtime.Preempted(f"stopped by {stop.signal_name}: every running run wrote its checkpoint; run the "
+                                    "same compare.py command again to continue (the finished runs are read back)")
+        print(f"compare: {total} runs trained in {(time.time() - started) / 60:.1f} min", flush=True)
+
+
+def run_cost(method: str, phases: Phases, flops: dict) -> float:
+    """Training FLOPs per image of a run of ``method`` with these phases ("members": the shared members)."""
+    base = base_method(method)
+    if base.startswith("scratch"):
+        return phases.total * flops["small" if base == "scratch_small" else "large"]
+    member, grown = (flops["small"], flops["large"]) if base == "net2net" else (flops["member"], flops["grown"])
+    return (phases.member_0 + phases.member_1) * member + phases.grown * grown
+
+
+def threads_per_job(jobs_at_once: int) -> int:
+    """The cores this process may use, shared out over the runs trained at once (at least one each)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // jobs_at_once)
+
+
+def log_name(key: str) -> str:
+    """``mixturegrowth_orthogonal lr 0.01 seed 0 (epochs 3+3+3)`` -> ``mixturegrowth_orthogonal_lr_0.01_seed_0.txt``."""
+    return "_".join(key.split(" (")[0].split()) + ".txt"
+
+
+def last_line(path: str) -> str:
+    """The last non-empty line of a run's output (its one-sentence error), shortened."""
+    with open(path, errors="replace") as handle:
+        lines = [line.strip() for line in handle.read().replace("\r", "\n").splitlines() if line.strip()]
+    line = lines[-1] if lines else "no output"
+    return line if len(line) <= 300 else line[:297] + "..."
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -773,12 +948,14 @@ def main(argv: list[str] | None = None) -> dict:
     flops = training_flops_per_image(opts)
     plans = {(m, r): allocate(m if m != "ensemble" else "mixturegrowth_orthogonal", opts, flops)
              for m, r in jobs(opts) + [("mixturegrowth_orthogonal", "fair")]}
-    comparison = Comparison(opts, extra, plans)
+    comparison = Comparison(opts, extra, plans, flops)
     config = {"argv": list(sys.argv[1:] if argv is None else argv), "options": vars(opts),
               "passed_through": extra, "training_flops_per_image": flops, "commands": comparison.commands}
     if not opts.report_only:  # the commands so far; complete once every run is known
         atomic_write_text(os.path.join(opts.out, "config.json"), json.dumps(config, indent=1))
 
+    if opts.jobs > 1 and not opts.report_only:
+        comparison.train_in_parallel()  # then the pass below reads every run back
     runs, unfinished = [], []
     for seed in opts.seeds:  # seed by seed: a comparison stopped early still has whole seeds to report
         for method, recipe in jobs(opts):
@@ -846,7 +1023,11 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    return runtime.exit_status("compare.py", lambda: main(argv))
+    try:
+        return runtime.exit_status("compare.py", lambda: main(argv))
+    except RunFailed as error:
+        print(f"compare.py: stopped: {error}", file=sys.stderr)
+        return error.status
 
 
 if __name__ == "__main__":
