@@ -1,14 +1,21 @@
-"""The loops: one training epoch, one evaluation pass, and the optimizer plumbing.
+"""The loops: the training loop every system runs (``fit``), one training epoch, one evaluation pass,
+and the optimizer plumbing.
 
-Everything here is a plain function of its arguments (model, loader, optimizer,
-the epoch's plan entry); ``main.py`` decides what runs when.
+``fit`` is the one epoch loop of the toolkit: a system (main.py's growth run, a fusion's fine-tuning,
+an evolved individual's training, a weight-search task) describes each epoch through the hooks of a
+``Trainee`` and ``fit`` does the rest the same way for all of them (resume mid-epoch, stop on a signal
+with a checkpoint, refuse non-finite weights, one metrics row schema and one log line).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import signal
+import time
+from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -315,3 +322,159 @@ def evaluate(model: nn.Module, loader, device: torch.device, members: tuple = (N
         loss, top1, top5 = flat[3 * i: 3 * i + 3]
         results[key] = {"loss": loss / total, "top1": 100.0 * top1 / total, "top5": 100.0 * top5 / total}
     return results
+
+
+# --------------------------------------------------------------------------- the loop every system runs
+
+
+@dataclass
+class EpochSpec:
+    """What ``fit`` trains in one epoch: the system's ``Trainee.begin_epoch`` returns it."""
+
+    net: nn.Module  # what a step calls: a ``MembersForward`` (maybe compiled, maybe DDP-wrapped)
+    model: nn.Module  # the network itself: its buffers are broadcast and its weights checked after the epoch
+    optimizer: torch.optim.Optimizer
+    loader: object  # the training loader; its sampler is set to the epoch (and the steps a resume skips)
+    phase: str  # the phase's name in the log line and the metrics row
+    batch_size: int  # samples per step: a resumed epoch skips ``step x batch_size`` samples
+    lr: float | None = None  # the epoch's lr, set before it; None when ``step_lr`` sets it every step
+    step_lr: Callable[[int], float] | None = None
+    members: tuple = (None,)
+    loss_weights: tuple = (1.0,)
+    loader_epoch: int | None = None  # the shuffle's epoch (default: the epoch)
+    row_epoch: int | None = None  # the metrics row's "epoch" (default: the epoch)
+    steps: int | None = None  # train only the first ``steps`` batches of the epoch (a budget that ends mid-epoch)
+    label_smoothing: float = 0.0
+    amp: bool = False
+    channels_last: bool = False
+    batch_transform: Callable | None = None
+    auxiliary_loss: Callable | None = None
+    row: dict = field(default_factory=dict)  # the system's own columns of the metrics row (written and shown)
+    where: str = ""  # what trains, in the log line and the sentences ("individual 3 ", "task 2 ")
+
+
+class Trainee:
+    """A system's side of ``fit``: what each epoch trains, how it is evaluated, saved and checkpointed.
+
+    ``run_dir`` (the run folder, named in the stop sentence), ``ctx`` (``runtime.Context``) and
+    ``stop`` (a ``StopRequest``, or None) are set by the system.
+    """
+
+    run_dir: str
+    ctx = None
+    stop: StopRequest | None = None
+
+    def begin_epoch(self, epoch: int) -> EpochSpec:
+        """Everything before ``epoch`` trains (operators, a new optimizer, the trainable set) and its spec."""
+        raise NotImplementedError
+
+    def checkpoint(self, epoch: int, spec: EpochSpec, partial: dict | None) -> None:
+        """A signal stops training: write what continues at ``epoch`` (``partial``: the steps of it done,
+        None: none). At an epoch's end ``end_epoch`` has usually written it already."""
+        raise NotImplementedError
+
+    def evaluate(self, epoch: int, spec: EpochSpec) -> tuple[str, dict] | None:
+        """(split, {"top1", "top5", "loss"}) after ``epoch``, or None when nothing is evaluated then."""
+        return None
+
+    def add_columns(self, epoch: int, spec: EpochSpec, row: dict) -> None:
+        """Columns of the metrics row only the system knows (best so far, FLOPs), before it is logged."""
+
+    def end_epoch(self, epoch: int, spec: EpochSpec, row: dict) -> None:
+        """After the row is logged: select the best, save the epoch's checkpoint."""
+
+
+def fit(trainee: Trainee, epochs: range, *, partial: dict | None = None, show_progress: bool = True) -> list[dict]:
+    """Train ``trainee`` for ``epochs``; its metrics rows (also in metrics.jsonl, TensorBoard and the log).
+
+    ``partial``: the record of an epoch stopped mid-way (``train_one_epoch``'s), continued at its step
+    with the same numbers as an uninterrupted epoch. A SIGTERM / SIGINT (``trainee.stop``) ends training
+    after the current step: ``trainee.checkpoint`` writes where it stopped, then ``runtime.Preempted``
+    (exit 75). Weights that become NaN / inf raise ``NonFiniteLossError`` (exit 3) before anything of
+    the epoch is saved, so the last good checkpoint stays the newest.
+    """
+    import runtime
+
+    ctx, stop = trainee.ctx, trainee.stop
+    rows = []
+    for epoch in epochs:
+        spec = trainee.begin_epoch(epoch)
+        loader_epoch = epoch if spec.loader_epoch is None else spec.loader_epoch
+        if spec.lr is not None:
+            set_lr(spec.optimizer, spec.lr)
+        done = partial["step"] if partial else 0
+        spec.loader.sampler.set_epoch(loader_epoch, skip=done * spec.batch_size)
+        loader = spec.loader
+        if spec.steps is not None and spec.steps - done < len(loader):
+            loader = FirstBatches(loader, spec.steps - done)
+        started = time.time()
+        metrics = train_one_epoch(
+            spec.net, loader, spec.optimizer, ctx.device, members=spec.members, loss_weights=spec.loss_weights,
+            epoch=loader_epoch, phase=spec.phase, label_smoothing=spec.label_smoothing, amp=spec.amp,
+            scaler=ctx.scaler, show_progress=show_progress and ctx.main_process, stop=stop, resume_from=partial,
+            channels_last=spec.channels_last, batch_transform=spec.batch_transform,
+            auxiliary_loss=spec.auxiliary_loss, step_lr=spec.step_lr)
+        partial = None
+        if not metrics["completed"]:
+            trainee.checkpoint(epoch, spec, metrics["partial"])
+            raise runtime.Preempted(
+                f"stopped by {stop.signal_name} at {spec.where}epoch {epoch}, step {metrics['partial']['step']} "
+                f"({spec.phase}); checkpoint written to {os.path.abspath(trainee.run_dir)}; resume with the same "
+                "command plus --resume auto")
+        distributed.broadcast_buffers(spec.model)
+        if not all(torch.isfinite(p).all() for p in spec.model.parameters()):
+            raise NonFiniteLossError(f"the weights became non-finite during {spec.where}epoch {epoch} ({spec.phase}); "
+                                     "the last good checkpoint is kept: lower the learning rate, then resume")
+        evaluation = trainee.evaluate(epoch, spec)
+        row = epoch_row(epoch if spec.row_epoch is None else spec.row_epoch, spec, metrics, evaluation,
+                        time.time() - started)
+        trainee.add_columns(epoch, spec, row)
+        ctx.logger.log_epoch(row)
+        ctx.logger.info(epoch_line(row, spec, evaluation))
+        trainee.end_epoch(epoch, spec, row)
+        rows.append(row)
+        if stop is not None and epoch + 1 < epochs.stop and stop.requested(ctx.device):
+            trainee.checkpoint(epoch + 1, spec, None)
+            raise runtime.Preempted(
+                f"stopped by {stop.signal_name} after {spec.where}epoch {epoch} ({spec.phase}); checkpoint written "
+                f"to {os.path.abspath(trainee.run_dir)}; resume with the same command plus --resume auto")
+    return rows
+
+
+def epoch_row(row_epoch: int, spec: EpochSpec, metrics: dict, evaluation: tuple[str, dict] | None,
+              seconds: float) -> dict:
+    """The metrics row of every system: epoch, phase, lr, the training figures, the evaluated split's figures,
+    the epoch's time, then the system's own columns."""
+    row = {"epoch": row_epoch, "phase": spec.phase, "lr": spec.lr if spec.lr is not None else spec.step_lr(0),
+           **{k: v for k, v in metrics.items() if k != "completed"}}
+    if evaluation is not None:
+        split, result = evaluation
+        row.update({f"{split}_loss": result["loss"], f"{split}_top1": result["top1"], f"{split}_top5": result["top5"]})
+    return {**row, "epoch_time": seconds, **spec.row}
+
+
+def epoch_line(row: dict, spec: EpochSpec, evaluation: tuple[str, dict] | None) -> str:
+    """The log line of every system's epoch."""
+    line = (f"{spec.where}epoch {row['epoch']:>4} {spec.phase:<8} lr {row['lr']:.2e}  train loss {row['train_loss']:.4f} "
+            f"top-1 {row['train_top1']:.2f}")
+    if evaluation is not None:
+        split, result = evaluation
+        line += f"  {split} top-1 {result['top1']:.2f} top-5 {result['top5']:.2f}"
+    line += "".join(f"  {key} {value:.3g}" for key, value in spec.row.items() if isinstance(value, float))
+    skipped = row.get("amp_skipped_steps")
+    return line + f"  ({row['epoch_time']:.1f}s" + (f", {skipped} overflow steps skipped)" if skipped else ")")
+
+
+class FirstBatches:
+    """The first ``steps`` batches of an epoch of ``loader`` (a budget that ends mid-epoch)."""
+
+    def __init__(self, loader, steps: int) -> None:
+        self.loader, self.steps, self.sampler = loader, steps, loader.sampler
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self):
+        import itertools
+
+        return itertools.islice(iter(self.loader), self.steps)

@@ -364,27 +364,24 @@ def run_training(args: argparse.Namespace, plan=None) -> dict:
     from schedule import build_plan
 
     # Everything wrong with the command line fails in build_plan, before anything is written.
+    import engine
+
     plan = build_plan(args) if plan is None else plan
     with runtime.session(args) as (ctx, stop):
         run = TrainingRun(args, plan, ctx)
-        stop.install()
-        for epoch in range(run.start_epoch, len(plan)):
-            entry = plan[epoch]
-            if run.partial is None:  # an interrupted epoch was checkpointed after its operators ran
-                run.apply_operators(entry)
-            run.prepare_epoch(entry)
-            run.train_epoch(entry, stop)
-            run.end_epoch(entry)
+        run.stop = stop.install()
+        engine.fit(run, range(run.start_epoch, len(plan)), partial=run.partial)
         return run.finish()
 
 
 class TrainingRun:
-    """The state of one training run and the mechanics of each step of the plan.
+    """The state of one training run and what each epoch of the plan trains: an ``engine.Trainee``
+    (its hooks are all here; not subclassed, so that main.py's flags are checked before torch loads).
 
-    ``run_training`` calls, per epoch: ``apply_operators`` (growth, widening, ...: whatever the
-    plan names), ``prepare_epoch`` (optimizer lr, trainable set, data), ``train_epoch`` and
-    ``end_epoch`` (evaluation, metrics, summary rows, checkpoints). Nothing here names a method:
-    operators are looked up by the plan's names in ``operators``.
+    Per epoch: ``begin_epoch`` runs the plan's operators (growth, widening, ...: whatever the plan
+    names) unless the epoch is resumed mid-way, then sets the trainable set and the data;
+    ``evaluate``, ``add_columns`` and ``end_epoch`` make the metrics row, the summary rows and the
+    checkpoints. Nothing here names a method: operators are looked up by the plan's names in ``operators``.
     """
 
     def __init__(self, args: argparse.Namespace, plan, ctx: Context) -> None:
@@ -443,7 +440,8 @@ class TrainingRun:
         self.cumulative_flops = self.history[-1]["train_flops_cumulative"] if self.history else 0.0
         self.data_fraction = plan[self.start_epoch].data_fraction if self.start_epoch < len(plan) else 1.0
         self.train_loader = self.new_train_loader()
-        self.net, self.step_flops, self.started, self.train_metrics = None, 0.0, time.time(), None
+        self.net, self.step_flops, self.started = None, 0.0, time.time()
+        self.results, self.is_best, self.stop = {}, False, None
 
     # ----------------------------------------------------------------- helpers
 
@@ -492,7 +490,7 @@ class TrainingRun:
     def members_of(entry) -> tuple:
         return tuple(entry.trained_members) if entry.trained_members else (None,)
 
-    def evaluate(self, entry, loader=None, model=None):
+    def evaluate_entry(self, entry, loader=None, model=None):
         """Each trained member's results, and the one the plan follows (its forward member)."""
         import engine
 
@@ -538,7 +536,7 @@ class TrainingRun:
 
     def report_right_after(self, entry, operator: str, label: str) -> None:
         """Evaluate the network an operator returned (and again after BN recalibration, if asked)."""
-        _, primary = self.evaluate(entry)
+        _, primary = self.evaluate_entry(entry)
         self.summary.append(self.summary_row(label, entry, primary, None))
         self.events.append({"epoch": entry.epoch, "operator": operator, "label": label, "top1": primary["top1"],
                             "train_flops_cumulative": self.cumulative_flops})
@@ -556,20 +554,24 @@ class TrainingRun:
             batches = engine.recalibrate_batchnorm(probed, self.train_loader, self.ctx.device, batches,
                                                    amp=self.args.amp, batch_transform=self.data.train_transform,
                                                    epoch=entry.epoch)
-            _, primary = self.evaluate(entry, model=probed)
+            _, primary = self.evaluate_entry(entry, model=probed)
             name = f"{label}, BN recalibrated"
             self.summary.append(self.summary_row(name, entry, primary, None))
             self.events.append({"epoch": entry.epoch, "operator": operator, "label": name, "top1": primary["top1"],
                                 "train_flops_cumulative": self.cumulative_flops})
             self.log.info(f"{name} ({batches} batches): top-1 {primary['top1']:.2f}%")
 
-    def prepare_epoch(self, entry) -> None:
-        """The epoch's lr; at a phase start (or after an operator) the trainable set and the wrapped net."""
+    def begin_epoch(self, epoch: int):
+        """The plan's operators (unless the epoch resumes mid-way: they ran before it was checkpointed),
+        then the epoch: at a phase start (or after an operator) the trainable set and the wrapped net."""
         import engine
         import models
         from compute_flops import count_flops
 
-        epoch, args = entry.epoch, self.args
+        entry, args = self.plan[epoch], self.args
+        if self.partial is None:
+            self.apply_operators(entry)
+        self.partial = None
         members = self.members_of(entry)
         self.sync_train_loader(entry)
         if (self.net is None or entry.phase_starts
@@ -584,69 +586,47 @@ class TrainingRun:
             self.net = runtime.wrap_for_training(self.model, self.ctx, compile=args.compile)
             self.log.info(f"phase {entry.phase}: {n_trainable:,} trainable parameters, "
                           f"{self.step_flops / 3 / 1e9:.4f} GFLOPs per image and forward")
-        engine.set_lr(self.optimizer, entry.lr)
-        skip = self.partial["step"] * args.batch_size if self.partial else 0
-        self.train_loader.sampler.set_epoch(epoch, skip=skip)
+        return engine.EpochSpec(
+            net=self.net, model=self.model, optimizer=self.optimizer, loader=self.train_loader, phase=entry.phase,
+            batch_size=args.batch_size, lr=entry.lr, members=members, loss_weights=entry.loss_weights or (1.0,),
+            label_smoothing=args.label_smoothing, amp=args.amp, channels_last=args.channels_last,
+            batch_transform=self.data.train_transform, row={"phase_index": entry.phase_index})
 
-    def train_epoch(self, entry, stop) -> None:
-        """One epoch; on SIGTERM / SIGINT a mid-epoch checkpoint, then ``Preempted``."""
+    def checkpoint(self, epoch: int, spec, partial: dict | None) -> None:
+        """Stopped mid-epoch: the state after epoch - 1 plus the steps done of ``epoch`` (between epochs
+        ``end_epoch`` has written it)."""
         import checkpoint
-        import engine
 
-        args, epoch = self.args, entry.epoch
-        self.epoch_start = time.time()
-        metrics = engine.train_one_epoch(
-            self.net, self.train_loader, self.optimizer, self.ctx.device, members=self.members_of(entry),
-            loss_weights=entry.loss_weights or (1.0,), epoch=epoch, phase=entry.phase,
-            label_smoothing=args.label_smoothing, amp=args.amp, scaler=self.ctx.scaler,
-            show_progress=self.ctx.main_process, stop=stop, resume_from=self.partial,
-            channels_last=args.channels_last, batch_transform=self.data.train_transform)
-        self.partial = None
-        if not metrics["completed"]:
-            step = metrics["partial"]["step"]
-            if self.ctx.main_process:
-                self.save(checkpoint.LATEST_NAME,
-                          self.state(epoch - 1, entry, {"partial": {"epoch": epoch, **metrics["partial"]}}))
-            raise Preempted(f"stopped by {stop.signal_name} at epoch {epoch}, step {step} ({entry.phase}); "
-                            f"checkpoint written to {os.path.abspath(self.run_dir)}; resume with the same command "
-                            "plus --resume auto")
-        self.train_metrics = metrics
+        if partial is not None and self.ctx.main_process:
+            self.save(checkpoint.LATEST_NAME, self.state(epoch - 1, self.plan[epoch], {"partial": {"epoch": epoch,
+                                                                                                   **partial}}))
 
-    def end_epoch(self, entry) -> None:
-        """Evaluate, log the epoch's metrics, add summary rows at a phase end, write checkpoints."""
-        import torch
+    def evaluate(self, epoch: int, spec):
+        self.results, primary = self.evaluate_entry(self.plan[epoch])
+        return self.data.selection_split, primary
 
-        import checkpoint
-        import distributed
-        import engine
-
-        epoch, split, train_metrics = entry.epoch, self.data.selection_split, self.train_metrics
-        distributed.broadcast_buffers(self.model)
-        if not all(torch.isfinite(p).all() for p in self.model.parameters()):
-            raise engine.NonFiniteLossError(f"the weights became non-finite during epoch {epoch} ({entry.phase}); "
-                                            "the last good checkpoint is kept")
-        results, primary = self.evaluate(entry)
-        self.cumulative_flops += self.step_flops * train_metrics["train_samples"]
+    def add_columns(self, epoch: int, spec, row: dict) -> None:
+        """The best top-1 of the phase so far, the training FLOPs so far, each member's top-1."""
+        entry, split = self.plan[epoch], self.data.selection_split
+        self.cumulative_flops += self.step_flops * row["train_samples"]
         if entry.phase_starts:
             self.best_top1 = 0.0
-        is_best = primary["top1"] > self.best_top1
-        self.best_top1 = max(self.best_top1, primary["top1"])
-        metrics = {"epoch": epoch, "phase": entry.phase, "phase_index": entry.phase_index, "lr": entry.lr,
-                   **{k: v for k, v in train_metrics.items() if k != "completed"},
-                   f"{split}_loss": primary["loss"], f"{split}_top1": primary["top1"],
-                   f"{split}_top5": primary["top5"], "best_top1": self.best_top1,
-                   "train_flops_cumulative": self.cumulative_flops, "epoch_time": time.time() - self.epoch_start}
-        if len(results) > 1:
-            metrics.update({f"{split}_top1_member_{m}": r["top1"] for m, r in results.items()})
-        self.history.append(metrics)
-        self.log.log_epoch(metrics)
-        skipped = metrics["amp_skipped_steps"]
-        amp_note = f", {skipped} overflow steps skipped" if skipped else ""
-        self.log.info(f"epoch {epoch:>4} {entry.phase:<8} lr {entry.lr:.2e}  train loss {metrics['train_loss']:.4f} "
-                      f"top-1 {metrics['train_top1']:.2f}  {split} top-1 {primary['top1']:.2f} "
-                      f"top-5 {primary['top5']:.2f}  ({metrics['epoch_time']:.1f}s{amp_note})")
+        self.is_best = row[f"{split}_top1"] > self.best_top1
+        self.best_top1 = max(self.best_top1, row[f"{split}_top1"])
+        row.update(best_top1=self.best_top1, train_flops_cumulative=self.cumulative_flops)
+        if len(self.results) > 1:
+            row.update({f"{split}_top1_member_{m}": r["top1"] for m, r in self.results.items()})
+
+    def end_epoch(self, epoch: int, spec, row: dict) -> None:
+        """Summary rows at a phase end; the checkpoints (last, best, a member's, the grown network's)."""
+        import checkpoint
+        import distributed
+
+        entry, results = self.plan[epoch], self.results
+        self.history.append(row)
         phase_ends = epoch + 1 == len(self.plan) or self.plan[epoch + 1].phase != entry.phase
         if phase_ends:
+            primary = {key: row[f"{self.data.selection_split}_{key}"] for key in ("top1", "top5")}
             if entry.phase == "member_1" and 0 in results:
                 self.summary.append(self.summary_row("member 0", entry, results[0], 0))
             self.summary.append(self.summary_row(PHASE_SUMMARY_NAMES[entry.phase], entry, primary,
@@ -654,7 +634,7 @@ class TrainingRun:
         if self.ctx.main_process:
             state = self.state(epoch, entry)
             self.save(checkpoint.LATEST_NAME, state)
-            if is_best:
+            if self.is_best:
                 self.save(checkpoint.BEST_NAME, state)
             if phase_ends and entry.phase in ("member_0", "member_1"):
                 self.save(checkpoint.member_checkpoint_name(entry.forward_member), state)
@@ -689,7 +669,7 @@ class TrainingRun:
         """With a validation split, the test set once; then the summary table, summary.json and plots."""
         if self.history and self.data.val_loader is not None and not self.args.skip_final_test:
             last = self.plan[len(self.plan) - 1]
-            _, primary = self.evaluate(last, self.data.test_loader)
+            _, primary = self.evaluate_entry(last, self.data.test_loader)
             row = self.summary_row(f"{PHASE_SUMMARY_NAMES[last.phase]} (test)", last, primary, last.forward_member)
             self.summary.append({**row, "split": "test"})
         if self.history:
