@@ -357,7 +357,9 @@ class Trainee:
     """A system's side of ``fit``: what each epoch trains, how it is evaluated, saved and checkpointed.
 
     ``run_dir`` (the run folder, named in the stop sentence), ``ctx`` (``runtime.Context``) and
-    ``stop`` (a ``StopRequest``, or None) are set by the system.
+    ``stop`` (a ``StopRequest``, or None) are set by the system. ``fit`` needs only ``begin_epoch``
+    and ``checkpoint``; an object with these hooks need not subclass this (main.py's ``TrainingRun``
+    does not, so that its flags are checked before torch is imported).
     """
 
     run_dir: str
@@ -425,13 +427,13 @@ def fit(trainee: Trainee, epochs: range, *, partial: dict | None = None, show_pr
         if not all(torch.isfinite(p).all() for p in spec.model.parameters()):
             raise NonFiniteLossError(f"the weights became non-finite during {spec.where}epoch {epoch} ({spec.phase}); "
                                      "the last good checkpoint is kept: lower the learning rate, then resume")
-        evaluation = trainee.evaluate(epoch, spec)
+        evaluation = _hook(trainee, "evaluate")(epoch, spec)
         row = epoch_row(epoch if spec.row_epoch is None else spec.row_epoch, spec, metrics, evaluation,
                         time.time() - started)
-        trainee.add_columns(epoch, spec, row)
+        _hook(trainee, "add_columns")(epoch, spec, row)
         ctx.logger.log_epoch(row)
         ctx.logger.info(epoch_line(row, spec, evaluation))
-        trainee.end_epoch(epoch, spec, row)
+        _hook(trainee, "end_epoch")(epoch, spec, row)
         rows.append(row)
         if stop is not None and epoch + 1 < epochs.stop and stop.requested(ctx.device):
             trainee.checkpoint(epoch + 1, spec, None)
@@ -439,6 +441,12 @@ def fit(trainee: Trainee, epochs: range, *, partial: dict | None = None, show_pr
                 f"stopped by {stop.signal_name} after {spec.where}epoch {epoch} ({spec.phase}); checkpoint written "
                 f"to {os.path.abspath(trainee.run_dir)}; resume with the same command plus --resume auto")
     return rows
+
+
+def _hook(trainee, name: str):
+    """``trainee``'s hook ``name``, else ``Trainee``'s default (which does nothing)."""
+    own = getattr(trainee, name, None)
+    return own if own is not None else getattr(Trainee, name).__get__(trainee)
 
 
 def epoch_row(row_epoch: int, spec: EpochSpec, metrics: dict, evaluation: tuple[str, dict] | None,

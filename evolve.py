@@ -190,6 +190,60 @@ def main(args: argparse.Namespace) -> dict:
         return run.report()
 
 
+class Training:
+    """One individual's training (SGDR, per step) as ``engine.fit`` runs it; a stop writes the search's
+    checkpoint with this training in flight."""
+
+    def __init__(self, run, task, stop, first_epoch: int, resume: dict | None) -> None:
+        from evolution import SGDR
+
+        self.run, self.task, self.stop, self.first_epoch = run, task, stop, first_epoch
+        self.ctx, self.run_dir = run.ctx, run.run_dir
+        self.model = task.model.to(run.ctx.device)
+        self.loader = run.loader_for(task)
+        self.schedule = SGDR(run.args.lr, task.epochs, len(self.loader))
+        self.net = runtime.wrap_for_training(self.model, run.ctx)
+        self.optimizer = run.new_optimizer(self.model)
+        self.start_epoch, self.partial, seconds = 0, None, 0.0
+        if resume is not None:
+            import engine
+
+            engine.load_optimizer_state_by_name(self.optimizer, self.model, resume["optimizer"])
+            if run.ctx.scaler is not None and resume.get("scaler"):
+                run.ctx.scaler.load_state_dict(resume["scaler"])
+            self.start_epoch, self.partial, seconds = resume["epoch"], resume["partial"], resume["seconds"]
+        self.started = time.time() - seconds
+
+    def begin_epoch(self, epoch: int):
+        import engine
+
+        if self.schedule.restarts_at(epoch) and self.partial is None:
+            self.optimizer = self.run.new_optimizer(self.model)  # a new cycle: the optimizer restarts
+        self.partial = None
+        individual, args = self.task.individual, self.run.args
+        loader_epoch = self.first_epoch + epoch  # every epoch of the search sees its own shuffle
+        return engine.EpochSpec(
+            net=self.net, model=self.model, optimizer=self.optimizer, loader=self.loader, phase=self.task.stage,
+            batch_size=args.batch_size, step_lr=lambda step: self.schedule.lr(epoch, step),
+            loader_epoch=loader_epoch, row_epoch=loader_epoch, amp=args.amp,
+            batch_transform=self.run.data.train_transform, where=f"individual {individual.id} ",
+            row={"individual": individual.id, "generation": individual.generation})
+
+    def checkpoint(self, epoch: int, spec, partial: dict | None) -> None:
+        """The search's checkpoint with this training in flight (to continue at ``epoch``, ``partial``)."""
+        import engine
+        from utils import rng_state
+
+        task, scaler = self.task, self.ctx.scaler
+        self.run.in_flight = {
+            "stage": task.stage, "epochs": task.epochs, "first_epoch": self.first_epoch, "epoch": epoch,
+            "partial": partial, "individual": task.individual.record(), "model": self.model.state_dict(),
+            "optimizer": engine.optimizer_state_by_name(self.optimizer, self.model),
+            "scaler": scaler.state_dict() if scaler is not None else None, "rng": rng_state(),
+            "seconds": time.time() - self.started}
+        self.run.save_checkpoint()
+
+
 class EvolutionRun:
     """One search: its folder, data, ``Search`` state, and the training of each individual.
 
@@ -350,71 +404,14 @@ class EvolutionRun:
         return self.full_loader
 
     def train(self, task, stop, first_epoch: int, resume: dict | None):
-        """Train ``task.model`` for ``task.epochs`` epochs of SGDR; (the trained model, seconds of training).
-
-        ``resume``: the ``in_flight`` record of a stopped training, which continues where it stopped.
+        """Train ``task.model`` for ``task.epochs`` epochs of SGDR (``engine.fit``); (the trained model, seconds
+        of training). ``resume``: the ``in_flight`` record of a stopped training, which continues where it stopped.
         """
-        import torch
-
-        import distributed
         import engine
-        from evolution import SGDR
 
-        args, ctx = self.args, self.ctx
-        model = task.model.to(ctx.device)
-        loader = self.loader_for(task)
-        schedule = SGDR(args.lr, task.epochs, len(loader))
-        net = runtime.wrap_for_training(model, ctx)
-        optimizer = self.new_optimizer(model)
-        start_epoch, partial, seconds = 0, None, 0.0
-        if resume is not None:
-            engine.load_optimizer_state_by_name(optimizer, model, resume["optimizer"])
-            if ctx.scaler is not None and resume.get("scaler"):
-                ctx.scaler.load_state_dict(resume["scaler"])
-            start_epoch, partial, seconds = resume["epoch"], resume["partial"], resume["seconds"]
-        started = time.time() - seconds
-        for epoch in range(start_epoch, task.epochs):
-            if schedule.restarts_at(epoch) and partial is None:
-                optimizer = self.new_optimizer(model)  # a new cycle: the optimizer restarts
-            loader_epoch = first_epoch + epoch  # every epoch of the search sees its own shuffle
-            loader.sampler.set_epoch(loader_epoch, skip=partial["step"] * args.batch_size if partial else 0)
-            epoch_start = time.time()
-            metrics = engine.train_one_epoch(
-                net, loader, optimizer, ctx.device, members=(None,), loss_weights=(1.0,), epoch=loader_epoch,
-                phase=task.stage, amp=args.amp, scaler=ctx.scaler, show_progress=ctx.main_process, stop=stop,
-                resume_from=partial, batch_transform=self.data.train_transform,
-                step_lr=lambda step, epoch=epoch: schedule.lr(epoch, step))
-            partial = None
-            if not metrics["completed"]:  # stopped mid-epoch
-                self.stop_in_flight(stop, task, model, optimizer, first_epoch, epoch, metrics["partial"], started)
-            if epoch + 1 < task.epochs and stop.requested(ctx.device):  # stopped at the end of an epoch
-                self.stop_in_flight(stop, task, model, optimizer, first_epoch, epoch + 1, None, started)
-            distributed.broadcast_buffers(model)
-            if not all(torch.isfinite(p).all() for p in model.parameters()):
-                raise engine.NonFiniteLossError(
-                    f"the weights of individual {task.individual.id} became non-finite in its epoch {epoch}; "
-                    "the last good checkpoint is kept: lower --lr, then resume")
-            row = {"epoch": loader_epoch, "individual": task.individual.id, "generation": task.individual.generation,
-                   "stage": task.stage, "lr_start": schedule.lr(epoch, 0),
-                   **{k: v for k, v in metrics.items() if k != "completed"}, "epoch_time": time.time() - epoch_start}
-            self.log.log_epoch(row)
-        return model, time.time() - started
-
-    def stop_in_flight(self, stop, task, model, optimizer, first_epoch: int, epoch: int, partial: dict | None,
-                       started: float) -> None:
-        """Checkpoint the search with this training's state (to continue at ``epoch``, ``partial``), then stop."""
-        import engine
-        from utils import rng_state
-
-        ctx = self.ctx
-        self.in_flight = {"stage": task.stage, "epochs": task.epochs, "first_epoch": first_epoch, "epoch": epoch,
-                          "partial": partial, "individual": task.individual.record(), "model": model.state_dict(),
-                          "optimizer": engine.optimizer_state_by_name(optimizer, model),
-                          "scaler": ctx.scaler.state_dict() if ctx.scaler is not None else None,
-                          "rng": rng_state(), "seconds": time.time() - started}
-        self.save_checkpoint()
-        raise runtime.Preempted(f"stopped by {stop.signal_name} {self.position()}; checkpoint written to "
-                                f"{os.path.abspath(self.run_dir)}; resume with the same command plus --resume auto")
+        training = Training(self, task, stop, first_epoch, resume)
+        engine.fit(training, range(training.start_epoch, task.epochs), partial=training.partial)
+        return training.model, time.time() - training.started
 
     def evaluate(self, model, loader) -> dict:
         import engine

@@ -249,19 +249,57 @@ def size_of(network, input_size) -> dict:
     return {"params": count_parameters(network), "flops": count_flops(network, input_size)}
 
 
-class FirstBatches:
-    """The first ``steps`` batches of an epoch of ``loader`` (the cut last epoch of ``--finetune_steps``)."""
+class Training:
+    """One training of a fusion run (a member, or the fine-tuning): the hooks ``engine.fit`` runs.
 
-    def __init__(self, loader, steps: int) -> None:
-        self.loader, self.steps, self.sampler = loader, steps, loader.sampler
+    Every epoch is checkpointed (``checkpoint.pth``: the training in progress and what is done); the
+    fine-tuning (``select``) also keeps the epoch with the best validation top-1 as ``best.pth``.
+    """
 
-    def __len__(self) -> int:
-        return self.steps
+    def __init__(self, run, network, optimizer, loader, stop, *, phase: str, name: str, epochs: int, lr_of,
+                 select: bool, max_steps: int | None) -> None:
+        import runtime
 
-    def __iter__(self):
-        import itertools
+        self.run, self.network, self.optimizer, self.loader = run, network, optimizer, loader
+        self.phase, self.name, self.epochs, self.lr_of = phase, name, epochs, lr_of
+        self.select, self.max_steps = select, max_steps
+        self.ctx, self.run_dir, self.stop = run.ctx, run.run_dir, stop
+        self.net = runtime.wrap_for_training(network, run.ctx)
+        self.per_epoch = len(loader)  # steps of a whole epoch (a resumed one skips its first steps)
 
-        return itertools.islice(iter(self.loader), self.steps)
+    def begin_epoch(self, epoch: int):
+        import engine
+
+        args = self.run.args
+        steps = None if self.max_steps is None else min(self.per_epoch, self.max_steps - epoch * self.per_epoch)
+        return engine.EpochSpec(net=self.net, model=self.network, optimizer=self.optimizer, loader=self.loader,
+                                phase=self.phase, batch_size=args.batch_size, lr=self.lr_of(epoch), steps=steps,
+                                row_epoch=self.run.record["epoch"] + 1, amp=args.amp,
+                                batch_transform=self.run.data.train_transform, row={"phase_epoch": epoch})
+
+    def checkpoint(self, epoch: int, spec, partial: dict | None) -> None:
+        if partial is not None:  # between epochs, end_epoch has written it
+            self.run.checkpoint_progress({"training": self.name, "training_epoch": epoch, "network": self.network,
+                                          "optimizer": self.optimizer, "partial": partial})
+
+    def evaluate(self, epoch: int, spec):
+        return None if self.run.data.val_loader is None else ("val", self.run.evaluate(self.network, "val"))
+
+    def end_epoch(self, epoch: int, spec, row: dict) -> None:
+        import distributed
+
+        run, record = self.run, self.run.record
+        record["epoch"] += 1
+        record["history"].append(row)
+        if self.select and row.get("val_top1") is not None and (record["best_val"] is None
+                                                                 or row["val_top1"] > record["best_val"]):
+            record.update(best_val=row["val_top1"], best_epoch=epoch)
+            run.save(BEST_NAME, run.network_state(self.network, phase="finetune", epoch=record["epoch"],
+                                                  finetune_epoch=epoch))
+        more = epoch + 1 < self.epochs
+        run.checkpoint_progress({"training": self.name, "training_epoch": epoch + 1, "network": self.network,
+                                 "optimizer": self.optimizer} if more else None)
+        distributed.barrier()
 
 
 # --------------------------------------------------------------------------- the run
@@ -493,69 +531,24 @@ class FusionRun:
 
     def train(self, network, *, phase: str, name: str, epochs: int, lr_of, momentum: float, weight_decay: float,
               seed: int, stop, resumed: dict | None, select: bool = False, max_steps: int | None = None) -> None:
-        """Train ``network`` in place for ``epochs`` through ``engine.train_one_epoch``, checkpointing every epoch;
-        ``max_steps``: the last epoch stops once that many steps are done in all."""
-        import torch
-
-        import distributed
+        """Train ``network`` in place for ``epochs`` (``engine.fit``), checkpointing every epoch; ``max_steps``:
+        the last epoch stops once that many steps are done in all."""
         import engine
         from utils import set_rng_state
 
-        args, ctx = self.args, self.ctx
         optimizer = engine.build_optimizer(network, lr=lr_of(0), momentum=momentum, nesterov=False,
                                            weight_decay=weight_decay)
         start, partial = 0, None
         if resumed is not None:
             network.load_state_dict(resumed["model"])
             engine.load_optimizer_state_by_name(optimizer, network, resumed["optimizer"])
-            if ctx.scaler is not None and resumed.get("scaler"):
-                ctx.scaler.load_state_dict(resumed["scaler"])
+            if self.ctx.scaler is not None and resumed.get("scaler"):
+                self.ctx.scaler.load_state_dict(resumed["scaler"])
             start, partial = resumed["training_epoch"], resumed.get("partial")
             set_rng_state(resumed["rng"])
-        net = runtime.wrap_for_training(network, ctx)
-        loader = self.data.train_loader(seed)
-        per_epoch = len(loader)  # steps of a whole epoch (a resumed one skips its first steps)
-        for epoch in range(start, epochs):
-            engine.set_lr(optimizer, lr_of(epoch))
-            loader.sampler.set_epoch(epoch, skip=partial["step"] * args.batch_size if partial else 0)
-            started = time.time()
-            steps = per_epoch if max_steps is None else min(per_epoch, max_steps - epoch * per_epoch)
-            steps -= partial["step"] if partial else 0
-            metrics = engine.train_one_epoch(
-                net, loader if steps == len(loader) else FirstBatches(loader, steps), optimizer, ctx.device,
-                members=(None,), loss_weights=(1.0,), epoch=epoch, phase=phase,
-                amp=args.amp, scaler=ctx.scaler, show_progress=ctx.main_process, stop=stop, resume_from=partial,
-                batch_transform=self.data.train_transform)
-            partial = None
-            if not metrics["completed"]:
-                self.checkpoint_progress({"training": name, "training_epoch": epoch, "network": network,
-                                          "optimizer": optimizer, "partial": metrics["partial"]})
-                raise runtime.Preempted(
-                    f"stopped by {stop.signal_name} in {phase} epoch {epoch}, step {metrics['partial']['step']}; "
-                    f"checkpoint written to {os.path.abspath(self.run_dir)}; resume with the same command plus "
-                    "--resume auto")
-            distributed.broadcast_buffers(network)
-            if not all(torch.isfinite(p).all() for p in network.parameters()):
-                raise engine.NonFiniteLossError(f"the weights became non-finite in {phase} epoch {epoch}; "
-                                                "the last good checkpoint is kept")
-            val = self.evaluate(network, "val")
-            self.record["epoch"] += 1
-            row = {"epoch": self.record["epoch"], "phase": phase, "phase_epoch": epoch, "lr": lr_of(epoch),
-                   **{k: v for k, v in metrics.items() if k != "completed"},
-                   "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"],
-                   "epoch_time": time.time() - started}
-            self.record["history"].append(row)
-            self.log.log_epoch(row)
-            self.log.info(f"{phase} epoch {epoch:>3} lr {row['lr']:.2e}  train loss {row['train_loss']:.4f} "
-                          f"top-1 {row['train_top1']:.2f}  val top-1 {val['top1']:.2f}  ({row['epoch_time']:.1f}s)")
-            if select and (self.record["best_val"] is None or val["top1"] > self.record["best_val"]):
-                self.record.update(best_val=val["top1"], best_epoch=epoch)
-                self.save(BEST_NAME, self.network_state(network, phase="finetune", epoch=self.record["epoch"],
-                                                        finetune_epoch=epoch))
-            more = epoch + 1 < epochs
-            self.checkpoint_progress({"training": name, "training_epoch": epoch + 1, "network": network,
-                                      "optimizer": optimizer} if more else None)
-            distributed.barrier()
+        training = Training(self, network, optimizer, self.data.train_loader(seed), stop, phase=phase, name=name,
+                            epochs=epochs, lr_of=lr_of, select=select, max_steps=max_steps)
+        engine.fit(training, range(start, epochs), partial=partial)
 
     def checkpoint_progress(self, training: dict | None) -> None:
         """Write checkpoint.pth: what is done (``record``) and the training in progress, if any."""
