@@ -11,6 +11,7 @@ import engine
 import fuse
 import main
 import models
+import runtime
 from models.mlp import MLP
 
 # Tiny WRN-10-1 members on a 100-image digits subset (80 to train, 20 to validate): seconds a run.
@@ -268,3 +269,15 @@ def test_member_seeds_choose_each_members_seed(trained, tmp_path):
         ours, theirs = (torch.load(os.path.join(run_dir(path), f"member_{i}.pth"), map_location="cpu",
                                    weights_only=True)["model"] for path, i in ((tmp_path, ours), (trained, theirs)))
         assert all(torch.equal(ours[key], theirs[key]) for key in theirs)
+
+
+def test_a_fine_tuning_that_goes_non_finite_exits_3_in_one_sentence_keeping_the_last_checkpoint(trained, tmp_path,
+                                                                                                capsys):
+    """The fine-tuning runs in engine.fit like every training (issue #23): NaN / inf stops it with exit 3."""
+    members = [os.path.join(run_dir(trained), f"member_{i}.pth") for i in (0, 1)]
+    status = run_fuse(tmp_path, "--checkpoints", *members, "--method", "average", "--finetune_epochs", "2",
+                      "--finetune_lr", "1e30")
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("warning: ")]
+    assert status == runtime.EXIT_NON_FINITE
+    assert len(err) == 1 and "non-finite" in err[0] and "finetune" in err[0], err
+    assert os.path.exists(os.path.join(run_dir(tmp_path), checkpoint.LATEST_NAME))  # what was done before is kept
