@@ -274,16 +274,19 @@ KIND_DESCRIPTIONS = {
     "nws_pretrain": "a Neural Weight Search pretraining checkpoint (written by nws.py pretrain)",
     "nws_pools": "a set of Neural Weight Search pools (written by nws.py pretrain)",
     "nws_task": "a Neural Weight Search task (written by nws.py tasks)",
+    "nws_task_in_flight": "the checkpoint of a Neural Weight Search task in training (written by nws.py tasks)",
 }
 
 
 def kind_of(state: dict) -> str:
     """Which CLI wrote a checkpoint, from the entries each one writes: a key of ``KIND_DESCRIPTIONS``."""
     from weight_search.pools import POOLS_KIND
-    from weight_search.protocol import NWS_TASK_KIND, PLAIN_TASK_KIND
+    from weight_search.protocol import NWS_TASK_KIND, PLAIN_TASK_KIND, TASK_IN_FLIGHT_KIND
 
     if state.get("kind") in (NWS_TASK_KIND, PLAIN_TASK_KIND):
         return "nws_task"
+    if state.get("kind") == TASK_IN_FLIGHT_KIND:
+        return "nws_task_in_flight"
     if state.get("kind") == POOLS_KIND:
         return "nws_pools"
     for entry, kind in (("pool_learner", "nws_pretrain"), ("search", "evolve"), ("record", "fuse")):

@@ -207,7 +207,7 @@ def pretrain(args: argparse.Namespace) -> dict:
     import utils
     from models.nws import build_network
     from weight_search.pools import POOLS_NAME, PoolLearner, pools_state
-    from weight_search.protocol import train
+    from weight_search.protocol import Training
 
     ctx = runtime.Context(args)
     try:
@@ -227,38 +227,26 @@ def pretrain(args: argparse.Namespace) -> dict:
         utils.seed_everything(args.manualSeed)
         model = build_network(config).to(ctx.device)
         learner = PoolLearner(model, args.decay, args.kmeans_eps)
-        start = 0
+        training = Training(model, data.train_set, data.val_set if data.val_set is not None else data.test_set,
+                            _recipe(args), _loops(args, ctx), seed=args.manualSeed, phase="pretrain", epoch_offset=0,
+                            nws=True, run_dir=run_dir, test_every=args.test_every, split=data.selection_split,
+                            extra_state=lambda: {"args": checkpoint.args_to_dict(args),
+                                                 "pool_learner": learner.state_dict()})
         if resume_state is not None:
-            model.load_state_dict(resume_state["model"])
+            training.resume(resume_state)
             learner.load_state_dict(resume_state["pool_learner"])
-            utils.set_rng_state(resume_state["rng"])
-            start = resume_state["epoch"] + 1
-            ctx.logger.continue_at(start)
-            ctx.logger.info(f"resuming {resume_path} after epoch {resume_state['epoch']}")
+            ctx.logger.continue_at(training.start_epoch)
+            ctx.logger.info(f"resuming {resume_path}: {training.resumed_at()}")
         ctx.logger.info(f"pretraining the pools of {config.arch} (gs {config.group_size}, n_emb {config.pool_size}) "
                         f"on {args.dataset} for {args.epochs} epochs in {run_dir}")
-        last = dict(resume_state["metrics"]) if resume_state is not None else {}
-
-        def save_checkpoint(epoch: int, optimizer, row: dict) -> None:
-            last.update(row)
-            if ctx.main_process:
-                checkpoint.save_checkpoint({"args": checkpoint.args_to_dict(args), "epoch": epoch,
-                                            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                            "pool_learner": learner.state_dict(), "rng": utils.rng_state(),
-                                            "metrics": row},
-                                           os.path.join(run_dir, checkpoint.LATEST_NAME), keep_previous=True)
-
-        stop = engine.StopRequest().install()
+        training.stop = engine.StopRequest().install()
         try:
-            train(model, data.train_set, data.val_set if data.val_set is not None else data.test_set, _recipe(args),
-                  _loops(args, ctx), seed=args.manualSeed, phase="pretrain", epoch_offset=0, nws=True, stop=stop,
-                  start_epoch=start, optimizer_state=resume_state["optimizer"] if resume_state else None,
-                  on_epoch_end=save_checkpoint, test_every=args.test_every, split=data.selection_split)
+            training.fit()
         finally:
-            stop.restore()
+            training.stop.restore()
         learner.remove()
         source = {"dataset": args.dataset, "epochs": args.epochs, "seed": args.manualSeed,
-                  "train_subset": args.train_subset, "top1": last.get(f"{data.selection_split}_top1")}
+                  "train_subset": args.train_subset, "top1": training.last_measured()}
         if ctx.main_process:
             checkpoint.save_checkpoint(pools_state(model, config, source), os.path.join(run_dir, POOLS_NAME))
         ctx.logger.info(f"pools written to {os.path.join(run_dir, POOLS_NAME)}"
@@ -300,6 +288,18 @@ def _task_pools(args: argparse.Namespace, run_dir: str, config) -> dict:
     return state
 
 
+def _task_in_flight(run_dir: str, task: int) -> dict | None:
+    """The checkpoint of ``task`` stopped before it was stored, if the run folder holds one."""
+    import checkpoint
+
+    path = checkpoint.latest_checkpoint(run_dir)
+    if path is None:
+        return None
+    state = checkpoint.load_checkpoint(path)
+    checkpoint.require_kind(state, path, ("nws_task_in_flight",))
+    return state if state["task"] == task else None  # an older task's, already stored
+
+
 def run_tasks(args: argparse.Namespace) -> dict:
     """Train every task of the split in order (from the first one not stored), then re-measure them all."""
     import checkpoint
@@ -307,8 +307,8 @@ def run_tasks(args: argparse.Namespace) -> dict:
     import engine
     import utils
     from weight_search.pools import POOLS_NAME
-    from weight_search.protocol import (nws_task_state, new_task_network, plain_task_state, rebuild, task_seed,
-                                        train)
+    from weight_search.protocol import (TASK_IN_FLIGHT_KIND, Training, nws_task_state, new_task_network,
+                                        plain_task_state, rebuild, task_seed)
     from weight_search.splits import SPLIT_NAMES, load_split
     from weight_search.storage import read_task, save_task
 
@@ -327,11 +327,15 @@ def run_tasks(args: argparse.Namespace) -> dict:
         if stored:
             checkpoint.check_compatible(read_task(run_dir, stored[-1])["args"], checkpoint.args_to_dict(args),
                                         TASK_FIELDS)
+        in_flight = _task_in_flight(run_dir, len(stored)) if args.resume == "auto" else None
+        if in_flight is not None:
+            checkpoint.check_compatible(in_flight["args"], checkpoint.args_to_dict(args), TASK_FIELDS)
         pools_state = _task_pools(args, run_dir, config) if nws else None
         pools = pools_state["pools"] if nws else None
 
         runtime.open_run_folder(args, ctx, run_dir)
-        ctx.logger.continue_at(len(stored) * args.epochs)  # a task stopped before it was stored is trained again
+        # A task stopped before it was stored goes on from its checkpoint, or is trained again without one.
+        ctx.logger.continue_at(in_flight["epoch"] + 1 if in_flight is not None else len(stored) * args.epochs)
         if ctx.main_process:
             _write_args(run_dir, args)
             if nws and not os.path.isfile(os.path.join(run_dir, POOLS_NAME)):
@@ -352,8 +356,16 @@ def run_tasks(args: argparse.Namespace) -> dict:
                 model = new_task_network(config, task_data, ctx.device, pools, previous)
                 phase = f"task {t}"
                 ctx.logger.info(f"{phase}: {task_data.task.name} ({len(task_data.train)} training images)")
-                train(model, task_data.train, task_data.test, recipe, loops, seed=seed, phase=phase,
-                      epoch_offset=t * args.epochs, nws=nws, stop=stop, test_every=args.test_every)
+                training = Training(model, task_data.train, task_data.test, recipe, loops, seed=seed, phase=phase,
+                                    epoch_offset=t * args.epochs, nws=nws, run_dir=run_dir,
+                                    test_every=args.test_every,
+                                    extra_state=lambda t=t: {"kind": TASK_IN_FLIGHT_KIND, "task": t,
+                                                             "args": checkpoint.args_to_dict(args)})
+                if in_flight is not None and in_flight["task"] == t:
+                    training.resume(in_flight)
+                    ctx.logger.info(training.resumed_at())
+                training.stop = stop
+                training.fit()
                 task_config = config.with_classes(len(task_data.task.classes))
                 extra = {"args": checkpoint.args_to_dict(args), "seed": seed}
                 state = (nws_task_state(model, task_data.task, task_config, pools, extra) if nws

@@ -107,6 +107,8 @@ def one_sentence(capsys) -> str:
 
 OTHER_CHECKPOINTS = [
     ({"kind": "nws_task", "task": 0, "args": {"dataset": "digits"}}, "a Neural Weight Search task"),
+    ({"kind": "nws_task_in_flight", "task": 0, "epoch": 1, "args": {"dataset": "digits"}, "metrics": []},
+     "the checkpoint of a Neural Weight Search task in training"),
     ({"kind": "nws_pools", "pools": {}, "network": {}}, "Neural Weight Search pools"),
     ({"args": {"dataset": "digits"}, "epoch": 3, "search": {}, "rng": {}}, "an evolution search checkpoint"),
     ({"args": {"dataset": "digits"}, "epoch": 3, "record": {}}, "a fusion run checkpoint"),

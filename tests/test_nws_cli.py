@@ -110,22 +110,99 @@ def test_resume_auto_continues_at_the_first_task_not_stored_and_matches_an_unint
         assert resumed["right_after"] == uninterrupted["right_after"]
 
 
-def test_sigterm_during_a_task_exits_75_keeps_the_stored_tasks_and_resume_finishes_the_run(full_run, pools, tmp_path,
-                                                                                         monkeypatch):
+def metrics_rows(run_dir, epochs) -> list[dict]:
+    import json
+
+    with open(run_dir / "metrics.jsonl", encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle]
+    return [row for row in rows if row["epoch"] in epochs]
+
+
+def test_a_task_stopped_mid_epoch_resumes_at_its_step_to_the_same_indices_and_accuracy(full_run, pools, tmp_path,
+                                                                                       monkeypatch):
     import engine
 
     run_dir, _ = full_run
-    steps = []  # a stop request arrives during task 2 (6 steps per task: 3 batches x 2 epochs)
-    monkeypatch.setattr(engine.StopRequest, "requested", lambda self, device: steps.append(1) or len(steps) > 14)
+    steps = []  # 7 stop checks per task (3 steps, one between the epochs, 3 steps): the 19th is task 2's epoch 1, step 1
+
+    def requested(self, device):
+        steps.append(1)
+        if len(steps) == 19:
+            self.signal_name = "SIGTERM"
+        return self.signal_name is not None
+
+    monkeypatch.setattr(engine.StopRequest, "requested", requested)
     assert run(*TASKS, "--pools", pools, "--save_path", tmp_path) == 75
     resumed_dir = tmp_path / "digits" / "tasks" / "seed_5"
     assert sorted(f for f in os.listdir(resumed_dir) if f.startswith("task_")) == ["task_00.pth", "task_01.pth"]
+    in_flight = torch.load(resumed_dir / "checkpoint.pth", weights_only=True)
+    assert (in_flight["task"], in_flight["epoch"], in_flight["partial"]["step"]) == (2, 4, 1)
+
     monkeypatch.undo()
+    trained = []  # (epoch, the step it starts at) of every epoch the resumed run trains
+    train_one_epoch = engine.train_one_epoch
+    monkeypatch.setattr(engine, "train_one_epoch", lambda *a, **k: trained.append(
+        (k["epoch"], (k["resume_from"] or {"step": 0})["step"])) or train_one_epoch(*a, **k))
     assert run(*TASKS, "--save_path", tmp_path, "--resume", "auto") == 0
+    assert trained[:2] == [(1, 1), (0, 0)]  # task 2 goes on at epoch 1, step 1; task 3 starts
     for t in range(5):
         resumed = torch.load(resumed_dir / f"task_{t:02d}.pth", weights_only=True)
         uninterrupted = torch.load(run_dir / f"task_{t:02d}.pth", weights_only=True)
         assert torch.equal(resumed["indices_lzma"], uninterrupted["indices_lzma"])
+        assert resumed["right_after"] == pytest.approx(uninterrupted["right_after"])
+    measured = ("train_loss", "train_top1", "test_top1", "test_loss", "commitment")
+    for resumed, uninterrupted in zip(metrics_rows(resumed_dir, (4, 5)), metrics_rows(run_dir, (4, 5)), strict=True):
+        assert {k: resumed[k] for k in measured} == pytest.approx({k: uninterrupted[k] for k in measured})
+
+
+def poison_weights_after_epoch(monkeypatch, epoch: int) -> None:
+    """The weights turn NaN at the end of the ``epoch``-th epoch trained (counting from 1), as a huge lr would."""
+    import engine
+
+    trained, train_one_epoch = [], engine.train_one_epoch
+
+    def poisoned(net, *args, **kwargs):
+        result = train_one_epoch(net, *args, **kwargs)
+        trained.append(1)
+        if len(trained) == epoch:
+            with torch.no_grad():
+                next(net.parameters()).fill_(float("nan"))
+        return result
+
+    monkeypatch.setattr(engine, "train_one_epoch", poisoned)
+
+
+def assert_stopped_non_finite(status: int, capsys) -> None:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 3 and "weights became non-finite" in err[-1] and "Traceback" not in "\n".join(err)
+
+
+def test_a_task_whose_weights_go_non_finite_exits_3_and_keeps_its_last_good_checkpoint(full_run, pools, tmp_path,
+                                                                                      monkeypatch, capsys):
+    run_dir, _ = full_run
+    argv = [*TASKS, "--pools", pools, "--save_path", tmp_path, "--num_tasks", "2"]
+    poison_weights_after_epoch(monkeypatch, 4)  # task 1's second epoch
+    assert_stopped_non_finite(run(*argv), capsys)
+    resumed_dir = tmp_path / "digits" / "tasks" / "seed_5"
+    assert sorted(f for f in os.listdir(resumed_dir) if f.startswith("task_")) == ["task_00.pth"]
+    kept = torch.load(resumed_dir / "checkpoint.pth", weights_only=True)
+    assert (kept["task"], kept["epoch"], kept["partial"]) == (1, 2, None)  # after task 1's first epoch
+    assert all(torch.isfinite(value).all() for value in kept["model"].values())
+    monkeypatch.undo()
+    assert run(*argv, "--resume", "auto") == 0  # from that checkpoint to the uninterrupted run's task 1
+    resumed = torch.load(resumed_dir / "task_01.pth", weights_only=True)
+    assert torch.equal(resumed["indices_lzma"], torch.load(run_dir / "task_01.pth", weights_only=True)["indices_lzma"])
+
+
+def test_pretraining_whose_weights_go_non_finite_exits_3_without_pools_and_keeps_its_last_good_checkpoint(
+        tmp_path, monkeypatch, capsys):
+    poison_weights_after_epoch(monkeypatch, 2)
+    assert_stopped_non_finite(run("pretrain", "--dataset", "digits", *NETWORK, *COMMON, "--epochs", "2",
+                                  "--train_subset", "100", "--save_path", tmp_path), capsys)
+    run_dir = tmp_path / "digits" / "pools" / "seed_5"
+    assert not os.path.exists(run_dir / "pools.pth")
+    kept = torch.load(run_dir / "checkpoint.pth", weights_only=True)
+    assert kept["epoch"] == 0 and all(torch.isfinite(value).all() for value in kept["model"].values())
 
 
 def test_a_second_run_into_a_folder_with_tasks_needs_resume(full_run, pools, capsys):

@@ -7,12 +7,14 @@ For task t of a split (SPEC 4):
 2. t > 0: start from task t-1 *as stored*: its indices rebuild the temporary weights and its
    BatchNorms are loaded (the head stays fresh);
 3. train ``Recipe.epochs`` epochs: cross-entropy + beta * sum of the layers' commitment terms,
-   lr dropped by ``lr_gamma`` at each milestone (fractions of the epochs);
+   lr dropped by ``lr_gamma`` at each milestone (fractions of the epochs); ``Training`` describes
+   this to ``engine.fit``, and checkpoints the task in flight after every epoch and when a signal
+   stops one mid-way;
 4. search every layer's nearest pool vectors once, rebuild the network from the state to be
    stored, measure it on the task's test set ("right after") and write ``task_<t>.pth``.
 
-Because step 2 reads the previous task's file, a run resumed at task t (``--resume auto``) does
-exactly what an uninterrupted run does. Two baselines share the loop and differ in what they store:
+Because step 2 reads the previous task's file, a run resumed at task t (``--resume auto``, from the
+checkpoint of task t in flight when there is one) does exactly what an uninterrupted run does. Two baselines share the loop and differ in what they store:
 
     plain_per_task     plain network fine-tuned from the previous task, every task's float weights stored
     plain_sequential   one plain network fine-tuned task after task; a task keeps only its head, and is
@@ -24,17 +26,19 @@ count what each method needs: ``plain_sequential`` one network plus a head per t
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
+import checkpoint
 import distributed
 import engine
 import runtime
 from models.nws import (NetworkConfig, assign_all, build_network, commitment_loss, load_pools, nws_layers,
                         search_all)
-from utils import AverageMeter, ConfigError
+from utils import AverageMeter, ConfigError, rng_state, set_rng_state
 
 from .splits import Task, TaskData
 from .storage import (as_byte_tensor, batchnorm_state, compress_indices, decompress_indices, load_batchnorm_state,
@@ -44,6 +48,7 @@ METHODS = ("nws", "plain_per_task", "plain_sequential")
 HEAD = "classifier"  # the head's module name in models.resnet18 and models.wrn
 PLAIN_TASK_KIND = "plain_task"
 NWS_TASK_KIND = "nws_task"
+TASK_IN_FLIGHT_KIND = "nws_task_in_flight"  # checkpoint.pth of a task not stored yet
 
 
 @dataclass(frozen=True)
@@ -98,66 +103,109 @@ def task_seed(seed: int, task: int) -> int:
     return (seed * 1_000_003 + 7919 * task) % 2**62
 
 
-def commitment_term(model: nn.Module, beta: float, meter: AverageMeter):
-    """``auxiliary_loss`` for the engine: beta * the sum of every NWS layer's commitment term."""
+def commitment_term(model: nn.Module, beta: float, meter: AverageMeter, row: dict):
+    """``auxiliary_loss`` for the engine: beta * the sum of every NWS layer's commitment term;
+    ``row["commitment"]`` is kept at their mean over the epoch's steps so far (``meter``)."""
     def term() -> torch.Tensor:
         value = commitment_loss(model)
         meter.update(value.item())
+        row["commitment"] = meter.avg
         return beta * value
     return term
 
 
-def train(model: nn.Module, train_set, test_set, recipe: Recipe, loops: Loops, *, seed: int, phase: str,
-          epoch_offset: int, nws: bool, stop: engine.StopRequest | None = None, start_epoch: int = 0,
-          optimizer_state: dict | None = None, on_epoch_end=None, test_every: int = 1,
-          split: str = "test") -> list[dict]:
-    """Train ``model`` for epochs ``start_epoch`` .. ``recipe.epochs - 1``; one metrics row per epoch (also logged).
+class Training(engine.Trainee):
+    """One network trained for the recipe's epochs by ``engine.fit``: a task of the protocol, or pretraining.
 
-    ``test_set`` is measured after every ``test_every``-th epoch (0: never; the protocol measures
-    each task once it is stored anyway) and reported as ``split`` ("val" when it is a held-out
-    part of the training set): ``<split>_top1``, ``<split>_loss``.
-
-    ``on_epoch_end(epoch, optimizer, row)``, if given, runs after each epoch (pretraining writes
-    its checkpoint there; ``optimizer_state`` restores one). Raises ``runtime.Preempted`` when
-    ``stop`` is requested during an epoch.
+    Each epoch trains at ``recipe.lr_at(epoch)`` on cross-entropy (+ beta * the commitment terms with
+    ``nws``), measures ``test_set`` after every ``test_every``-th epoch (0: never; the protocol
+    measures each task once it is stored anyway) as ``split`` ("val" when it is a held-out part of
+    the training set), and writes the run folder's checkpoint.pth after every epoch and when a signal
+    stops one mid-way: the network, optimizer, rng, rows so far, the steps done of the epoch, plus
+    ``extra_state()`` (what the caller needs to know the training again: its args, task, pool learner).
+    ``resume(state)`` continues from such a checkpoint exactly. Metrics rows count epochs from
+    ``epoch_offset`` (the epochs of the tasks before), so a run's rows run on across its tasks.
     """
-    ctx = loops.ctx
-    optimizer = engine.build_optimizer(model, lr=recipe.lr, momentum=recipe.momentum, nesterov=False,
-                                       weight_decay=recipe.weight_decay)
-    if optimizer_state is not None:
-        optimizer.load_state_dict(optimizer_state)
-    net = runtime.wrap_for_training(model, ctx)
-    loader = loops.train_loader(train_set, seed)
-    rows = []
-    for epoch in range(start_epoch, recipe.epochs):
-        loader.sampler.set_epoch(epoch)
-        lr = recipe.lr_at(epoch)
-        engine.set_lr(optimizer, lr)
-        commitment = AverageMeter()
-        result = engine.train_one_epoch(
-            net, loader, optimizer, ctx.device, members=(None,), loss_weights=(1.0,), epoch=epoch, phase=phase,
-            amp=loops.amp, scaler=ctx.scaler, show_progress=loops.show_progress and ctx.main_process, stop=stop,
-            auxiliary_loss=commitment_term(model, recipe.beta, commitment) if nws else None)
-        if not result["completed"]:
-            raise runtime.Preempted(f"stopped by {stop.signal_name} during {phase} epoch {epoch}; what was stored "
-                                    "before is kept: run the same command with --resume auto")
-        distributed.broadcast_buffers(model)
-        row = {"epoch": epoch_offset + epoch, "phase": phase, "lr": lr, "train_loss": result["train_loss"],
-               "train_top1": result["train_top1"]}
-        if test_every and (epoch + 1) % test_every == 0:
-            test = loops.evaluate(model, test_set)
-            row.update({f"{split}_top1": test["top1"], f"{split}_loss": test["loss"]})
-        if nws:
-            row["commitment"] = commitment.avg
-        ctx.logger.log_epoch(row)
-        ctx.logger.info(f"{phase} epoch {epoch + 1}/{recipe.epochs}: lr {lr:.4g}  train loss {row['train_loss']:.4f}  "
-                        f"train top-1 {row['train_top1']:.2f}"
-                        + (f"  {split} top-1 {row[f'{split}_top1']:.2f}" if f"{split}_top1" in row else "")
-                        + (f"  commitment {commitment.avg:.3g}" if nws else ""))
-        rows.append(row)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, optimizer, row)
-    return rows
+
+    def __init__(self, model: nn.Module, train_set, test_set, recipe: Recipe, loops: Loops, *, seed: int,
+                 phase: str, epoch_offset: int, nws: bool, run_dir: str, extra_state=dict, test_every: int = 1,
+                 split: str = "test") -> None:
+        self.model, self.test_set, self.recipe, self.loops = model, test_set, recipe, loops
+        self.phase, self.epoch_offset, self.nws, self.run_dir = phase, epoch_offset, nws, run_dir
+        self.extra_state, self.test_every, self.split = extra_state, test_every, split
+        self.ctx = loops.ctx
+        self.optimizer = engine.build_optimizer(model, lr=recipe.lr, momentum=recipe.momentum, nesterov=False,
+                                                weight_decay=recipe.weight_decay)
+        self.net = runtime.wrap_for_training(model, self.ctx)
+        self.loader = loops.train_loader(train_set, seed)
+        self.rows, self.start_epoch, self.partial = [], 0, None
+        self.commitment, self.columns = AverageMeter(), {}
+
+    def resume(self, state: dict) -> None:
+        """Continue from a checkpoint ``save`` wrote (or a pretraining checkpoint of before ``engine.fit``)."""
+        self.model.load_state_dict(state["model"])
+        if "hyper" in state["optimizer"]:
+            engine.load_optimizer_state_by_name(self.optimizer, self.model, state["optimizer"])
+        else:  # pretraining checkpoints written before engine.fit kept torch's own optimizer state
+            self.optimizer.load_state_dict(state["optimizer"])
+        if self.ctx.scaler is not None and state.get("scaler"):
+            self.ctx.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        self.rows = list(state["metrics"]) if isinstance(state["metrics"], list) else [state["metrics"]]
+        self.start_epoch, self.partial = state["epoch"] - self.epoch_offset + 1, state.get("partial")
+        self.commitment.sum, self.commitment.count = state.get("commitment", (0.0, 0))
+
+    def resumed_at(self) -> str:
+        """Where a resumed training goes on, for the log: "continuing task 2 at epoch 1, step 3"."""
+        step = f", step {self.partial['step']}" if self.partial else ""
+        return f"continuing {self.phase} at epoch {self.start_epoch}{step}"
+
+    def fit(self) -> list[dict]:
+        """Train the epochs left (all of them, unless resumed); the metrics rows of the whole training."""
+        engine.fit(self, range(self.start_epoch, self.recipe.epochs), partial=self.partial,
+                   show_progress=self.loops.show_progress)
+        return self.rows
+
+    def last_measured(self) -> float | None:
+        """The newest ``<split>_top1`` of the rows (None when nothing was measured)."""
+        return next((row[f"{self.split}_top1"] for row in reversed(self.rows) if f"{self.split}_top1" in row), None)
+
+    # ----------------------------------------------------------------- engine.Trainee
+
+    def begin_epoch(self, epoch: int) -> engine.EpochSpec:
+        if self.partial is None:  # a resumed epoch goes on with the commitment of its steps done
+            self.commitment = AverageMeter()
+        self.partial, self.columns = None, {}
+        auxiliary = commitment_term(self.model, self.recipe.beta, self.commitment, self.columns) if self.nws else None
+        return engine.EpochSpec(net=self.net, model=self.model, optimizer=self.optimizer, loader=self.loader,
+                                phase=self.phase, batch_size=self.loops.batch_size, lr=self.recipe.lr_at(epoch),
+                                row_epoch=self.epoch_offset + epoch, amp=self.loops.amp, auxiliary_loss=auxiliary,
+                                row=self.columns)
+
+    def checkpoint(self, epoch: int, spec: engine.EpochSpec, partial: dict | None) -> None:
+        if partial is not None:  # between epochs end_epoch has written it
+            self.save(epoch, partial)
+
+    def evaluate(self, epoch: int, spec: engine.EpochSpec) -> tuple[str, dict] | None:
+        if self.test_every and (epoch + 1) % self.test_every == 0:
+            return self.split, self.loops.evaluate(self.model, self.test_set)
+        return None
+
+    def end_epoch(self, epoch: int, spec: engine.EpochSpec, row: dict) -> None:
+        self.rows.append(row)
+        self.save(epoch + 1, None)
+        distributed.barrier()
+
+    def save(self, epoch: int, partial: dict | None) -> None:
+        """checkpoint.pth: what continues at ``epoch`` (``partial``: the steps of it done), on the main process."""
+        if not self.ctx.main_process:
+            return
+        state = {"epoch": self.epoch_offset + epoch - 1, "model": self.model.state_dict(),
+                 "optimizer": engine.optimizer_state_by_name(self.optimizer, self.model),
+                 "scaler": self.ctx.scaler.state_dict() if self.ctx.scaler is not None else None,
+                 "rng": rng_state(), "metrics": self.rows, "partial": partial,
+                 "commitment": (self.commitment.sum, self.commitment.count), **self.extra_state()}
+        checkpoint.save_checkpoint(state, os.path.join(self.run_dir, checkpoint.LATEST_NAME), keep_previous=True)
 
 
 # --------------------------------------------------------------------------- task states
