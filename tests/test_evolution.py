@@ -235,7 +235,7 @@ def test_a_stopped_search_resumes_to_the_same_final_population(uninterrupted, tm
         assert evolve.cli(tiny_argv(tmp_path)) == 75
     assert "--resume auto" in capsys.readouterr().err
     saved = checkpoint.load_checkpoint(tmp_path / "digits" / "tiny" / "seed_5" / "checkpoint.pth")
-    assert saved["in_flight"] is not None and saved["in_flight"]["stage"] == stage
+    assert [record["stage"] for record in saved["in_flight"].values()] == [stage]
 
     resumed = evolve.main(evolve.get_args_parser().parse_args(tiny_argv(tmp_path, "--resume", "auto")))
     assert resumed["population"] == uninterrupted["population"]
