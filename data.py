@@ -331,7 +331,7 @@ def imagenet_train_batch(images: torch.Tensor, factors: torch.Tensor, order: tor
     return _normalize(lighting(images, alpha))
 
 
-def _derived_seed(*keys) -> int:
+def derived_seed(*keys) -> int:
     """A 63-bit seed that depends on all of ``keys`` and on nothing else (no global RNG)."""
     digest = hashlib.sha256(repr(keys).encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
@@ -357,7 +357,7 @@ class ImageNetTrainBatch:
     def random_numbers(self, batch_size: int, epoch: int, step: int) -> tuple[torch.Tensor, ...]:
         """(factors, order, alpha), each (batch_size, 3), on the CPU."""
         generator = torch.Generator().manual_seed(
-            _derived_seed("imagenet batch", self.seed, epoch, self.rank, step))
+            derived_seed("imagenet batch", self.seed, epoch, self.rank, step))
         factors = torch.empty(batch_size, 3).uniform_(1 - self.jitter, 1 + self.jitter,
                                                       generator=generator)
         order = torch.rand(batch_size, 3, generator=generator).argsort(dim=1)  # permutations
@@ -672,7 +672,7 @@ def _check_loader_args(batch_size: int, workers: int) -> None:
 
 def sample_seeds(seed: int, epoch: int, num_samples: int) -> list[int]:
     """Each sample's augmentation seed in ``epoch``: a function of (seed, epoch, index) only."""
-    generator = torch.Generator().manual_seed(_derived_seed("samples", seed, epoch))
+    generator = torch.Generator().manual_seed(derived_seed("samples", seed, epoch))
     return torch.randint(2**63 - 1, (num_samples,), generator=generator).tolist()
 
 

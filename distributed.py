@@ -3,7 +3,9 @@
 The rest of the code asks ``is_main_process()`` (log, save checkpoints),
 ``barrier()``, ``all_reduce_sum(...)`` (evaluation counts) and
 ``select_device(...)``; it never reads environment variables or calls
-``torch.distributed`` itself.
+``torch.distributed`` itself. Inside ``alone()`` a rank of a group acts as a process of its own
+(evolve.py --parallel individuals: each rank trains its own network): the collectives here become
+the single-process answers, while ``get_rank()`` still names the rank.
 
 A run is distributed when it is launched by ``torchrun``, which sets ``RANK``,
 ``LOCAL_RANK`` and ``WORLD_SIZE`` (plus ``MASTER_ADDR``/``MASTER_PORT``) for
@@ -13,6 +15,8 @@ answer (rank 0 of 1, identity reductions, no-op barriers).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -85,16 +89,34 @@ def init_distributed(use_cuda: bool) -> DistInfo:
     return DistInfo(enabled=True, rank=rank, local_rank=local_rank, world_size=world_size, backend=backend)
 
 
+_ALONE = contextvars.ContextVar("alone", default=False)
+
+
 def is_dist() -> bool:
+    """True when this process is in a group whose collectives run (not inside ``alone()``)."""
+    return _in_group() and not _ALONE.get()
+
+
+def _in_group() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
+@contextlib.contextmanager
+def alone():
+    """Inside: barriers, reductions and broadcasts answer as on a single process (nothing crosses ranks)."""
+    token = _ALONE.set(True)
+    try:
+        yield
+    finally:
+        _ALONE.reset(token)
+
+
 def get_rank() -> int:
-    return dist.get_rank() if is_dist() else 0
+    return dist.get_rank() if _in_group() else 0
 
 
 def get_world_size() -> int:
-    return dist.get_world_size() if is_dist() else 1
+    return dist.get_world_size() if _in_group() else 1
 
 
 def is_main_process() -> bool:
@@ -131,6 +153,15 @@ def broadcast_object(obj, src: int = 0):
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def all_gather_object(obj) -> list:
+    """Every rank's ``obj`` (any picklable object), in rank order, on every process; ``[obj]`` on one process."""
+    if not is_dist():
+        return [obj]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
 
 
 def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:

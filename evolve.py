@@ -34,9 +34,11 @@ SEARCH_FIELDS = ("dataset", "val_split", "train_subset", "batch_size", "num_cell
                  "tournament_fraction", "generations", "mutations", "mutation_noise", "base_epochs",
                  "mutation_epochs", "final_epochs", "base_only", "lr", "momentum", "weight_decay", "no_nesterov",
                  "base", "wrn_depth", "wrn_width", "strategy", "objective", "max_params", "max_flops",
-                 "recalibrate_bn")
+                 "recalibrate_bn", "children_per_generation")
 # Fields added after the first release: a checkpoint without them was saved with their defaults.
-LATER_FIELDS = ("base", "wrn_depth", "wrn_width", "strategy", "objective", "max_params", "max_flops", "recalibrate_bn")
+LATER_FIELDS = ("base", "wrn_depth", "wrn_width", "strategy", "objective", "max_params", "max_flops", "recalibrate_bn",
+                "children_per_generation")
+PARALLEL_MODES = ("data", "individuals")
 MODEL_KINDS = {"cellnet": "cellnet", "wrn": "plain_wrn"}  # --base -> the model kind its checkpoints carry
 
 
@@ -102,6 +104,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     flags.add(g, "--recalibrate_bn", flags.number(int, low=0, high=10000), default=0,
               help="after every mutation re-estimate the BatchNorm statistics from this many training batches "
                    "before training the child, logging validation top-1 before and after; 0 = off")
+    flags.add(g, "--children_per_generation", flags.count(min=1), default=1,
+              help="children per generation: as many tournaments on the population as it was, the children "
+                   "join it together (1 = the paper's; set it to the number of processes for --parallel individuals)")
+    g.add_argument("--parallel", choices=PARALLEL_MODES, default="data",
+                   help="under torchrun: 'data' trains one individual at a time on every process (DDP, the batches "
+                        "split); 'individuals' trains one individual per process on the whole data, the search's "
+                        "result identical to one process's (docs/evolution.md)")
     g.add_argument("--base_only", action="store_true",
                    help="no search: train the base network --base_epochs, then --final_epochs on train + "
                         "validation, and test it (the control for a search with as many epochs in all)")
@@ -191,27 +200,30 @@ def main(args: argparse.Namespace) -> dict:
 
 
 class Training:
-    """One individual's training (SGDR, per step) as ``engine.fit`` runs it; a stop writes the search's
-    checkpoint with this training in flight."""
+    """One individual's training (SGDR, per step) as ``engine.fit`` runs it; a stop records this training's
+    state in ``run.stopped`` (the search's checkpoint then holds it)."""
 
-    def __init__(self, run, task, stop, first_epoch: int, resume: dict | None) -> None:
+    def __init__(self, run, task, stop, resume: dict | None) -> None:
         from evolution import SGDR
 
-        self.run, self.task, self.stop, self.first_epoch = run, task, stop, first_epoch
-        self.ctx, self.run_dir = run.ctx, run.run_dir
+        self.run, self.task, self.stop, self.first_epoch = run, task, stop, task.first_epoch
+        self.ctx, self.run_dir = run.training_ctx, run.run_dir
         self.model = task.model.to(run.ctx.device)
+        if resume is not None:
+            self.model.load_state_dict(resume["model"])
         self.loader = run.loader_for(task)
         self.schedule = SGDR(run.args.lr, task.epochs, len(self.loader))
-        self.net = runtime.wrap_for_training(self.model, run.ctx)
+        self.net = runtime.wrap_for_training(self.model, self.ctx)
         self.optimizer = run.new_optimizer(self.model)
-        self.start_epoch, self.partial, seconds = 0, None, 0.0
+        self.start_epoch, self.partial, seconds, self.rows = 0, None, 0.0, []
         if resume is not None:
             import engine
 
             engine.load_optimizer_state_by_name(self.optimizer, self.model, resume["optimizer"])
-            if run.ctx.scaler is not None and resume.get("scaler"):
-                run.ctx.scaler.load_state_dict(resume["scaler"])
+            if self.ctx.scaler is not None and resume.get("scaler"):
+                self.ctx.scaler.load_state_dict(resume["scaler"])
             self.start_epoch, self.partial, seconds = resume["epoch"], resume["partial"], resume["seconds"]
+            self.rows = list(resume["rows"])
         self.started = time.time() - seconds
 
     def begin_epoch(self, epoch: int):
@@ -229,31 +241,68 @@ class Training:
             batch_transform=self.run.data.train_transform, where=f"individual {individual.id} ",
             row={"individual": individual.id, "generation": individual.generation})
 
+    def end_epoch(self, epoch: int, spec, row: dict) -> None:
+        self.rows.append(row)
+
     def checkpoint(self, epoch: int, spec, partial: dict | None) -> None:
-        """The search's checkpoint with this training in flight (to continue at ``epoch``, ``partial``)."""
+        """This training's state, to continue at ``epoch`` (``partial``: the steps of it done); ``EvolutionRun.step``
+        writes it into the search's checkpoint."""
         import engine
         from utils import rng_state
 
         task, scaler = self.task, self.ctx.scaler
-        self.run.in_flight = {
+        self.run.stopped = to_cpu({
             "stage": task.stage, "epochs": task.epochs, "first_epoch": self.first_epoch, "epoch": epoch,
             "partial": partial, "individual": task.individual.record(), "model": self.model.state_dict(),
             "optimizer": engine.optimizer_state_by_name(self.optimizer, self.model),
             "scaler": scaler.state_dict() if scaler is not None else None, "rng": rng_state(),
-            "seconds": time.time() - self.started}
-        self.run.save_checkpoint()
+            "seconds": time.time() - self.started, "rows": self.rows})
+
+
+def to_cpu(value):
+    """``value`` with every tensor in it copied to the CPU (what one rank sends another, or a checkpoint holds)."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: to_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_cpu(v) for v in value)
+    return value
+
+
+class RowsLater:
+    """The logger an individual's training writes to: the log lines show at once (rank 0's), the metrics rows
+    wait until the training is complete (with --parallel individuals: until the round is in), then rank 0
+    writes them with its fitness row, in id order, as one process would have."""
+
+    def __init__(self, logger) -> None:
+        self.logger = logger
+
+    def info(self, text: str) -> None:
+        self.logger.info(text)
+
+    def log_epoch(self, row: dict) -> None:
+        pass
 
 
 class EvolutionRun:
     """One search: its folder, data, ``Search`` state, and the training of each individual.
 
-    ``step`` trains the next network the search asks for and checkpoints; a SIGTERM in the
-    middle of a training writes the search plus that training's state (``in_flight``) and
-    raises ``runtime.Preempted``; ``--resume auto`` continues exactly there.
+    ``step`` trains the next round of networks the search hands out (one; or, under torchrun with
+    --parallel individuals, one per rank, each rank its own on the whole data, every rank's results
+    then gathered on every rank so all keep the same search) and checkpoints; a SIGTERM in the
+    middle writes the search plus the round's trainings (``in_flight``, by individual id: exactly
+    where each stopped; ``finished``: those complete) and raises ``runtime.Preempted``;
+    ``--resume auto`` continues exactly there.
     """
 
     def __init__(self, args: argparse.Namespace, ctx: runtime.Context) -> None:
+        import copy
+
         import checkpoint
+        import distributed
         from evolution import Search
         from utils import seed_everything
 
@@ -261,10 +310,17 @@ class EvolutionRun:
         self.run_dir = runtime.claim_run_folder(args, ctx)  # locked before the data loads
         resume_path, resumed = self.find_resume()
         seed_everything(args.manualSeed)
-        self.data = runtime.load_data(args, ctx)
+        # --parallel individuals: a rank trains and evaluates alone, on the whole data (a view of ctx as one process).
+        self.individuals = args.parallel == "individuals" and ctx.dist.enabled
+        self.width = ctx.dist.world_size if self.individuals else 1  # trainings at the same time
+        self.training_ctx = copy.copy(ctx)  # its logger: RowsLater
+        if self.individuals:
+            self.training_ctx.dist = distributed.NOT_DISTRIBUTED
+        self.data = runtime.load_data(args, self.training_ctx)
         self.full_data = None  # train + validation, for the champion (loaded when needed)
         runtime.open_run_folder(args, ctx, self.run_dir)
         self.log = ctx.logger
+        self.training_ctx.logger = RowsLater(ctx.logger)
         self.search = Search(MODEL_KINDS[args.base],
                              base_config_from_args(args, self.data.num_classes, self.data.input_size[1]),
                              population_size=args.population_size, tournament_fraction=args.tournament_fraction,
@@ -272,16 +328,25 @@ class EvolutionRun:
                              base_epochs=args.base_epochs, mutation_epochs=args.mutation_epochs,
                              final_epochs=args.final_epochs, seed=args.manualSeed, base_only=args.base_only,
                              strategy=args.strategy, objective=args.objective, max_params=args.max_params,
-                             max_flops=args.max_flops, input_size=tuple(self.data.input_size))
-        self.epochs_done, self.in_flight, self.started, self.plotted = 0, None, time.time(), -math.inf
+                             max_flops=args.max_flops, input_size=tuple(self.data.input_size),
+                             children_per_generation=args.children_per_generation)
+        self.epochs_done, self.started, self.plotted = 0, time.time(), -math.inf
+        self.in_flight, self.finished = {}, {}  # the round's trainings by individual id: stopped, complete
+        self.stopped = None  # what Training.checkpoint recorded when this rank's training stopped
         self.champion_file = None  # what champion.pth holds, once the champion is tested
         self.train_loader = self.data.train_loader(args.manualSeed)
         args_path = os.path.join(self.run_dir, "args.json")
         if resumed is not None:
             from utils import set_rng_state
 
+            if resumed.get("in_flight") and "stage" in resumed["in_flight"]:
+                raise checkpoint.CheckpointError(
+                    f"--resume: {resume_path} was written in the middle of an individual by an older evolve.py; "
+                    f"resume from {checkpoint.PREVIOUS_NAME} (the last finished individual) instead")
             self.search.load_state_dict(resumed["search"])
-            self.epochs_done, self.in_flight = resumed["epochs_done"], resumed.get("in_flight")
+            self.search.epochs_planned = max(self.search.epochs_planned, resumed["epochs_done"])
+            self.epochs_done = resumed["epochs_done"]
+            self.in_flight, self.finished = resumed.get("in_flight") or {}, resumed.get("finished") or {}
             self.champion_file = resumed.get("champion")
             set_rng_state(resumed["rng"])
             self.log.continue_at(resumed["epoch"])  # the first loader epoch trained again
@@ -297,7 +362,8 @@ class EvolutionRun:
             self.save_checkpoint()  # resumed into a new folder: it gets the checkpoint, lineage, plots and champion
             self.write_champion()
         self.log.info(f"run folder: {os.path.abspath(self.run_dir)}  device: {ctx.device}  "
-                      f"processes: {ctx.dist.world_size}")
+                      f"processes: {ctx.dist.world_size}"
+                      + (", one individual each (--parallel individuals)" if self.individuals else ""))
         base = (f"{args.num_cells} cells of one {args.cell_channels}-channel conv (kernel {args.kernel_size})"
                 if args.base == "cellnet" else f"plain WRN-{args.wrn_depth}-{args.wrn_width}")
         self.log.info(f"base network: {base}; {args.strategy} strategy, {args.objective} objective; fitness on the {self.data.selection_split} split; population "
@@ -305,11 +371,12 @@ class EvolutionRun:
 
     def position(self) -> str:
         """Where the search stands, for the log."""
-        if self.in_flight is None:
-            return f"at stage {self.search.stage}, after {len(self.search.lineage)} individuals"
-        partial = self.in_flight["partial"]
-        return (f"in the training of individual {self.in_flight['individual']['id']} ({self.in_flight['stage']}), "
-                f"epoch {self.in_flight['epoch']} step {partial['step'] if partial else 0}")
+        text = f"at stage {self.search.stage}, after {len(self.search.lineage)} individuals"
+        for id_, record in sorted(self.in_flight.items()):
+            partial = record["partial"]
+            text += (f"; individual {id_} ({record['stage']}) at epoch {record['epoch']} step "
+                     f"{partial['step'] if partial else 0}")
+        return text + "".join(f"; individual {id_} trained" for id_ in sorted(self.finished))
 
     def find_resume(self):
         import checkpoint
@@ -329,37 +396,89 @@ class EvolutionRun:
     # ----------------------------------------------------------------- one individual
 
     def step(self, stop) -> bool:
-        """Train the next network the search asks for; False when the search is over."""
-        from compute_flops import count_flops, count_parameters
+        """Train the next round of networks the search hands out (one per rank with --parallel individuals);
+        False when the search is over."""
+        import contextlib
 
-        resume = self.in_flight
-        if resume is not None:
-            task = self.restore_in_flight(resume)
-        else:
-            task = self.search.next_task()
-            if task is None:
-                return False
-        self.in_flight = None
-        first_epoch = resume["first_epoch"] if resume else self.epochs_done
-        if resume is None and task.stage in ("population", "generations") and self.args.recalibrate_bn:
-            self.recalibrate(task, first_epoch)
-        model, seconds = self.train(task, stop, first_epoch, resume)
-        self.epochs_done = first_epoch + task.epochs
-        if task.stage == "final":
-            self.finish_champion(task, model, seconds)
-        else:
-            # Fitness: validation top-1 (only --base_only runs without a validation split: NaN).
-            fitness = self.evaluate(model, self.data.val_loader)["top1"] if self.data.val_loader else math.nan
-            params, flops = count_parameters(model), count_flops(model, self.data.input_size)
-            evicted = self.search.complete(task, model, fitness=fitness, params=params, flops=flops,
-                                           epochs=task.epochs, seconds=seconds)
-            self.report_individual(task, evicted)
+        import distributed
+
+        tasks = self.search.next_tasks(self.width)
+        if not tasks:
+            return False
+        rank = self.ctx.dist.rank if self.individuals else 0
+        mine = tasks[rank] if rank < len(tasks) else None
+        result = None
+        if mine is not None and mine.individual.id not in self.finished:
+            with distributed.alone() if self.individuals else contextlib.nullcontext():
+                result = self.run_task(mine, stop)
+        results = distributed.all_gather_object(result) if self.individuals else [result]
+        for outcome in filter(None, results):  # every rank keeps the same record of the round
+            id_ = outcome["individual"]["id"]
+            if "epoch" in outcome:  # stopped there
+                self.in_flight[id_] = outcome
+            else:
+                self.in_flight.pop(id_, None)
+                self.finished[id_] = outcome
+        stopped = [outcome for outcome in results if outcome is not None and "epoch" in outcome]
+        if stopped:
+            self.save_checkpoint()
+            where = ", ".join(f"individual {r['individual']['id']} at epoch {r['epoch']}" for r in stopped)
+            raise runtime.Preempted(f"stopped by {stop.signal_name or 'a signal to another process'} ({where}); "
+                                    f"checkpoint written to {os.path.abspath(self.run_dir)}; resume with the same "
+                                    "command plus --resume auto")
+        for task in tasks:
+            self.complete(task, self.finished.pop(task.individual.id))
         self.save_checkpoint()
         if stop.requested(self.ctx.device):
-            raise runtime.Preempted(f"stopped by {stop.signal_name} after individual {task.individual.id}; "
+            raise runtime.Preempted(f"stopped by {stop.signal_name} after individual {tasks[-1].individual.id}; "
                                     f"checkpoint written to {os.path.abspath(self.run_dir)}; resume with the same "
                                     "command plus --resume auto")
         return True
+
+    def run_task(self, task, stop) -> dict:
+        """Train (and evaluate) ``task`` on this rank: its result, or the record of where a stop left it."""
+        from compute_flops import count_flops, count_parameters
+        from utils import seed_everything, set_rng_state
+
+        resume = self.in_flight.get(task.individual.id)
+        if resume is None and task.stage in ("population", "generations") and self.args.recalibrate_bn:
+            self.recalibrate(task, task.first_epoch)
+        if resume is None:  # each training draws from its own seed: the same on one process or on any rank
+            seed_everything(self.task_seed(task))
+        else:
+            task.individual.after_mutation = resume["individual"]["after_mutation"]
+            set_rng_state(resume["rng"])
+        try:
+            model, seconds, rows = self.train(task, stop, resume)
+        except runtime.Preempted:
+            return self.stopped
+        result = {"individual": task.individual.record(), "state": to_cpu(model.state_dict()), "seconds": seconds,
+                  "rows": rows}
+        if task.stage == "final":
+            result["test"] = self.evaluate(model, self.data.test_loader)
+        else:  # fitness: validation top-1 (only --base_only runs without a validation split: NaN)
+            result["fitness"] = self.evaluate(model, self.data.val_loader)["top1"] if self.data.val_loader else math.nan
+            result["params"], result["flops"] = count_parameters(model), count_flops(model, self.data.input_size)
+        return result
+
+    def task_seed(self, task) -> int:
+        import data
+
+        return data.derived_seed("evolve.py individual", self.args.manualSeed, task.stage, task.individual.id)
+
+    def complete(self, task, result: dict) -> None:
+        """Give the search a trained network; the metrics rows of its epochs go into metrics.jsonl now."""
+        for row in result["rows"]:
+            self.log.log_epoch(row)
+        task.model.load_state_dict(result["state"])
+        task.individual.after_mutation = result["individual"]["after_mutation"]
+        self.epochs_done = task.first_epoch + task.epochs
+        if task.stage == "final":
+            self.finish_champion(task, task.model, result["seconds"], result["test"])
+            return
+        evicted = self.search.complete(task, task.model, fitness=result["fitness"], params=result["params"],
+                                       flops=result["flops"], epochs=task.epochs, seconds=result["seconds"])
+        self.report_individual(task, evicted)
 
     def recalibrate(self, task, epoch: int) -> None:
         """Validation top-1 of a mutated network as it is and with BatchNorm statistics re-estimated
@@ -377,17 +496,6 @@ class EvolutionRun:
                       f"{self.data.selection_split} top-1 {raw:.2f}%, {recalibrated:.2f}% with BatchNorm "
                       f"recalibrated ({batches} batches)")
 
-    def restore_in_flight(self, saved: dict):
-        import models
-        from evolution import Individual, Task
-        from utils import set_rng_state
-
-        individual = Individual.from_dict({**saved["individual"], "state": {}})
-        model = models.build_from_config(self.search.model_kind, individual.config)
-        model.load_state_dict(saved["model"])
-        set_rng_state(saved["rng"])  # after building: construction draws from the global generator
-        return Task(saved["stage"], individual, model, saved["epochs"])
-
     def new_optimizer(self, model):
         import engine
 
@@ -399,24 +507,25 @@ class EvolutionRun:
         if task.stage != "final":
             return self.train_loader
         if self.full_data is None:  # the same images as train + validation, all with training augmentation
-            self.full_data = runtime.load_data(argparse.Namespace(**{**vars(self.args), "val_split": 0.0}), self.ctx)
+            self.full_data = runtime.load_data(argparse.Namespace(**{**vars(self.args), "val_split": 0.0}), self.training_ctx)
             self.full_loader = self.full_data.train_loader(self.args.manualSeed)
         return self.full_loader
 
-    def train(self, task, stop, first_epoch: int, resume: dict | None):
+    def train(self, task, stop, resume: dict | None):
         """Train ``task.model`` for ``task.epochs`` epochs of SGDR (``engine.fit``); (the trained model, seconds
-        of training). ``resume``: the ``in_flight`` record of a stopped training, which continues where it stopped.
+        of training, its metrics rows). ``resume``: the ``in_flight`` record of a stopped training, which continues
+        where it stopped.
         """
         import engine
 
-        training = Training(self, task, stop, first_epoch, resume)
+        training = Training(self, task, stop, resume)
         engine.fit(training, range(training.start_epoch, task.epochs), partial=training.partial)
-        return training.model, time.time() - training.started
+        return training.model, time.time() - training.started, training.rows
 
     def evaluate(self, model, loader) -> dict:
         import engine
 
-        return engine.evaluate(model, loader, self.ctx.device, amp=self.args.amp,
+        return engine.evaluate(model.to(self.ctx.device), loader, self.ctx.device, amp=self.args.amp,
                                batch_transform=self.data.eval_transform)[None]
 
     def report_individual(self, task, evicted) -> None:
@@ -424,7 +533,7 @@ class EvolutionRun:
         best = max(ind.fitness for ind in search.lineage)
         origin = ("base network" if individual.parent is None
                   else f"child of {individual.parent} ({individual.description})")
-        left = f"; individual {evicted.id} ({evicted.fitness:.2f}%) left the population" if evicted else ""
+        left = "".join(f"; individual {ind.id} ({ind.fitness:.2f}%) left the population" for ind in evicted)
         self.log.info(f"individual {individual.id} (generation {individual.generation}, {origin}): "
                       f"{self.data.selection_split} top-1 {individual.fitness:.2f}%, {individual.params:,} parameters, "
                       f"{individual.flops / 1e6:.1f} MFLOPs, {individual.epochs} epochs in {individual.seconds:.1f}s"
@@ -433,13 +542,12 @@ class EvolutionRun:
                             "params": individual.params, "flops": individual.flops,
                             "population_size": len(search.population)})
 
-    def finish_champion(self, task, model, seconds: float) -> None:
-        """The champion, trained on train + validation, tested once; its checkpoint."""
+    def finish_champion(self, task, model, seconds: float, test: dict) -> None:
+        """The champion, trained on train + validation, tested once (``test``); its checkpoint."""
         import checkpoint
         from compute_flops import count_flops, count_parameters
         from operators.mutations import describe
 
-        test = self.evaluate(model, self.data.test_loader)
         champion = next(ind for ind in self.search.lineage if ind.id == task.individual.id)
         result = {"champion": champion.id, "fitness": champion.fitness, "description": describe(model),
                   "params": count_parameters(model), "flops": count_flops(model, self.data.input_size),
@@ -473,15 +581,15 @@ class EvolutionRun:
         from utils import rng_state
 
         if self.ctx.main_process:
+            # "epoch": the first one whose metrics rows are not written (a stopped round's trainings hold theirs).
             state = {"args": checkpoint.args_to_dict(self.args), "epoch": self.epochs_done,
                      "epochs_done": self.epochs_done, "search": self.search.state_dict(),
-                     "rng": rng_state(), "in_flight": self.in_flight, "champion": self.champion_file}
-            if self.in_flight is not None:  # ranks the newest checkpoint above the last finished individual's
-                state["epoch"] = self.in_flight["first_epoch"] + self.in_flight["epoch"]
+                     "rng": rng_state(), "in_flight": self.in_flight, "finished": self.finished,
+                     "champion": self.champion_file}
             checkpoint.save_checkpoint(state, os.path.join(self.run_dir, checkpoint.LATEST_NAME), keep_previous=True)
             records = self.search.records()
             write_lineage(os.path.join(self.run_dir, LINEAGE_FILE), records)
-            if (self.search.stage == "done" or self.in_flight is not None
+            if (self.search.stage == "done" or self.in_flight
                     or time.time() - self.plotted > PLOT_INTERVAL_S):
                 title = f"{self.args.dataset} {self.args.tag} seed {self.args.manualSeed}"
                 plot_lineage(records, self.run_dir, title=f"{title}, {self.args.strategy}",

@@ -3,16 +3,21 @@
     base        train the base network                                  (base_epochs)
     population  population_size times: a copy of the trained base, one random mutation,
                 trained                                                  (mutation_epochs each)
-    generations each generation: a tournament picks a parent; its child (one random mutation)
-                trains and joins the population, the least fit leaves    (mutation_epochs each)
+    generations each generation: ``children_per_generation`` tournaments (1, the paper's) pick
+                parents; their children (one random mutation each) train and join the
+                population, the least fit leave                          (mutation_epochs each)
     final       the fittest trains on train + validation, then is tested once (final_epochs)
 
-``Search`` decides what trains next (``next_task``) and takes the result back (``complete``);
-it never trains anything itself, so the rules here read without the training plumbing and a
+``Search`` decides what trains next (``next_task``, or ``next_tasks(n)``: up to n trainings that
+can run at the same time) and takes the results back (``complete``, in the order they were
+handed out); it never trains anything itself, so the rules here read without the training plumbing and a
 test can drive them with fake fitness values. Every random choice (tournaments, mutation kinds,
 the mutations' own draws) comes from one seeded generator whose state is part of
 ``state_dict()``: a search restored from a checkpoint makes the same choices as one that never
-stopped.
+stopped. What can train at the same time: the children of the initial population (their parent is
+the base), and the children of one generation (drawn from the population as it was before any of
+them arrived; they join it together, in id order, when the last one is complete). So a search
+handing out one task at a time and one handing out many make the same draws, ids and population.
 
 A drawn child is drawn again (parent, mutation and its arguments) when it is the same network as
 one already trained from the same parent (same config), or when it is over the budget
@@ -44,12 +49,14 @@ MAX_DRAWS = 50  # children drawn for one place before giving up (budget) or acce
 
 @dataclass
 class Task:
-    """One training to run: ``model`` (on the CPU) for ``epochs`` epochs; ``individual`` says who it is."""
+    """One training to run: ``model`` (on the CPU) for ``epochs`` epochs; ``individual`` says who it is.
+    ``first_epoch``: the search's epochs before it (its first epoch's shuffle, its metrics rows' epochs)."""
 
     stage: str
     individual: Individual
     model: nn.Module
     epochs: int
+    first_epoch: int = 0
 
 
 class Search:
@@ -57,19 +64,22 @@ class Search:
                  generations: int, mutations: list[str], noise: float, base_epochs: int, mutation_epochs: int,
                  final_epochs: int, seed: int, base_only: bool = False, strategy: str = "tournament",
                  objective: str = "accuracy", max_params: int | None = None, max_flops: int | None = None,
-                 input_size: tuple[int, int, int] | None = None) -> None:
+                 input_size: tuple[int, int, int] | None = None, children_per_generation: int = 1) -> None:
         check_fraction(tournament_fraction)
         check_kinds(mutations)
         if not mutations:
             raise ConfigError("--mutations must name at least one mutation")
         if strategy not in STRATEGIES:
             raise ConfigError(f"unknown --strategy {strategy!r}; the strategies are {', '.join(STRATEGIES)}")
+        if children_per_generation < 1:
+            raise ConfigError(f"--children_per_generation must be at least 1, got {children_per_generation}")
         if max_flops is not None and input_size is None:
             raise ValueError("a FLOPs budget needs the input size")
         self.model_kind, self.base_config = model_kind, base_config
         self.strategy, self.max_params, self.max_flops, self.input_size = strategy, max_params, max_flops, input_size
         self.population = Population(population_size, objective=objective, eviction=STRATEGIES[strategy])
         self.tournament_fraction, self.generations = tournament_fraction, generations
+        self.children_per_generation, self.seed = children_per_generation, seed
         self.mutations, self.noise = list(mutations), noise
         self.base_only = base_only  # the control: the base network alone goes to the final training
         self.epochs = {"base": base_epochs, "population": mutation_epochs, "generations": mutation_epochs,
@@ -81,6 +91,10 @@ class Search:
         self.final: dict | None = None  # the champion's test result
         self.last_tournament: list[int] = []
         self.ended_early: int | None = None  # the generation after which no child fitted the budget
+        self.pending: list[Task] = []  # handed out, not complete yet (in id order)
+        self.arrived: list[Individual] = []  # children of the generation in training that are complete
+        self.drawn = 0  # children of that generation drawn so far
+        self.epochs_planned = 0  # epochs of every task handed out: the next one's first_epoch
 
     # ------------------------------------------------------------------ what trains next
 
@@ -91,20 +105,37 @@ class Search:
         return model
 
     def next_task(self) -> Task | None:
-        if self.stage == "base":
-            model = models.build_from_config(self.model_kind, self.base_config)
+        """The next training (the first one handed out and not complete yet, if any)."""
+        tasks = self.next_tasks(1)
+        return tasks[0] if tasks else None
+
+    def next_tasks(self, limit: int) -> list[Task]:
+        """Up to ``limit`` trainings that can run now, side by side: the ones handed out and not complete yet,
+        then new ones while none of them waits for a result that is not in."""
+        tasks = self.pending[:limit]
+        while len(tasks) < limit:
+            task = self._new_task()
+            if task is None:
+                break
+            task.first_epoch = self.epochs_planned
+            self.epochs_planned += task.epochs
+            self.pending.append(task)
+            tasks.append(task)
+        return tasks
+
+    def _new_task(self) -> Task | None:
+        if self.stage == "base" and not self.pending:
+            with torch.random.fork_rng(devices=[]):  # the base's initial weights depend on the seed alone
+                torch.manual_seed(self.seed)
+                model = models.build_from_config(self.model_kind, self.base_config)
             return Task("base", self._newborn(None, None, "base network", model), model, self.epochs["base"])
-        if self.stage in ("population", "generations"):
-            drawn = self._draw_child()
-            if drawn is None:  # the budget is reached: the search ends here, the champion trains
-                if not self.population.members:
-                    raise ConfigError(f"no child of the base network fits the budget ({self.budget_text()}) in "
-                                      f"{MAX_DRAWS} draws; raise it")
-                self.ended_early, self.stage = self.generation, "final"
-                return self.next_task()
-            parent, kind, description, child = drawn
-            return Task(self.stage, self._newborn(parent, kind, description, child), child, self.epochs[self.stage])
-        if self.stage == "final":
+        if self.stage == "population":
+            room = self.population.capacity - len(self.population) - len(self.pending)
+            return self._child_task() if room > 0 and self.ended_early is None else None
+        if self.stage == "generations":
+            room = self.children_per_generation - self.drawn
+            return self._child_task() if room > 0 and self.ended_early is None else None
+        if self.stage == "final" and not self.pending:
             champion = self.champion()
             model = self.build(champion)
             individual = Individual(id=champion.id, parent=champion.parent, generation=champion.generation,
@@ -112,6 +143,23 @@ class Search:
                                     config=champion.config)
             return Task("final", individual, model, self.epochs["final"])
         return None
+
+    def _child_task(self) -> Task | None:
+        drawn = self._draw_child()
+        if drawn is None:  # the budget is reached: the search ends here (after the children in training)
+            if not self.population.members and not self.pending:
+                raise ConfigError(f"no child of the base network fits the budget ({self.budget_text()}) in "
+                                  f"{MAX_DRAWS} draws; raise it")
+            self.ended_early = self.generation
+            if not self.pending:
+                self._close_generation()  # the children of it drawn before, if any, join the population
+                self.stage = "final"
+                return self._new_task()
+            return None
+        parent, kind, description, child = drawn
+        if self.stage == "generations":
+            self.drawn += 1
+        return Task(self.stage, self._newborn(parent, kind, description, child), child, self.epochs[self.stage])
 
     def _draw_parent(self) -> Individual:
         if self.stage == "population":
@@ -139,7 +187,8 @@ class Search:
                 continue
             drawn = (parent, kind, record.description, child)
             config = child.config()
-            if not any(ind.parent == parent.id and ind.config == config for ind in self.lineage):
+            trained = self.lineage + [task.individual for task in self.pending]  # in training counts as trained
+            if not any(ind.parent == parent.id and ind.config == config for ind in trained):
                 return drawn
             repeat = repeat or drawn
         if repeat is not None:  # every child that fits was trained before: a small search space, train it again
@@ -167,47 +216,64 @@ class Search:
 
     def _newborn(self, parent: Individual | None, kind: str | None, description: str, model: nn.Module) -> Individual:
         generation = self.generation + 1 if self.stage == "generations" else 0
-        return Individual(id=self.next_id, parent=None if parent is None else parent.id, generation=generation,
+        self.next_id += 1
+        return Individual(id=self.next_id - 1, parent=None if parent is None else parent.id, generation=generation,
                           mutation=kind, description=description, config=model.config())
 
     # ------------------------------------------------------------------ results
 
     def complete(self, task: Task, model: nn.Module, *, fitness: float, params: int, flops: int, epochs: int,
-                 seconds: float) -> Individual | None:
-        """Take a trained network back; returns the individual evicted to make room, if any."""
+                 seconds: float) -> list[Individual]:
+        """Take a trained network back (the first task handed out and not complete); returns the individuals
+        that left the population to make room (a generation's children join it when the last one is in)."""
         if task.stage == "final":
             raise ValueError("the final training ends with finish(), not complete()")
+        if not self.pending or task is not self.pending[0]:
+            raise ValueError("tasks are completed in the order they were handed out")
+        self.pending.pop(0)
         individual = task.individual
         individual.state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         individual.fitness, individual.params, individual.flops = float(fitness), int(params), int(flops)
         individual.epochs, individual.seconds = int(epochs), float(seconds)
         self.lineage.append(individual)
-        self.next_id += 1
-        evicted = None
+        evicted = []
         if task.stage == "base":
             self.base = individual
+        elif task.stage == "population":
+            self.population.add(individual)  # below capacity: nobody leaves
         else:
-            evicted = self.population.add(individual)
-            if evicted is not None:
-                evicted.evicted_in = individual.generation
-        if task.stage == "generations":
-            self.generation = individual.generation
-        if self.base_only:
-            self.stage = "final"
-        elif task.stage == "base" or (task.stage == "population" and not self.population.full):
-            self.stage = "population"
-        elif self.generation < self.generations:
-            self.stage = "generations"
-        else:
-            self.stage = "final"
+            self.arrived.append(individual)
+            if not self.pending and (self.drawn == self.children_per_generation or self.ended_early is not None):
+                evicted = self._close_generation()
+        if not self.pending:  # else more of this stage's tasks are in training
+            self.stage = self._stage_after(task.stage)
         self._drop_unneeded_weights()
         return evicted
+
+    def _close_generation(self) -> list[Individual]:
+        """The generation's children join the population in id order; those who leave (see ``Population.add``)."""
+        evicted = []
+        for child in self.arrived:
+            left = self.population.add(child)
+            if left is not None:
+                left.evicted_in = child.generation
+                evicted.append(left)
+            self.generation = child.generation
+        self.arrived, self.drawn = [], 0
+        return evicted
+
+    def _stage_after(self, stage: str) -> str:
+        if self.base_only or self.ended_early is not None:
+            return "final"
+        if stage == "base" or (stage == "population" and not self.population.full):
+            return "population"
+        return "generations" if self.generation < self.generations else "final"
 
     def _drop_unneeded_weights(self) -> None:
         """Weights are kept for the population, the best individual so far, and the base until the
         initial population is complete."""
-        keep = {ind.id for ind in self.population.members}
-        if self.stage == "population" or self.base_only:
+        keep = {ind.id for ind in self.population.members + self.arrived}
+        if self.stage in ("base", "population") or self.base_only:
             keep.add(self.base.id)
         if not self.base_only and len(self.lineage) > 1:
             keep.add(self.champion().id)
@@ -225,7 +291,7 @@ class Search:
     def finish(self, result: dict) -> None:
         """The champion's final training and test are done: ``result`` is what the run reports."""
         self.final = dict(result)
-        self.stage = "done"
+        self.stage, self.pending = "done", []
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -238,6 +304,9 @@ class Search:
             "lineage": [ind.to_dict() for ind in self.lineage],
             "population": [ind.id for ind in self.population.members],
             "final": self.final, "last_tournament": list(self.last_tournament), "ended_early": self.ended_early,
+            "pending": [{"stage": task.stage, "individual": task.individual.record(), "epochs": task.epochs,
+                         "first_epoch": task.first_epoch, "model": task.model.state_dict()} for task in self.pending],
+            "arrived": [ind.id for ind in self.arrived], "drawn": self.drawn, "epochs_planned": self.epochs_planned,
         }
 
     def load_state_dict(self, saved: dict) -> None:
@@ -249,6 +318,14 @@ class Search:
         self.population.members = [by_id[i] for i in saved["population"]]
         self.final, self.last_tournament = saved["final"], list(saved["last_tournament"])
         self.ended_early = saved.get("ended_early")
+        self.arrived = [by_id[i] for i in saved.get("arrived", [])]
+        self.drawn, self.epochs_planned = saved.get("drawn", 0), saved.get("epochs_planned", 0)
+        self.pending = []
+        for entry in saved.get("pending", []):
+            individual = Individual.from_dict(entry["individual"])
+            model = models.build_from_config(self.model_kind, individual.config)
+            model.load_state_dict(entry["model"])
+            self.pending.append(Task(entry["stage"], individual, model, entry["epochs"], entry["first_epoch"]))
 
     def records(self) -> list[dict]:
         """The lineage as plain dicts (one JSON line each)."""
