@@ -63,8 +63,8 @@ import sys
 import time
 from dataclasses import dataclass
 
-import flags
-import runtime
+from training import flags
+from training import runtime
 from utils import ConfigError, atomic_write_text, parse_list
 
 METHODS = ("scratch_small", "scratch_large", "ensemble", "net2net", "random_growth",
@@ -105,7 +105,7 @@ SHORT_RUN_RECIPE = ["--reset_scheduler", "--reset_lr_scheduler_growing", "none",
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    import data
+    from training import data
 
     parser = argparse.ArgumentParser(
         description="Build the large network from trained parameters every way the toolkit knows (scratch small "
@@ -212,7 +212,7 @@ def check_method(method: str) -> None:
 
 def training_flops_per_image(opts: argparse.Namespace) -> dict[str, float]:
     """Training FLOPs per image (3 x forward) of each network a method trains, from the built networks."""
-    import data
+    from training import data
     import main
     import models
     from compute_flops import count_flops
@@ -348,7 +348,7 @@ def fair_command(method: str, seed: int, lr: float, opts: argparse.Namespace, ph
                  members_dir: str | None, extra: list[str]) -> list[str]:
     """One point of a method's lr grid: the grown phase alone from the shared members (growing methods that
     grow members), or the whole run (Net2Net, scratch) at peak lr ``lr``; the test set is not read."""
-    import checkpoint
+    from training import checkpoint
 
     tag = f"{method}-fair-lr{lr:g}"
     base = base_method(method)
@@ -405,9 +405,9 @@ def read_finished(args: argparse.Namespace) -> tuple[list, list, str] | None:
     matches when it still has its default. Reading back costs no evaluation, so writing the report again
     takes seconds.
     """
-    import checkpoint
+    from training import checkpoint
     import main
-    import runtime
+    from training import runtime
 
     run_dir = runtime.run_directory(args)
     paths = {name: os.path.join(run_dir, name) for name in ("args.json", "metrics.jsonl", "summary.json")}
@@ -465,7 +465,7 @@ def _evaluate_once(cache: str, opts: argparse.Namespace, flags_: list[str]) -> d
 
 def test_once(run_dir: str, opts: argparse.Namespace) -> dict:
     """The test-set result of the run a method's lr grid chose: its final network, read once."""
-    import checkpoint
+    from training import checkpoint
 
     results = _evaluate_once(os.path.join(run_dir, "test_once.json"), opts,
                              ["--evaluate", "--resume", os.path.join(run_dir, checkpoint.GROWN_FINAL_NAME)])
@@ -475,7 +475,7 @@ def test_once(run_dir: str, opts: argparse.Namespace) -> dict:
 
 def ensemble_once(members_dir: str, opts: argparse.Namespace) -> dict:
     """The shared members and their averaged-logit ensemble on the test set (read once, then cached)."""
-    import checkpoint
+    from training import checkpoint
 
     return _evaluate_once(os.path.join(members_dir, "ensemble_test.json"), opts, [
         "--evaluate_ensemble",
@@ -690,7 +690,7 @@ def apply_preset(opts: argparse.Namespace) -> None:
 
 def check_options(opts: argparse.Namespace, extra: list[str]) -> None:
     """Everything that can be refused before anything is written or trained."""
-    import data
+    from training import data
     import main
 
     for method in opts.methods:
@@ -775,7 +775,7 @@ class Comparison:
     # ---------------------------------------------------------------- one after another, in this process
 
     def run(self, key: str, command: list[str]) -> dict | None:
-        import runlock
+        from training import runlock
 
         self.commands[key] = ["main.py", *command]
         if not self.opts.report_only:
@@ -846,7 +846,7 @@ class Comparison:
         """
         import main
 
-        import engine
+        from training import engine
 
         planned = self.planned()
         todo = [job for job in planned if read_finished(main.get_args_parser().parse_args(job.command)) is None]

@@ -20,8 +20,8 @@ import os
 import sys
 import time
 
-import flags
-import runtime
+from training import flags
+from training import runtime
 from utils import ConfigError, parse_list
 
 CHAMPION_NAME = "champion.pth"
@@ -125,7 +125,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def validate_args(args: argparse.Namespace) -> None:
     """Every check that needs no data, so a mistake fails before anything is loaded or written."""
-    import data
+    from training import data
     from models import build_from_config
     from operators.mutations import check_kinds
 
@@ -217,7 +217,7 @@ class Training:
         self.optimizer = run.new_optimizer(self.model)
         self.start_epoch, self.partial, seconds, self.rows = 0, None, 0.0, []
         if resume is not None:
-            import engine
+            from training import engine
 
             engine.load_optimizer_state_by_name(self.optimizer, self.model, resume["optimizer"])
             if self.ctx.scaler is not None and resume.get("scaler"):
@@ -227,7 +227,7 @@ class Training:
         self.started = time.time() - seconds
 
     def begin_epoch(self, epoch: int):
-        import engine
+        from training import engine
 
         if self.schedule.restarts_at(epoch) and self.partial is None:
             self.optimizer = self.run.new_optimizer(self.model)  # a new cycle: the optimizer restarts
@@ -247,7 +247,7 @@ class Training:
     def checkpoint(self, epoch: int, spec, partial: dict | None) -> None:
         """This training's state, to continue at ``epoch`` (``partial``: the steps of it done); ``EvolutionRun.step``
         writes it into the search's checkpoint."""
-        import engine
+        from training import engine
         from utils import rng_state
 
         task, scaler = self.task, self.ctx.scaler
@@ -301,8 +301,8 @@ class EvolutionRun:
     def __init__(self, args: argparse.Namespace, ctx: runtime.Context) -> None:
         import copy
 
-        import checkpoint
-        import distributed
+        from training import checkpoint
+        from training import distributed
         from evolution import Search
         from utils import seed_everything
 
@@ -379,7 +379,7 @@ class EvolutionRun:
         return text + "".join(f"; individual {id_} trained" for id_ in sorted(self.finished))
 
     def find_resume(self):
-        import checkpoint
+        from training import checkpoint
 
         args = self.args
         path = checkpoint.latest_checkpoint(self.run_dir) if args.resume == "auto" else (args.resume or None)
@@ -400,7 +400,7 @@ class EvolutionRun:
         False when the search is over."""
         import contextlib
 
-        import distributed
+        from training import distributed
 
         tasks = self.search.next_tasks(self.width)
         if not tasks:
@@ -462,7 +462,7 @@ class EvolutionRun:
         return result
 
     def task_seed(self, task) -> int:
-        import data
+        from training import data
 
         return data.derived_seed("evolve.py individual", self.args.manualSeed, task.stage, task.individual.id)
 
@@ -483,7 +483,7 @@ class EvolutionRun:
     def recalibrate(self, task, epoch: int) -> None:
         """Validation top-1 of a mutated network as it is and with BatchNorm statistics re-estimated
         (``--recalibrate_bn`` batches of the epoch it starts training in); it trains from the latter."""
-        import engine
+        from training import engine
 
         model, loader, ctx = task.model.to(self.ctx.device), self.train_loader, self.ctx
         raw = self.evaluate(model, self.data.val_loader)["top1"]
@@ -497,7 +497,7 @@ class EvolutionRun:
                       f"recalibrated ({batches} batches)")
 
     def new_optimizer(self, model):
-        import engine
+        from training import engine
 
         args = self.args
         return engine.build_optimizer(model, lr=args.lr, momentum=args.momentum, nesterov=not args.no_nesterov,
@@ -516,14 +516,14 @@ class EvolutionRun:
         of training, its metrics rows). ``resume``: the ``in_flight`` record of a stopped training, which continues
         where it stopped.
         """
-        import engine
+        from training import engine
 
         training = Training(self, task, stop, resume)
         engine.fit(training, range(training.start_epoch, task.epochs), partial=training.partial)
         return training.model, time.time() - training.started, training.rows
 
     def evaluate(self, model, loader) -> dict:
-        import engine
+        from training import engine
 
         return engine.evaluate(model.to(self.ctx.device), loader, self.ctx.device, amp=self.args.amp,
                                batch_transform=self.data.eval_transform)[None]
@@ -544,7 +544,7 @@ class EvolutionRun:
 
     def finish_champion(self, task, model, seconds: float, test: dict) -> None:
         """The champion, trained on train + validation, tested once (``test``); its checkpoint."""
-        import checkpoint
+        from training import checkpoint
         from compute_flops import count_flops, count_parameters
         from operators.mutations import describe
 
@@ -565,7 +565,7 @@ class EvolutionRun:
 
     def write_champion(self) -> None:
         """champion.pth: the tested champion, rebuildable from the file alone (also kept in the run's checkpoint)."""
-        import checkpoint
+        from training import checkpoint
 
         if self.ctx.main_process and self.champion_file is not None:
             checkpoint.save_checkpoint(self.champion_file, os.path.join(self.run_dir, CHAMPION_NAME))
@@ -574,8 +574,8 @@ class EvolutionRun:
 
     def save_checkpoint(self) -> None:
         """The search after the last finished individual (plus the one in training, when stopping)."""
-        import checkpoint
-        import distributed
+        from training import checkpoint
+        from training import distributed
         from evolution import plot_lineage, write_lineage
         from evolution.lineage import LINEAGE_FILE
         from utils import rng_state

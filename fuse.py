@@ -21,8 +21,8 @@ import os
 import sys
 import time
 
-import flags
-import runtime
+from training import flags
+from training import runtime
 from utils import ConfigError
 
 METHODS = ("nt", "nt_iterative", "nt_hierarchical", "average", "ot", "ensemble", "best_member")
@@ -192,7 +192,7 @@ def networks_from_checkpoint(path: str) -> tuple[list, dict]:
     network is rebuilt as main.py does and its trained members are taken out as plain networks
     (member 0 only while member 1 had not started; the grown network once grown).
     """
-    import checkpoint
+    from training import checkpoint
     import main as mixturegrowth
     import models
     import models.mlp  # noqa: F401  (registers the model kind "mlp", which models/__init__ does not import)
@@ -225,7 +225,7 @@ def check_members_learned(members: list, member_val: list[dict], num_classes: in
     """
     import torch
 
-    import engine
+    from training import engine
 
     chance = 100.0 / num_classes
     for index, (network, val) in enumerate(zip(members, member_val)):
@@ -258,7 +258,7 @@ class Training:
 
     def __init__(self, run, network, optimizer, loader, stop, *, phase: str, name: str, epochs: int, lr_of,
                  select: bool, max_steps: int | None) -> None:
-        import runtime
+        from training import runtime
 
         self.run, self.network, self.optimizer, self.loader = run, network, optimizer, loader
         self.phase, self.name, self.epochs, self.lr_of = phase, name, epochs, lr_of
@@ -268,7 +268,7 @@ class Training:
         self.per_epoch = len(loader)  # steps of a whole epoch (a resumed one skips its first steps)
 
     def begin_epoch(self, epoch: int):
-        import engine
+        from training import engine
 
         args = self.run.args
         steps = None if self.max_steps is None else min(self.per_epoch, self.max_steps - epoch * self.per_epoch)
@@ -286,7 +286,7 @@ class Training:
         return None if self.run.data.val_loader is None else ("val", self.run.evaluate(self.network, "val"))
 
     def end_epoch(self, epoch: int, spec, row: dict) -> None:
-        import distributed
+        from training import distributed
 
         run, record = self.run, self.run.record
         record["epoch"] += 1
@@ -314,7 +314,7 @@ class FusionRun:
     """
 
     def __init__(self, args: argparse.Namespace, ctx: runtime.Context) -> None:
-        import checkpoint
+        from training import checkpoint
         from utils import seed_everything
 
         self.args, self.ctx = args, ctx
@@ -360,7 +360,7 @@ class FusionRun:
                       f"processes: {ctx.dist.world_size}")
 
     def find_resume(self) -> tuple[str | None, dict | None]:
-        import checkpoint
+        from training import checkpoint
 
         args = self.args
         path = checkpoint.latest_checkpoint(self.run_dir) if args.resume == "auto" else (args.resume or None)
@@ -376,14 +376,14 @@ class FusionRun:
         return os.path.join(self.run_dir, name)
 
     def save(self, name: str, state: dict) -> None:
-        import checkpoint
+        from training import checkpoint
 
         if self.ctx.main_process:
             checkpoint.save_checkpoint(state, self.path(name), keep_previous=name == checkpoint.LATEST_NAME)
 
     def network_state(self, network, **extra) -> dict:
         """A checkpoint of one network that main.py --evaluate and --checkpoints rebuild from its config."""
-        import checkpoint
+        from training import checkpoint
         import models
 
         kind, config = models.model_config(network)
@@ -391,7 +391,7 @@ class FusionRun:
                 "model": network.state_dict(), "grown": False, **extra}
 
     def load_network(self, name: str):
-        import checkpoint
+        from training import checkpoint
         import models
         import models.mlp  # noqa: F401  (registers the model kind "mlp")
 
@@ -500,7 +500,7 @@ class FusionRun:
 
     def recalibrate(self, network) -> None:
         """Re-estimate ``network``'s BatchNorm statistics in place from ``--recalibrate_bn`` training batches."""
-        import engine
+        from training import engine
 
         loader = self.data.train_loader(self.args.manualSeed)
         loader.sampler.set_epoch(0)
@@ -533,7 +533,7 @@ class FusionRun:
               seed: int, stop, resumed: dict | None, select: bool = False, max_steps: int | None = None) -> None:
         """Train ``network`` in place for ``epochs`` (``engine.fit``), checkpointing every epoch; ``max_steps``:
         the last epoch stops once that many steps are done in all."""
-        import engine
+        from training import engine
         from utils import set_rng_state
 
         optimizer = engine.build_optimizer(network, lr=lr_of(0), momentum=momentum, nesterov=False,
@@ -552,8 +552,8 @@ class FusionRun:
 
     def checkpoint_progress(self, training: dict | None) -> None:
         """Write checkpoint.pth: what is done (``record``) and the training in progress, if any."""
-        import checkpoint
-        import engine
+        from training import checkpoint
+        from training import engine
         from utils import rng_state
 
         state = {"args": checkpoint.args_to_dict(self.args), "epoch": self.record["epoch"], "record": self.record,
@@ -566,7 +566,7 @@ class FusionRun:
         self.save(checkpoint.LATEST_NAME, state)
 
     def evaluate(self, network, split: str) -> dict:
-        import engine
+        from training import engine
 
         loader = self.data.val_loader if split == "val" else self.data.test_loader
         if loader is None:

@@ -14,10 +14,10 @@ import os
 import sys
 import time
 
-import flags
-import runtime
-from runtime import EXIT_NON_FINITE, EXIT_PREEMPTED, EXIT_USAGE, Context, Preempted, run_directory  # noqa: F401
-import schedule
+from training import flags
+from training import runtime
+from training.runtime import EXIT_NON_FINITE, EXIT_PREEMPTED, EXIT_USAGE, Context, Preempted, run_directory  # noqa: F401
+from training import schedule
 from utils import ConfigError
 
 ARCHS = ("wrn", "normalwrn", "wrn_imagenet", "wrn_imagenet_bank", "normal_wrn_imagenet")
@@ -275,7 +275,7 @@ def checkpoint_bytes(model) -> int:
 
 
 def _num_classes(dataset: str) -> int:
-    import data
+    from training import data
 
     return data.NUM_CLASSES[dataset]
 
@@ -286,7 +286,7 @@ def load_member_checkpoint(path: str, flag: str):
     The member is the one the checkpoint's phase was training (``member_1.pth``
     holds member 1), so runs that trained one member each can be combined.
     """
-    import checkpoint
+    from training import checkpoint
     import models
 
     state = checkpoint.load_checkpoint(path, flag=flag)
@@ -337,7 +337,7 @@ def restore_model(args_dict: dict, state: dict, device):
 
 def find_resume(args: argparse.Namespace, run_dir: str) -> tuple[str | None, dict | None]:
     """The checkpoint to continue from (``--resume PATH`` or ``auto``), checked against this run's flags."""
-    import checkpoint
+    from training import checkpoint
 
     path = checkpoint.latest_checkpoint(run_dir) if args.resume == "auto" else (args.resume or None)
     if path is None:
@@ -361,10 +361,10 @@ def run_training(args: argparse.Namespace, plan=None) -> dict:
     ``plan`` defaults to ``schedule.build_plan(args)``; a caller may pass a plan it changed (e.g.
     with an operator of its own at some epoch).
     """
-    from schedule import build_plan
+    from training.schedule import build_plan
 
     # Everything wrong with the command line fails in build_plan, before anything is written.
-    import engine
+    from training import engine
 
     plan = build_plan(args) if plan is None else plan
     with runtime.session(args) as (ctx, stop):
@@ -385,7 +385,7 @@ class TrainingRun:
     """
 
     def __init__(self, args: argparse.Namespace, plan, ctx: Context) -> None:
-        import engine
+        from training import engine
         import models
         from utils import seed_everything, set_rng_state
 
@@ -468,7 +468,7 @@ class TrainingRun:
             self.train_loader = self.new_train_loader()
 
     def new_optimizer(self):
-        import engine
+        from training import engine
 
         args = self.args
         return engine.build_optimizer(self.model, lr=args.learning_rate, momentum=args.momentum,
@@ -476,7 +476,7 @@ class TrainingRun:
                                       no_bn_decay=args.no_bn_decay)
 
     def write_run_description(self) -> None:
-        import checkpoint
+        from training import checkpoint
         from utils import atomic_write_text
 
         args_text = json.dumps(checkpoint.args_to_dict(self.args), indent=1)
@@ -492,7 +492,7 @@ class TrainingRun:
 
     def evaluate_entry(self, entry, loader=None, model=None):
         """Each trained member's results, and the one the plan follows (its forward member)."""
-        import engine
+        from training import engine
 
         members = self.members_of(entry)
         results = engine.evaluate(model or self.model, loader or self.data.selection_loader, self.ctx.device, members,
@@ -512,7 +512,7 @@ class TrainingRun:
 
     def apply_operators(self, entry) -> None:
         """Run the plan's operators before ``entry.epoch``; rebuild the optimizer; log "right after" accuracy."""
-        import engine
+        from training import engine
         import operators
 
         if not entry.operators:
@@ -547,7 +547,7 @@ class TrainingRun:
         if batches:
             import copy
 
-            import engine
+            from training import engine
 
             probed = self.model if self.args.recalibrate_bn else copy.deepcopy(self.model)
             self.train_loader.sampler.set_epoch(entry.epoch)
@@ -564,7 +564,7 @@ class TrainingRun:
     def begin_epoch(self, epoch: int):
         """The plan's operators (unless the epoch resumes mid-way: they ran before it was checkpointed),
         then the epoch: at a phase start (or after an operator) the trainable set and the wrapped net."""
-        import engine
+        from training import engine
         import models
         from compute_flops import count_flops
 
@@ -595,7 +595,7 @@ class TrainingRun:
     def checkpoint(self, epoch: int, spec, partial: dict | None) -> None:
         """Stopped mid-epoch: the state after epoch - 1 plus the steps done of ``epoch`` (between epochs
         ``end_epoch`` has written it)."""
-        import checkpoint
+        from training import checkpoint
 
         if partial is not None and self.ctx.main_process:
             self.save(checkpoint.LATEST_NAME, self.state(epoch - 1, self.plan[epoch], {"partial": {"epoch": epoch,
@@ -619,8 +619,8 @@ class TrainingRun:
 
     def end_epoch(self, epoch: int, spec, row: dict) -> None:
         """Summary rows at a phase end; the checkpoints (last, best, a member's, the grown network's)."""
-        import checkpoint
-        import distributed
+        from training import checkpoint
+        from training import distributed
 
         entry, results = self.plan[epoch], self.results
         self.history.append(row)
@@ -643,15 +643,15 @@ class TrainingRun:
         distributed.barrier()
 
     def save(self, name: str, state: dict) -> None:
-        import checkpoint
+        from training import checkpoint
 
         checkpoint.save_checkpoint(state, os.path.join(self.run_dir, name),
                                    keep_previous=name == checkpoint.LATEST_NAME)
 
     def state(self, epoch: int, entry, extra: dict | None = None) -> dict:
         """Everything a resumed run needs, as tensors and plain types (``weights_only`` loadable)."""
-        import checkpoint
-        import engine
+        from training import checkpoint
+        from training import engine
         import models
         from utils import rng_state
 
@@ -710,8 +710,8 @@ def run_evaluation(args: argparse.Namespace) -> dict:
     ``--evaluate_ensemble``: members from ``--resume_member_0/1`` and their averaged-logit ensemble.
     The network is rebuilt from the checkpoint's own arguments; the CLI only says where the data is.
     """
-    import checkpoint
-    import engine
+    from training import checkpoint
+    from training import engine
     import models
     from custom_log import format_table
     from utils import seed_everything

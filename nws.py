@@ -17,8 +17,8 @@ import os
 import sys
 import time
 
-import flags
-import runtime
+from training import flags
+from training import runtime
 from utils import ConfigError
 
 COMMANDS = ("pretrain", "tasks", "evaluate")
@@ -177,7 +177,7 @@ def cli(argv: list[str] | None = None) -> int:
 
 
 def _write_args(run_dir: str, args: argparse.Namespace, name: str = "args.json") -> None:
-    import checkpoint
+    from training import checkpoint
     from utils import atomic_write_text
 
     atomic_write_text(os.path.join(run_dir, name), json.dumps(checkpoint.args_to_dict(args), indent=2) + "\n")
@@ -202,8 +202,8 @@ def _recipe(args: argparse.Namespace):
 
 def pretrain(args: argparse.Namespace) -> dict:
     """Train an NWS network on the source data set while EMA k-means learns every layer's pool."""
-    import checkpoint
-    import engine
+    from training import checkpoint
+    from training import engine
     import utils
     from models.nws import build_network
     from weight_search.pools import POOLS_NAME, PoolLearner, pools_state
@@ -290,7 +290,7 @@ def _task_pools(args: argparse.Namespace, run_dir: str, config) -> dict:
 
 def _task_in_flight(run_dir: str, task: int) -> dict | None:
     """The checkpoint of ``task`` stopped before it was stored, if the run folder holds one."""
-    import checkpoint
+    from training import checkpoint
 
     path = checkpoint.latest_checkpoint(run_dir)
     if path is None:
@@ -302,9 +302,9 @@ def _task_in_flight(run_dir: str, task: int) -> dict | None:
 
 def run_tasks(args: argparse.Namespace) -> dict:
     """Train every task of the split in order (from the first one not stored), then re-measure them all."""
-    import checkpoint
-    import distributed
-    import engine
+    from training import checkpoint
+    from training import distributed
+    from training import engine
     import utils
     from weight_search.pools import POOLS_NAME
     from weight_search.protocol import (TASK_IN_FLIGHT_KIND, Training, nws_task_state, new_task_network,

@@ -42,8 +42,8 @@ import os
 import sys
 
 import compare
-import flags
-import runtime
+from training import flags
+from training import runtime
 from utils import ConfigError, atomic_write_text, parse_list
 
 GROWN = ("mixturegrowth_orthogonal", "mixturegrowth_zero")
@@ -55,7 +55,7 @@ PLAIN_MEMBER = "plain_member_{}.pth"  # a member as a plain network (models.mate
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    import data
+    from training import data
 
     parser = argparse.ArgumentParser(
         description="From the same two trained members per seed: their ensemble, MixtureGrowth (grown and "
@@ -125,7 +125,7 @@ def apply_preset(opts: argparse.Namespace) -> None:
 
 def check_options(opts: argparse.Namespace) -> None:
     """Everything that can be refused before anything is written or trained."""
-    import data
+    from training import data
 
     for method in opts.methods:
         if method not in METHODS:
@@ -154,7 +154,7 @@ def network_sizes(opts: argparse.Namespace) -> dict:
     the templates at every step); ``grown`` and ``member``: the plain networks (``models.materialize``) that
     run at inference and that fuse.py fine-tunes.
     """
-    import data
+    from training import data
     import main
     import models
     from compute_flops import count_flops, count_parameters
@@ -203,8 +203,8 @@ def plain_members(members_dir: str) -> list[str]:
     They are taken from the network the grown runs start from: a template network with member 0 from
     member_0.pth and member 1 from member_1.pth (``models.transplant_member``, as main.py --resume_member_0/1).
     """
-    import checkpoint
-    import data
+    from training import checkpoint
+    from training import data
     import main
     import models
 

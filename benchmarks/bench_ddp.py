@@ -22,7 +22,7 @@ import torch.multiprocessing as mp
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import engine  # noqa: E402
+from training import engine  # noqa: E402
 import main  # noqa: E402
 import models  # noqa: E402
 

@@ -75,7 +75,7 @@ def batches(args, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor
     if args.data == "random":
         return [(torch.randn(args.batch_size, 3, 32, 32, device=device),
                  torch.randint(args.classes, (args.batch_size,), device=device))]
-    import data
+    from training import data
 
     train, _, _ = data.build_splits("digits", None)
     loader = torch.utils.data.DataLoader(train, batch_size=args.batch_size, shuffle=True, drop_last=True)
@@ -167,7 +167,7 @@ def task_file_bytes(model, args) -> int:
     """Bytes on disk of ``model``'s task file as ``nws.py tasks`` writes it (with the run's flags and accuracy)."""
     import tempfile
 
-    import checkpoint
+    from training import checkpoint
     import nws
     from models.nws import network_config, pools_of
     from weight_search.protocol import nws_task_state

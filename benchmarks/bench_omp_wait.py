@@ -10,7 +10,7 @@ leaves the machine as it is). The settings are timed in turns, ``--repeats`` tim
     python benchmarks/bench_omp_wait.py --steps 20 --repeats 3
 
 prints, per setting, the median seconds per step and the range over the repeats. The scripts
-(``scripts/env.sh``) and the entry points (``runtime.py``) default to the winner.
+(``scripts/env.sh``) and the entry points (``training/runtime.py``) default to the winner.
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ import torch
 import torch.nn.functional as F
 
 import compute_flops
-import engine
+from training import engine
 import models
 from models.layers import TemplateConfig, TemplateLayers, generate_weights
 from models.wrn import WideResNet, wrn_channels

@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-import data  # noqa: E402
+from training import data  # noqa: E402
 
 
 def imagenet_augmentation(device: torch.device) -> dict:
@@ -36,7 +36,7 @@ def imagenet_augmentation(device: torch.device) -> dict:
 
 
 def fp16_grown_step(device: torch.device) -> dict:
-    import engine
+    from training import engine
     import main
     import models
 

@@ -16,8 +16,8 @@ import pytest
 import torch
 from torch import nn
 
-import checkpoint
-from checkpoint import (
+from training import checkpoint
+from training.checkpoint import (
     FORMAT_VERSION,
     MODEL_FIELDS,
     CheckpointError,
@@ -145,8 +145,8 @@ def test_process_killed_mid_save_leaves_previous_checkpoint_resumable(tmp_path):
     save_checkpoint({"epoch": 1, "w": torch.ones(1000)}, path)
     script = textwrap.dedent(
         f"""
-        import os, torch, checkpoint
-
+        import os, torch
+        from training import checkpoint
         def dying_save(obj, handle):
             handle.write(b"PK\\x03\\x04" + b"x" * 1000)
             handle.flush()

@@ -9,7 +9,7 @@ import os
 import pytest
 import torch
 
-import checkpoint
+from training import checkpoint
 import compare
 import main
 
@@ -75,7 +75,7 @@ def test_each_method_keeps_the_lr_with_the_best_validation_top1_and_reads_the_te
 
 
 def test_the_ensemble_row_is_the_accuracy_of_the_members_averaged_logits(fair):
-    import data
+    from training import data
 
     ensemble = next(r for r in fair["result"]["runs"] if r["method"] == "ensemble")
     members = []
@@ -149,7 +149,7 @@ def test_members_only_stops_before_growth_and_refuses_epochs_that_would_grow(tmp
 
 
 def test_a_run_folder_in_use_is_refused_in_compares_own_terms(tmp_path, capsys):
-    import runlock
+    from training import runlock
 
     out = tmp_path / "cmp"
     held = runlock.acquire(str(out / "runs" / "digits" / "members-1+1" / "seed_0"))  # the first run's folder

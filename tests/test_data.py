@@ -14,8 +14,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-import data
-import engine
+from training import data
+from training import engine
 from utils import ConfigError
 
 

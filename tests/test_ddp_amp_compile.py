@@ -6,7 +6,7 @@ import sys
 
 import torch
 
-import checkpoint
+from training import checkpoint
 import main
 from custom_log import read_metrics
 from conftest import ROOT, TINY_RUN, tiny_args

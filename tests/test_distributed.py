@@ -13,8 +13,8 @@ import textwrap
 import pytest
 import torch
 
-import distributed
-from distributed import DistInfo, init_distributed, select_device
+from training import distributed
+from training.distributed import DistInfo, init_distributed, select_device
 from utils import ConfigError
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -68,7 +68,7 @@ WORKER = textwrap.dedent(
     """
     import json
     import torch
-    import distributed
+    from training import distributed
 
     info = distributed.init_distributed(use_cuda=False)
     counts = torch.tensor([info.rank + 1.0])

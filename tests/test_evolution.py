@@ -7,8 +7,8 @@ import os
 import pytest
 import torch
 
-import checkpoint
-import engine
+from training import checkpoint
+from training import engine
 import evolve
 import models
 from evolution import SGDR, Individual, Population, Search, cycle_lengths, read_lineage, tournament_size

@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-import checkpoint
+from training import checkpoint
 import evolve
 from test_evolution import tiny_argv
 
@@ -23,8 +23,8 @@ PARALLEL = ["--children_per_generation", "2", "--parallel", "individuals"]
 STOPPING = """
 import os, sys
 sys.path.insert(0, {root!r})
-import engine, evolve
-
+import evolve
+from training import engine
 real, fired = engine.train_one_epoch, []
 
 

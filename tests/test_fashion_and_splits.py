@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-import data
+from training import data
 import main
 from utils import ConfigError
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-import data
-import engine
-import runtime
+from training import data
+from training import engine
+from training import runtime
 
 STEPS_PER_EPOCH = 4  # 64 samples, batches of 16
 

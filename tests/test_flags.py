@@ -1,7 +1,7 @@
 """Every numeric flag states its valid range and is refused outside it before anything runs (issue #16).
 
 The walk covers every parser of every CLI entry point, so a numeric flag added later without a
-range fails here. A range is stated with ``flags.add`` (see flags.py); values are refused while
+range fails here. A range is stated with ``flags.add`` (see training/flags.py); values are refused while
 parsing (exit 2, one sentence), or, for a few epoch counts, by ``schedule.build_plan`` /
 ``main.validate_args`` in their own sentences, still before anything is written.
 """
@@ -14,7 +14,7 @@ import math
 import pytest
 
 import compare
-import flags
+from training import flags
 import main
 from utils import parse_list
 

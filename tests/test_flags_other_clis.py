@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import compare
-import data
-import flags
+from training import data
+from training import flags
 import fuse
 import main
 from test_flags import assert_refused_while_parsing, outside_cases, refused_while_parsing, unchecked_numeric_flags

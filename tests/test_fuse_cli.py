@@ -6,12 +6,12 @@ import os
 import pytest
 import torch
 
-import checkpoint
-import engine
+from training import checkpoint
+from training import engine
 import fuse
 import main
 import models
-import runtime
+from training import runtime
 from models.mlp import MLP
 
 # Tiny WRN-10-1 members on a 100-image digits subset (80 to train, 20 to validate): seconds a run.

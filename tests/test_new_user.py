@@ -13,13 +13,13 @@ import sys
 import pytest
 import torch
 
-import checkpoint
+from training import checkpoint
 import evolve
 import fuse
 import main
 import nws
-import runtime
-from schedule import build_plan
+from training import runtime
+from training.schedule import build_plan
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

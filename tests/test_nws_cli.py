@@ -120,7 +120,7 @@ def metrics_rows(run_dir, epochs) -> list[dict]:
 
 def test_a_task_stopped_mid_epoch_resumes_at_its_step_to_the_same_indices_and_accuracy(full_run, pools, tmp_path,
                                                                                        monkeypatch):
-    import engine
+    from training import engine
 
     run_dir, _ = full_run
     steps = []  # 7 stop checks per task (3 steps, one between the epochs, 3 steps): the 19th is task 2's epoch 1, step 1
@@ -157,7 +157,7 @@ def test_a_task_stopped_mid_epoch_resumes_at_its_step_to_the_same_indices_and_ac
 
 def poison_weights_after_epoch(monkeypatch, epoch: int) -> None:
     """The weights turn NaN at the end of the ``epoch``-th epoch trained (counting from 1), as a huge lr would."""
-    import engine
+    from training import engine
 
     trained, train_one_epoch = [], engine.train_one_epoch
 

@@ -13,11 +13,11 @@ import pytest
 import torch
 from torch import nn
 
-import engine
+from training import engine
 import main
 import operators
 from conftest import tiny_args
-from schedule import build_plan
+from training.schedule import build_plan
 
 SEEN = []
 

@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 
-import checkpoint
-import engine
+from training import checkpoint
+from training import engine
 import main
 from conftest import ROOT, TINY_RUN, sigterm_group_at, tiny_args
 
@@ -254,7 +254,7 @@ def test_a_network_too_large_for_the_memory_exits_2_in_one_sentence_and_writes_n
 
 
 def test_the_memory_estimate_is_a_lower_bound_of_what_the_network_holds(monkeypatch):
-    import runtime
+    from training import runtime
     from utils import ConfigError
 
     args = tiny_args("unused")
@@ -306,8 +306,8 @@ LOCKED = {  # (module, argv, run folder under the save path)
 def test_a_second_start_is_refused_before_the_data_is_loaded(case, tmp_path, capsys, monkeypatch):
     import importlib
 
-    import runlock
-    import runtime
+    from training import runlock
+    from training import runtime
     import weight_search.splits
 
     name, argv, folder = LOCKED[case]

@@ -12,7 +12,7 @@ import time
 import pytest
 
 import main
-import runlock
+from training import runlock
 from conftest import ROOT
 from utils import ConfigError
 
@@ -65,7 +65,7 @@ def test_a_lock_file_without_a_live_holder_is_taken_over_and_said(tmp_path):
 
 RANKS_SCRIPT = """
 import argparse, os, sys
-import runtime
+from training import runtime
 from utils import ConfigError
 
 def say(line):  # one write per line: both ranks share the pipe, and print() may write the newline apart

@@ -9,8 +9,8 @@ import os
 import pytest
 import torch
 
-import checkpoint
-import data
+from training import checkpoint
+from training import data
 import fuse
 import main
 import models

@@ -25,7 +25,7 @@ import os
 
 import torch
 
-import checkpoint
+from training import checkpoint
 from models.nws import NetworkConfig, NWSLayer, load_pools, nws_layers, pools_of
 from utils import ConfigError
 

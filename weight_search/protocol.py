@@ -32,10 +32,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-import checkpoint
-import distributed
-import engine
-import runtime
+from training import checkpoint
+from training import distributed
+from training import engine
+from training import runtime
 from models.nws import (NetworkConfig, assign_all, build_network, commitment_loss, load_pools, nws_layers,
                         search_all)
 from utils import AverageMeter, ConfigError, rng_state, set_rng_state
@@ -81,14 +81,14 @@ class Loops:
     show_progress: bool = True
 
     def train_loader(self, dataset, seed: int):
-        import data
+        from training import data
 
         return data.build_train_loader(dataset, batch_size=self.batch_size, workers=self.workers, seed=seed,
                                        pin_memory=self.ctx.device.type == "cuda", rank=self.ctx.dist.rank,
                                        world_size=self.ctx.dist.world_size)
 
     def eval_loader(self, dataset):
-        import data
+        from training import data
 
         return data.build_eval_loader(dataset, batch_size=self.eval_batch_size, workers=self.workers,
                                       pin_memory=self.ctx.device.type == "cuda", rank=self.ctx.dist.rank,

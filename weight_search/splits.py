@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-import data
+from training import data
 from utils import ConfigError
 
 # SPEC 4: the superclass order of Split-CIFAR-100 (also CIFAR-100's coarse label order).

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-import checkpoint
+from training import checkpoint
 from utils import ConfigError
 
 TASK_KIND = "nws_task"

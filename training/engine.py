@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import distributed
+from training import distributed
 from custom_log import progress
 from utils import AverageMeter, correct_topk
 
@@ -395,7 +395,7 @@ def fit(trainee: Trainee, epochs: range, *, partial: dict | None = None, show_pr
     (exit 75). Weights that become NaN / inf raise ``NonFiniteLossError`` (exit 3) before anything of
     the epoch is saved, so the last good checkpoint stays the newest.
     """
-    import runtime
+    from training import runtime
 
     ctx, stop = trainee.ctx, trainee.stop
     rows = []

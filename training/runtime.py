@@ -24,7 +24,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 
-import flags
+from training import flags
 from utils import ConfigError
 
 EXIT_USAGE = 2  # a mistake in the command line or the files it names
@@ -67,7 +67,7 @@ def new_parser(description: str, **kwargs) -> argparse.ArgumentParser:
 
 def add_data_arguments(parser: argparse.ArgumentParser, group: argparse._ArgumentGroup, training: bool = True) -> None:
     """DATA_PATH, --dataset; for training also --val_split, --train_subset."""
-    import data
+    from training import data
 
     parser.add_argument("data_path", nargs="?", default=None, metavar="DATA_PATH",
                         help="folder holding the data set (not needed for --dataset digits; fashion_mnist "
@@ -140,7 +140,7 @@ def cli(prog: str, get_args_parser, main, argv: list[str] | None = None) -> int:
 
 def exit_status(prog: str, call) -> int:
     """Run ``call()``; a bad command line, a non-finite loss or a stop by signal become one line and a status."""
-    from engine import NonFiniteLossError
+    from training.engine import NonFiniteLossError
 
     try:
         call()
@@ -172,7 +172,7 @@ class Context:
     def __init__(self, args: argparse.Namespace) -> None:
         import torch
 
-        import distributed
+        from training import distributed
         from custom_log import RunLogger
 
         self.dist = distributed.init_distributed(use_cuda=args.ngpu > 0 and torch.cuda.is_available())
@@ -198,7 +198,7 @@ class Context:
         self.logger = RunLogger(run_dir, enabled=self.main_process)
 
     def close(self) -> None:
-        import distributed
+        from training import distributed
 
         self.logger.close()
         if self.run_lock is not None:
@@ -218,7 +218,7 @@ def session(args: argparse.Namespace):
     process as usual). On the way out, whatever happened, the signal handlers are restored and the
     context closed (which releases the run folder's lock and leaves the process group).
     """
-    import engine
+    from training import engine
 
     ctx = Context(args)
     stop = engine.StopRequest()
@@ -231,7 +231,7 @@ def session(args: argparse.Namespace):
 
 def run_directory(args: argparse.Namespace) -> str:
     """``<save_path>/<dataset>/<tag>/seed_<seed>``; with ``--resume auto`` and no seed, the newest run of the tag."""
-    import distributed
+    from training import distributed
 
     tag_dir = os.path.join(args.save_path, args.dataset, args.tag)
     if args.manualSeed is None and args.resume == "auto":
@@ -264,7 +264,7 @@ def refuse_to_restart(args: argparse.Namespace, run_dir: str) -> None:
     Training again without ``--resume`` would overwrite its checkpoints and append a second run's rows
     to its metrics.jsonl.
     """
-    from checkpoint import LATEST_NAME, PREVIOUS_NAME
+    from training.checkpoint import LATEST_NAME, PREVIOUS_NAME
     from custom_log import METRICS_FILE
 
     if getattr(args, "resume", ""):
@@ -303,8 +303,8 @@ def claim_run_folder(args: argparse.Namespace, ctx: Context) -> str:
 
 def _lock(args: argparse.Namespace, ctx: Context, run_dir: str, needed_bytes: int = 0) -> None:
     """The main process takes ``run_dir``'s lock, unless it holds it already; every rank stops if it is taken."""
-    import distributed
-    import runlock
+    from training import distributed
+    from training import runlock
 
     refused = None
     if ctx.main_process:
@@ -413,7 +413,7 @@ class Data:
     def train_loader(self, seed: int, fraction: float = 1.0, *, batch_size: int | None = None,
                      dataset=None, drop_last: bool = False):
         """Shuffled, seeded, sharded training loader (``data.build_train_loader``)."""
-        import data
+        from training import data
 
         args, ctx = self._args, self._ctx
         return data.build_train_loader(dataset if dataset is not None else self.train_set,
@@ -423,7 +423,7 @@ class Data:
                                        subset_fraction=fraction)
 
     def eval_loader(self, dataset):
-        import data
+        from training import data
 
         return data.build_eval_loader(dataset, batch_size=self._args.eval_batch_size, workers=self._args.workers,
                                       pin_memory=self._ctx.device.type == "cuda", rank=self._ctx.dist.rank,
@@ -432,7 +432,7 @@ class Data:
 
 def load_data(args: argparse.Namespace, ctx: Context, dataset: str | None = None) -> Data:
     """The data of ``dataset`` (default ``args.dataset``); a missing data set is a ConfigError, nothing written."""
-    import data
+    from training import data
 
     dataset = dataset or args.dataset
     train_set, val_set, test_set = data.build_splits(
@@ -455,7 +455,7 @@ def wrap_for_training(model, ctx: Context, compile: bool = False):
     """The module the training step calls: ``MembersForward`` (+ ``torch.compile``) (+ DDP)."""
     import torch
 
-    import engine
+    from training import engine
 
     net = engine.MembersForward(model)
     if compile:
