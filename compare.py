@@ -1,7 +1,8 @@
 """The comparison report: which way of building the large network from trained parameters works.
 
 ``python compare.py [--dataset fashion_mnist] [--seeds 0,1,2] [--epochs 9 --member_epochs 3] [MAIN.PY FLAGS...]``
-runs every method over every seed by calling ``main.main`` in this process, then writes into ``--out``:
+runs every method over every seed (``main.main`` in this process, or ``--jobs N`` main.py processes at once),
+then writes into ``--out``:
 
     results.md / results.csv   one row per method: test top-1 mean ± std over the seeds, the learning
                                rate each seed used, accuracy right after growth (raw and with BatchNorm
@@ -34,8 +35,8 @@ phase annealed) and ``paper`` (main.py's defaults: the published schedules, e.g.
 Every run is started with ``--resume auto``: running the same command again after a stop reads back the
 runs that finished (shared members included) and continues the one that was interrupted.
 
-Presets (``--preset``, default: the data set's): ``fashion_mnist`` takes about 85 minutes on an idle
-2-core CPU (estimated from per-epoch times; README) and tells the methods apart (WRN-10-2 / WRN-10-1, a class-balanced 10,000-image subset,
+Presets (``--preset``, default: the data set's): ``fashion_mnist`` took 71 minutes on this 2-core CPU
+(``--jobs 2``; README) and tells the methods apart (WRN-10-2 / WRN-10-1, a class-balanced 10,000-image subset,
 9 epochs, a 10% validation split); ``fashion_mnist_converged`` is the regime where each network is
 trained until its validation accuracy stops improving (all 60,000 images, 30 epochs: a GPU's work);
 ``digits`` is the fast demo budget (every method lands at 97-100% there: too easy to separate them).

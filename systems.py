@@ -93,7 +93,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     g = parser.add_argument_group("Learning rates and BatchNorm")
     flags.add(g, "--grown_lr_grid", flags.numbers(flags.number(low=0.0, low_open=True)), default=None,
               help="peak lrs of the grown phase (one annealed cosine each), chosen per seed on validation "
-                   "(default: the preset's; fashion_mnist: 0.001,0.01,0.05)")
+                   "(default: the preset's; fashion_mnist: 0.001,0.01,0.1)")
     flags.add(g, "--finetune_lr_grid", flags.numbers(flags.number(low=0.0, low_open=True)), default=None,
               help="constant fine-tuning lrs of the fused networks and the members alone (fuse.py "
                    "--finetune_lr), chosen per seed on validation (default: --grown_lr_grid)")

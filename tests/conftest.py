@@ -60,7 +60,7 @@ def sigterm_group_at(process, line_prefix: str) -> str:
 # Modules whose tests train networks end to end (or start processes that do): the bulk of the suite's
 # 7-10 minutes. `scripts/test.sh -m "not slow"` runs the rest, the unit tests, for day-to-day work;
 # CI (.ci/run) runs everything.
-SLOW_MODULES = {"test_baselines", "test_compare", "test_ddp_amp_compile", "test_distributed", "test_evolution",
+SLOW_MODULES = {"test_baselines", "test_compare", "test_compare_jobs", "test_evolution_parallel", "test_ddp_amp_compile", "test_distributed", "test_evolution",
                 "test_fashion_and_splits", "test_fuse_cli", "test_imagenet", "test_main", "test_new_user",
                 "test_nws_cli", "test_operators", "test_robustness", "test_runlock"}
 
