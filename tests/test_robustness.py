@@ -156,7 +156,7 @@ def test_a_hard_kill_in_the_middle_of_a_save_loses_nothing(full_run, tmp_path):
     _, reference = full_run
     # The 8th checkpoint write dies half-way through, as under SIGKILL or a power cut.
     prelude = (
-        "import os, torch, checkpoint\n"
+        "import os, torch\nfrom training import checkpoint\n"
         "calls = [0]\n"
         "real_save = torch.save\n"
         "def dying_save(obj, handle, *a, **k):\n"
