@@ -258,8 +258,6 @@ class Training:
 
     def __init__(self, run, network, optimizer, loader, stop, *, phase: str, name: str, epochs: int, lr_of,
                  select: bool, max_steps: int | None) -> None:
-        from training import runtime
-
         self.run, self.network, self.optimizer, self.loader = run, network, optimizer, loader
         self.phase, self.name, self.epochs, self.lr_of = phase, name, epochs, lr_of
         self.select, self.max_steps = select, max_steps
