@@ -730,20 +730,89 @@ def check_options(opts: argparse.Namespace, extra: list[str]) -> None:
 
 @dataclass(frozen=True)
 class Job:
-    """One main.py run of the comparison, as ``--jobs`` schedules it."""
+    """One run of a comparison as ``--jobs`` schedules it: an entry point's process of its own."""
 
-    key: str  # what compare.py calls it ("mixturegrowth_orthogonal lr 0.01 seed 0 (epochs 3+3+3)")
-    command: list[str]  # main.py's arguments
+    key: str  # what the comparison calls it ("mixturegrowth_orthogonal lr 0.01 seed 0 (epochs 3+3+3)")
+    command: list[str]  # the script's arguments
     needs: str | None  # the key of the run that must finish first (the seed's shared members), if any
     cost: float  # training FLOPs per image over its epochs: the longest ready run starts first
+    script: str = "main.py"  # the entry point beside this file that runs it
 
 
 class RunFailed(Exception):
-    """A run started by ``--jobs`` ended with an error; ``status`` is its main.py exit status."""
+    """A run started by ``--jobs`` ended with an error; ``status`` is its exit status."""
 
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
         self.status = status
+
+
+def train_jobs(todo: list[Job], done: set[str], at_once: int, logs: str, who: str = "compare") -> None:
+    """Train the runs ``todo``, ``at_once`` processes at a time, each with the CPU's cores shared out.
+
+    Each process gets ``OMP_NUM_THREADS`` cores and writes its output to ``logs``/. A run waits for the run
+    it needs (a key in ``done``, or one of ``todo`` that finishes first); of the runs that are ready, those
+    others wait for go first, then the longest. A signal stops every process at its next step with a
+    checkpoint; a failed run stops the others the same way. ``who`` names the command in what it prints.
+    """
+    from training import engine
+
+    threads = threads_per_job(at_once)
+    os.makedirs(logs, exist_ok=True)
+    environment = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    here = os.path.dirname(os.path.abspath(__file__))
+    todo, done = list(todo), set(done)
+    awaited = {job.needs for job in todo if job.needs}
+    total, finished, started = len(todo), 0, time.time()
+    print(f"{who}: {total} runs to train, {at_once} at once with {threads} thread(s) each; "
+          f"their output goes to {logs}", flush=True)
+    running: dict[subprocess.Popen, tuple[Job, float, str]] = {}
+    failed, stopping = None, False
+    stop = engine.StopRequest().install()
+    try:
+        while todo or running:
+            if stop.signal_name or failed:
+                if not stopping:  # once: every process writes its checkpoint and exits 75
+                    stopping = True
+                    for process in running:
+                        process.send_signal(signal.SIGTERM)
+                todo = []
+            while todo and len(running) < at_once:
+                ready = [job for job in todo if job.needs is None or job.needs in done]
+                if not ready:
+                    break
+                job = min(ready, key=lambda job: (job.key not in awaited, -job.cost))
+                todo.remove(job)
+                log = os.path.join(logs, log_name(job.key))
+                with open(log, "a") as output:  # a resumed run's output follows its first part
+                    process = subprocess.Popen([sys.executable, os.path.join(here, job.script), *job.command],
+                                               stdout=output, stderr=subprocess.STDOUT, env=environment,
+                                               start_new_session=True)  # signals reach it from here only
+                running[process] = (job, time.time(), log)
+                print(f"{who}: started {job.key} ({len(running)} running)", flush=True)
+            time.sleep(0.2)
+            for process in [p for p in running if p.poll() is not None]:
+                job, begun, log = running.pop(process)
+                if process.returncode == 0:
+                    done.add(job.key)
+                    finished += 1
+                    print(f"{who}: finished {job.key} in {time.time() - begun:.0f} s ({finished}/{total} done)",
+                          flush=True)
+                elif not (stopping and process.returncode == runtime.EXIT_PREEMPTED) and failed is None:
+                    failed = (job, process.returncode, log)
+    finally:
+        stop.restore()
+        for process in running:  # only when interrupted at once (a second Ctrl-C): nothing is waited for
+            process.kill()
+    if failed is not None:
+        job, status, log = failed
+        raise RunFailed(f"{job.key} failed ({job.script} exit status {status}: {last_line(log)}); its output is in "
+                        f"{log}; the other runs stopped with a checkpoint: run the same command again to "
+                        "continue (finished runs are read back)", status if status > 1 else 1)
+    if stopping:
+        raise runtime.Preempted(f"stopped by {stop.signal_name}: every running run wrote its checkpoint; run the "
+                                f"same {who}.py command again to continue (the finished runs are read back)")
+    print(f"{who}: {total} runs trained in {(time.time() - started) / 60:.1f} min", flush=True)
 
 
 class Comparison:
@@ -837,81 +906,18 @@ class Comparison:
         return list(planned.values())
 
     def train_in_parallel(self) -> None:
-        """Train every unfinished run of the command, ``--jobs`` main.py processes at a time.
-
-        Each process gets the CPU's cores shared out (OMP_NUM_THREADS) and writes its output to
-        ``--out``/logs/. A run waits for the run it needs (its seed's shared members); of the runs that
-        are ready, the members go first (others wait for them), then the longest. A signal stops every
-        process at its next step with a checkpoint; a failed run stops the others the same way. The
-        one-process pass that follows reads every finished run back and writes the report.
-        """
+        """Train every unfinished run of the command, ``--jobs`` main.py processes at a time (``train_jobs``):
+        a growing method's runs after their seed's shared members. The one-process pass that follows reads
+        every finished run back and writes the report."""
         import main
 
-        from training import engine
-
         planned = self.planned()
-        todo = [job for job in planned if read_finished(main.get_args_parser().parse_args(job.command)) is None]
-        if not todo:
-            return
         for job in planned:
             self.commands[job.key] = ["main.py", *job.command]
-        threads = threads_per_job(self.opts.jobs)
-        logs = os.path.join(self.opts.out, "logs")
-        os.makedirs(logs, exist_ok=True)
-        environment = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
-        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "main.py")
-        awaited = {job.needs for job in todo if job.needs}
-        done = {job.key for job in planned} - {job.key for job in todo}
-        total, finished, started = len(todo), 0, time.time()
-        print(f"compare: {total} runs to train, {self.opts.jobs} at once with {threads} thread(s) each; "
-              f"their output goes to {logs}", flush=True)
-        running: dict[subprocess.Popen, tuple[Job, float, str]] = {}
-        failed, stopping = None, False
-        stop = engine.StopRequest().install()
-        try:
-            while todo or running:
-                if stop.signal_name or failed:
-                    if not stopping:  # once: every process writes its checkpoint and exits 75
-                        stopping = True
-                        for process in running:
-                            process.send_signal(signal.SIGTERM)
-                    todo = []
-                while todo and len(running) < self.opts.jobs:
-                    ready = [job for job in todo if job.needs is None or job.needs in done]
-                    if not ready:
-                        break
-                    job = min(ready, key=lambda job: (job.key not in awaited, -job.cost))
-                    todo.remove(job)
-                    log = os.path.join(logs, log_name(job.key))
-                    with open(log, "a") as output:  # a resumed run's output follows its first part
-                        process = subprocess.Popen([sys.executable, script, *job.command], stdout=output,
-                                                   stderr=subprocess.STDOUT, env=environment,
-                                                   start_new_session=True)  # signals reach it from here only
-                    running[process] = (job, time.time(), log)
-                    print(f"compare: started {job.key} ({len(running)} running)", flush=True)
-                time.sleep(0.2)
-                for process in [p for p in running if p.poll() is not None]:
-                    job, begun, log = running.pop(process)
-                    if process.returncode == 0:
-                        done.add(job.key)
-                        finished += 1
-                        print(f"compare: finished {job.key} in {time.time() - begun:.0f} s ({finished}/{total} "
-                              "done)", flush=True)
-                    elif not (stopping and process.returncode == runtime.EXIT_PREEMPTED) and failed is None:
-                        failed = (job, process.returncode, log)
-        finally:
-            stop.restore()
-            for process in running:  # only when interrupted at once (a second Ctrl-C): nothing is waited for
-                process.kill()
-        if failed is not None:
-            job, status, log = failed
-            raise RunFailed(f"{job.key} failed (main.py exit status {status}: {last_line(log)}); its output is in "
-                            f"{log}; the other runs stopped with a checkpoint: run the same command again to "
-                            "continue (finished runs are read back)", status if status > 1 else 1)
-        if stopping:
-            raise runtime.Preempted(f"stopped by {stop.signal_name}: every running run wrote its checkpoint; run the "
-                                    "same compare.py command again to continue (the finished runs are read back)")
-        print(f"compare: {total} runs trained in {(time.time() - started) / 60:.1f} min", flush=True)
+        todo = [job for job in planned if read_finished(main.get_args_parser().parse_args(job.command)) is None]
+        if todo:
+            train_jobs(todo, {job.key for job in planned} - {job.key for job in todo}, self.opts.jobs,
+                       os.path.join(self.opts.out, "logs"))
 
 
 def run_cost(method: str, phases: Phases, flops: dict) -> float:

@@ -93,10 +93,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     g = parser.add_argument_group("Learning rates and BatchNorm")
     flags.add(g, "--grown_lr_grid", flags.numbers(flags.number(low=0.0, low_open=True)), default=None,
               help="peak lrs of the grown phase (one annealed cosine each), chosen per seed on validation "
-                   "(default: the preset's; fashion_mnist: 0.001,0.01,0.1)")
+                   "(default: fashion_mnist 0.01,0.1, else compare.py's preset's)")
     flags.add(g, "--finetune_lr_grid", flags.numbers(flags.number(low=0.0, low_open=True)), default=None,
               help="constant fine-tuning lrs of the fused networks and the members alone (fuse.py "
-                   "--finetune_lr), chosen per seed on validation (default: --grown_lr_grid)")
+                   "--finetune_lr), chosen per seed on validation (default: fashion_mnist 0.01,0.1, else "
+                   "--grown_lr_grid)")
     flags.add(g, "--recalibrate_bn", flags.count(min=0), default=0,
               help="fuse.py --recalibrate_bn for the fused networks and the members alone: BatchNorm statistics "
                    "re-estimated from this many training batches before fine-tuning (default: 0 = off)")
@@ -106,14 +107,29 @@ def get_args_parser() -> argparse.ArgumentParser:
     g = parser.add_argument_group("Where it runs and what it writes")
     flags.add(g, "--ngpu", flags.count(min=0), default=0, help="GPUs per run (default: 0, the CPU)")
     flags.add(g, "--workers", flags.count(min=0), default=0, help="data-loading workers (default: 0)")
+    flags.add(g, "--jobs", flags.count(min=1, high=256), default=None,
+              help="runs trained at once, each a main.py or fuse.py process of its own with the CPU's cores shared "
+                   "out (OMP_NUM_THREADS): every seed's members first, then the rows' runs; 1 = every run in this "
+                   "process, one after another (default: the preset's; fashion_mnist: 2, digits: 1)")
     g.add_argument("--out", default="runs/systems", help="folder of the report (default: runs/systems)")
     return parser
 
 
+# This report's own lr grids where compare.py's do not suit it. fashion_mnist: 0.01 (the fusion authors'
+# fine-tuning lr) and 0.1 (theirs for ResNet-18); compare.py's grown grid without 0.001, which MixtureGrowth
+# never chose there (validation 81.9 against 83.1 and 83.6 at 0.01 and 0.1, README): two points instead of
+# three keep the report within about 45 minutes on 2 cores.
+GRIDS = {"fashion_mnist": {"grown_lr_grid": [0.01, 0.1], "finetune_lr_grid": [0.01, 0.1]}}
+
+
 def apply_preset(opts: argparse.Namespace) -> None:
-    """Every flag left out from compare.py's preset of the data set (or its generic one)."""
+    """Every flag left out from this report's grids (GRIDS) and compare.py's preset of the data set (or its
+    generic one)."""
+    for key, value in GRIDS.get(opts.dataset, {}).items():
+        if getattr(opts, key) is None:
+            setattr(opts, key, list(value))
     preset = compare.PRESETS.get(opts.dataset, compare.GENERIC_PRESET)
-    for key in ("member_epochs", "train_subset", "val_split", "depth", "wide", "grown_lr_grid"):
+    for key in ("member_epochs", "train_subset", "val_split", "depth", "wide", "grown_lr_grid", "jobs"):
         if getattr(opts, key) is None:
             value = preset[key]
             setattr(opts, key, list(value) if isinstance(value, list) else value)
@@ -261,15 +277,43 @@ def fuse_record(method: str, command: list[str], budget: dict) -> dict:
             "run_dir": result["run_dir"]}
 
 
-def seed_runs(seed: int, opts: argparse.Namespace, log=print) -> tuple[list[dict], dict]:
-    """Every method's entry for one seed, all from the seed's two shared members, and the budget."""
+def grid_runs(method: str, seed: int, opts: argparse.Namespace, members_dir: str, budget: dict,
+              networks: list[str]) -> list[tuple[float, str, str, list[str]]]:
+    """(lr, key, script, command) of every point of a training row's lr grid: the grown phase (main.py) or the
+    fine-tuning of a fused network or a member alone (fuse.py)."""
+    if method in GROWN:
+        phases = compare.Phases(opts.member_epochs, opts.member_epochs, opts.grown_epochs)
+        return [(lr, f"{method} lr {lr:g} seed {seed} ({opts.grown_epochs} grown epochs)", "main.py",
+                 compare.fair_command(method, seed, lr, opts, phases, members_dir, []))
+                for lr in opts.grown_lr_grid]
+    networks_of = networks if method in FUSED else [networks[ALONE.index(method)]]
+    return [(lr, f"{method} lr {lr:g} seed {seed} ({budget['member_steps']} steps)", "fuse.py",
+             fuse_command(method, seed, lr, opts, networks_of, budget)) for lr in opts.finetune_lr_grid]
+
+
+def members_key(seed: int, opts: argparse.Namespace) -> tuple[str, list[str]]:
     phases = compare.Phases(opts.member_epochs, opts.member_epochs, opts.grown_epochs)
-    log(f"systems: members seed {seed} (epochs {opts.member_epochs}+{opts.member_epochs})")
-    members = compare.run_one(compare.members_command(seed, opts, phases, []))
+    return (f"members seed {seed} (epochs {opts.member_epochs}+{opts.member_epochs})",
+            compare.members_command(seed, opts, phases, []))
+
+
+def seed_inputs(seed: int, opts: argparse.Namespace, train: bool = True) -> tuple[dict, dict, list[str]]:
+    """The seed's shared members (trained on first use, read back after), the budget they set, and the plain
+    member files the fuse.py rows read."""
+    key, command = members_key(seed, opts)
+    if train:
+        print(f"systems: {key}", flush=True)
+    members = compare.run_one(command)
     with open(os.path.join(members["run_dir"], "args.json")) as handle:
         batch_size = json.load(handle)["batch_size"]
     budget = fine_tuning_budget(opts, members["samples_per_epoch"], batch_size)
     networks = plain_members(members["run_dir"]) if set(opts.methods) & set(FUSED + ALONE) else []
+    return members, budget, networks
+
+
+def seed_runs(seed: int, opts: argparse.Namespace) -> tuple[list[dict], dict]:
+    """Every method's entry for one seed, all from the seed's two shared members, and the budget."""
+    members, budget, networks = seed_inputs(seed, opts)
     runs = []
     for method in opts.methods:
         if method == "ensemble":
@@ -278,25 +322,21 @@ def seed_runs(seed: int, opts: argparse.Namespace, log=print) -> tuple[list[dict
                      "params": 2 * budget["member_params"], "inference_flops": 2 * budget["member_flops"],
                      "finetune_images": 0, "finetune_flops": 0.0,
                      "length": "none", "lr": None, "grid": None, "run_dir": members["run_dir"]}
-        elif method in GROWN:
-            grid = {}
-            for lr in opts.grown_lr_grid:
-                log(f"systems: {method} lr {lr:g} seed {seed} ({opts.grown_epochs} grown epochs)")
-                grid[lr] = compare.run_one(compare.fair_command(method, seed, lr, opts, phases, members["run_dir"],
-                                                                []))
+            runs.append({"method": method, "name": method, "seed": seed, **entry})
+            continue
+        grid = {}
+        for lr, key, _, command in grid_runs(method, seed, opts, members["run_dir"], budget, networks):
+            print(f"systems: {key}", flush=True)
+            grid[lr] = (compare.run_one(command) if method in GROWN else fuse_record(method, command, budget))
+        if method in GROWN:
             chosen = compare.fair_entry(method, seed, grid, members, opts)
-            finetune_flops = grid[chosen["lr"]]["train_flops"]
             entry = {"top1": chosen["top1"], "val_top1": chosen["val_top1"], "right_after_val": chosen["right_after"],
                      "params": budget["grown_params"], "inference_flops": budget["grown_flops"],  # materialized
-                     "finetune_images": opts.grown_epochs * budget["epoch_images"], "finetune_flops": finetune_flops,
+                     "finetune_images": opts.grown_epochs * budget["epoch_images"],
+                     "finetune_flops": grid[chosen["lr"]]["train_flops"],
                      "length": f"{opts.grown_epochs} epochs", "lr": chosen["lr"], "grid": chosen["grid"],
                      "run_dir": chosen["run_dir"]}
         else:
-            networks_of = networks if method in FUSED else [networks[ALONE.index(method)]]
-            grid = {}
-            for lr in opts.finetune_lr_grid:
-                log(f"systems: {method} lr {lr:g} seed {seed} ({budget['member_steps']} steps)")
-                grid[lr] = fuse_record(method, fuse_command(method, seed, lr, opts, networks_of, budget), budget)
             lr = compare.choose(grid)
             entry = {**grid[lr], "lr": lr, "grid": {f"{v:g}": grid[v]["val_top1"] for v in grid}}
         runs.append({"method": method, "name": method, "seed": seed, **entry})
@@ -305,6 +345,42 @@ def seed_runs(seed: int, opts: argparse.Namespace, log=print) -> tuple[list[dict
         best = max(alone, key=lambda r: (r["val_top1"], -ALONE.index(r["method"])))
         runs.append({**best, "method": BEST_MEMBER, "name": BEST_MEMBER, "member": best["method"]})
     return runs, budget
+
+
+def finished(script: str, command: list[str]) -> bool:
+    """Whether the run ``script command`` has finished (then it is read back, not trained)."""
+    import fuse
+    import main
+
+    if script == "main.py":
+        return compare.read_finished(main.get_args_parser().parse_args(command)) is not None
+    return os.path.isfile(os.path.join(runtime.run_directory(fuse.get_args_parser().parse_args(command)),
+                                       "summary.json"))
+
+
+def train_in_parallel(opts: argparse.Namespace) -> None:
+    """``--jobs N``: every unfinished run as N main.py / fuse.py processes at once (``compare.train_jobs``).
+
+    First every seed's shared members, then (the budget and the plain member files known) every row's runs,
+    each costing the budget B: the member-sized rows, which take more steps for it, first. The one-process
+    pass that follows reads every run back and writes the report.
+    """
+    logs = os.path.join(opts.out, "logs")
+    todo = [compare.Job(key, command, None, 0.0) for key, command in (members_key(seed, opts) for seed in opts.seeds)
+            if not finished("main.py", command)]
+    if todo:
+        compare.train_jobs(todo, set(), opts.jobs, logs, who="systems")
+    todo = []
+    for seed in opts.seeds:
+        members, budget, networks = seed_inputs(seed, opts, train=False)
+        for method in opts.methods:
+            if method != "ensemble":
+                todo += [compare.Job(key, command, None, float(script == "fuse.py"), script)
+                         for _, key, script, command in grid_runs(method, seed, opts, members["run_dir"], budget,
+                                                                  networks)
+                         if not finished(script, command)]
+    if todo:
+        compare.train_jobs(todo, set(), opts.jobs, logs, who="systems")
 
 
 # --------------------------------------------------------------------------- the report
@@ -383,6 +459,8 @@ def main(argv: list[str] | None = None) -> dict:
     opts = get_args_parser().parse_args(argv)
     apply_preset(opts)
     check_options(opts)
+    if opts.jobs > 1:
+        train_in_parallel(opts)  # then the pass below reads every run back
     runs, budgets = [], {}
     for seed in opts.seeds:  # seed by seed: a report stopped early still has whole seeds
         mine, budgets[seed] = seed_runs(seed, opts)

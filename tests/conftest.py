@@ -1,3 +1,4 @@
+import contextlib
 import os
 import signal
 import sys
@@ -47,6 +48,17 @@ def full_run(tmp_path_factory):
     return args, main.main(args)
 
 
+@contextlib.contextmanager
+def torch_threads(count: int):
+    """This process computes with ``count`` threads inside the block (what a ``--jobs`` process had)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def sigterm_group_at(process, line_prefix: str) -> str:
     """Read ``process``'s stdout until a line starts with ``line_prefix``, then SIGTERM its whole
     process group (it must have been started with ``start_new_session=True``); returns its stderr."""
@@ -60,9 +72,10 @@ def sigterm_group_at(process, line_prefix: str) -> str:
 # Modules whose tests train networks end to end (or start processes that do): the bulk of the suite's
 # 7-10 minutes. `scripts/test.sh -m "not slow"` runs the rest, the unit tests, for day-to-day work;
 # CI (.ci/run) runs everything.
-SLOW_MODULES = {"test_baselines", "test_compare", "test_compare_jobs", "test_evolution_parallel", "test_ddp_amp_compile", "test_distributed", "test_evolution",
-                "test_fashion_and_splits", "test_fuse_cli", "test_imagenet", "test_main", "test_new_user",
-                "test_nws_cli", "test_operators", "test_robustness", "test_runlock"}
+SLOW_MODULES = {"test_baselines", "test_compare", "test_compare_fair", "test_compare_jobs", "test_ddp_amp_compile",
+                "test_distributed", "test_evolution", "test_evolution_parallel", "test_fashion_and_splits",
+                "test_fuse_cli", "test_imagenet", "test_main", "test_new_user", "test_nws_cli", "test_operators",
+                "test_robustness", "test_runlock", "test_systems"}
 
 
 def pytest_configure(config):

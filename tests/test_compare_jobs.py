@@ -3,9 +3,8 @@ the numbers of one process with the same threads; growth waits for its members; 
 
 from __future__ import annotations
 
-import torch
-
 import compare
+from conftest import torch_threads
 from training import runlock
 
 RUN = ["--dataset", "digits", "--seeds", "0", "--epochs", "3", "--member_epochs", "1", "--depth", "10",
@@ -23,12 +22,8 @@ def test_parallel_runs_give_the_numbers_of_one_process_and_growth_starts_after_i
         "members_seed_0.txt", "mixturegrowth_zero_lr_0.01_seed_0.txt", "mixturegrowth_zero_lr_0.1_seed_0.txt",
         "scratch_small_lr_0.1_seed_0.txt"]
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(compare.threads_per_job(2))  # what each of the processes had
-    try:
+    with torch_threads(compare.threads_per_job(2)):  # what each of the processes had
         alone = compare.main(RUN + ["--jobs", "1", "--out", str(tmp_path / "alone")])
-    finally:
-        torch.set_num_threads(threads)
     keys = ("method", "seed", "lr", "top1", "val_top1", "right_after", "right_after_bn")
     assert [{k: r.get(k) for k in keys} for r in parallel["runs"]] == [{k: r.get(k) for k in keys}
                                                                        for r in alone["runs"]]
