@@ -636,6 +636,24 @@ def grid_rows(runs: list[dict]) -> list[dict]:
     return rows
 
 
+def grid_edges(runs: list[dict]) -> str:
+    """A paragraph naming every row and side whose chosen lr is the smallest or largest of its grid on some
+    seed ("" when none): a wider grid may still move that row, which a reader of the comparison should know."""
+    seeds_at = {}
+    for run in runs:
+        grid = run.get("grid")
+        if not grid or len(grid) < 2 or run.get("lr") is None:
+            continue
+        values = sorted(float(value) for value in grid)
+        side = "largest" if run["lr"] == values[-1] else "smallest" if run["lr"] == values[0] else None
+        if side is not None:
+            seeds_at.setdefault((run["name"], side, f"{run['lr']:g}"), []).append(str(run["seed"]))
+    edges = [f"{name} chose the {side} lr of its grid ({lr}) on seed{'s' if len(seeds) > 1 else ''} "
+             f"{', '.join(seeds)} of {sum(r['name'] == name for r in runs)}"
+             for (name, side, lr), seeds in seeds_at.items()]
+    return f"\nAt the edge of a grid (a wider grid may still move these rows): {'; '.join(edges)}.\n" if edges else ""
+
+
 def grid_markdown(rows: list[dict]) -> str:
     from custom_log import format_markdown_table
 
@@ -1018,6 +1036,7 @@ def main(argv: list[str] | None = None) -> dict:
              for d in paired]) + "\n"
     if grid:
         text += "\n## Validation top-1 over each method's lr grid\n\n" + grid_markdown(grid) + "\n"
+    text += grid_edges(runs)
     if unfinished:
         text += f"\nNot finished, left out (--report_only): {', '.join(unfinished)}.\n"
     atomic_write_text(os.path.join(opts.out, "results.md"), text)

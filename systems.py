@@ -492,6 +492,7 @@ def main(argv: list[str] | None = None) -> dict:
             "best_member (per seed, the member fine-tuned alone that is better on validation): mean [95% t "
             "interval]. right after (val): validation top-1 right after growth / fusion, before any training.\n\n"
             f"![accuracy vs inference FLOPs]({os.path.basename(png)})\n")
+    text += compare.grid_edges([r for r in runs if r["method"] != BEST_MEMBER])
     atomic_write_text(os.path.join(opts.out, "results.md"), text)
     atomic_write_text(os.path.join(opts.out, "config.json"), json.dumps(
         {"argv": list(sys.argv[1:] if argv is None else argv), "options": vars(opts),

@@ -19,6 +19,9 @@
 #   8. only with GPU_CHECK_COMPARE=1: benchmarks/gpu_fair.sh — the fair Fashion-MNIST comparison
 #      (compare.py's preset, seeds 0,1,2, a process per seed) and the converged regime's premise
 #      (scratch small vs large on all 60,000 images, 30 epochs), at once (fair/results.tgz)
+#   9. only with GPU_CHECK_SYSTEMS=1: benchmarks/gpu_systems.sh — systems.py's report (grow, fuse,
+#      average or ensemble the same two members) on Fashion-MNIST, seeds 0,1,2, a process per seed
+#      (systems/results.tgz; not yet run on a GPU)
 # GPU_CHECK_BENCH_ONLY=1 skips checks 1-5.
 # Budget: about 5 minutes on one modern GPU by default (on an H200: checks 1-5 in 195 s with
 # fvcore carried in, about 25 s of each being Python and torch start-up; bench_step 47 s and
@@ -31,11 +34,9 @@ set -uo pipefail
 OUT="${1:?usage: benchmarks/gpu_check.sh OUT_DIR}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-source scripts/env.sh
+source benchmarks/gpu_common.sh
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
-FASHION_PATH="${FASHION_PATH:-/usr/share/datasets/fashion-mnist}"
-[[ -d "$ROOT/data/fashion-mnist" && ! -d "$FASHION_PATH" ]] && FASHION_PATH="$ROOT/data/fashion-mnist"
 SUMMARY="$OUT/summary.txt"
 : > "$SUMMARY"
 TINY=(--dataset digits --depth 10 --wide 2 --epochs 6 --growth_epochs 2 --ensemble_train_epochs 2
@@ -59,10 +60,7 @@ check() {  # check SECONDS NAME COMMAND...: runs it, logs to OUT/NAME.log, recor
   "$PYTHON" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())"
 } > "$OUT/machine.txt" 2>&1
 cat "$OUT/machine.txt"
-if ! "$PYTHON" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
-    echo "gpu_check.sh: torch sees no CUDA device here; run it on a machine with a GPU" >&2
-    exit 2
-fi
+require_cuda gpu_check.sh
 if [[ "${GPU_CHECK_BENCH_ONLY:-0}" != 1 ]]; then
     check 120 amp_fp16        "$PYTHON" main.py "${TINY[@]}" --tag amp --ngpu 1 --amp
     check 120 channels_last   "$PYTHON" main.py "${TINY[@]}" --tag channels_last --ngpu 1 --channels_last
@@ -84,6 +82,9 @@ if [[ "${GPU_CHECK_COMPILE:-0}" == 1 ]]; then
 fi
 if [[ "${GPU_CHECK_COMPARE:-0}" == 1 ]]; then
     check 480 compare_fair env FASHION_PATH="$FASHION_PATH" bash benchmarks/gpu_fair.sh "$OUT/fair" 420
+fi
+if [[ "${GPU_CHECK_SYSTEMS:-0}" == 1 ]]; then
+    check 480 systems env FASHION_PATH="$FASHION_PATH" bash benchmarks/gpu_systems.sh "$OUT/systems" 420
 fi
 "$PYTHON" benchmarks/bench_step.py --ratios "$OUT/bench_step.json" "$OUT/bench_step_amp_channels_last.json" \
     | tee "$OUT/step_ratios.txt"

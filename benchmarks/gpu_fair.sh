@@ -19,15 +19,10 @@ OUT="${1:?usage: benchmarks/gpu_fair.sh OUT_DIR [SECONDS]}"
 LIMIT="${2:-420}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-source scripts/env.sh
+source benchmarks/gpu_common.sh
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
-FASHION_PATH="${FASHION_PATH:-/usr/share/datasets/fashion-mnist}"
-[[ -d "$ROOT/data/fashion-mnist" && ! -d "$FASHION_PATH" ]] && FASHION_PATH="$ROOT/data/fashion-mnist"
-if ! "$PYTHON" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
-    echo "gpu_fair.sh: torch sees no CUDA device here; run it on a machine with a GPU" >&2
-    exit 2
-fi
+require_cuda gpu_fair.sh
 FAIR=(compare.py --data_path "$FASHION_PATH" --ngpu 1 --workers 2 --out "$OUT/fair")
 CONVERGED=(compare.py --preset fashion_mnist_converged --data_path "$FASHION_PATH" --ngpu 1 --workers 2
            --scratch_lr_grid 0.1 --batch_size 256 --out "$OUT/converged")

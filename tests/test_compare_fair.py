@@ -159,3 +159,18 @@ def test_a_run_folder_in_use_is_refused_in_compares_own_terms(tmp_path, capsys):
         held.release()
     error = capsys.readouterr().err
     assert "another compare.py on this --out and seed" in error and "--tag" not in error
+
+
+def test_the_report_names_each_row_whose_chosen_lr_lies_at_an_edge_of_its_grid():
+    grid = {"0.01": 80.0, "0.1": 85.0, "0.2": 86.0}
+    runs = [{"name": "scratch_large", "seed": 0, "lr": 0.2, "grid": grid},
+            {"name": "scratch_large", "seed": 1, "lr": 0.2, "grid": grid},
+            {"name": "net2net", "seed": 0, "lr": 0.1, "grid": grid},  # inside: not named
+            {"name": "random_growth", "seed": 0, "lr": 0.01, "grid": grid},
+            {"name": "ensemble", "seed": 0, "lr": None, "grid": None},
+            {"name": "one_point", "seed": 0, "lr": 0.1, "grid": {"0.1": 85.0}}]  # no grid to widen
+    text = compare.grid_edges(runs)
+    assert "scratch_large chose the largest lr of its grid (0.2) on seeds 0, 1 of 2" in text
+    assert "random_growth chose the smallest lr of its grid (0.01) on seed 0 of 1" in text
+    assert "net2net" not in text and "one_point" not in text and "ensemble" not in text
+    assert compare.grid_edges(runs[2:3]) == ""
