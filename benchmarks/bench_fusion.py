@@ -16,6 +16,7 @@ in the process, as ``fuse.py``'s one fusion does), then ``--repeats`` timed fusi
 reported), or one measured for memory after a warm-up fusion of a tiny MLP:
 
     cold s      wall clock of the first fusion in the process
+    cold cpu s  this process's CPU time for it (all its threads)
     seconds     wall clock per fusion once warm (median)
     cpu s       this process's CPU time per fusion (median; all its threads): on a shared machine
                 the work itself, where the wall clock also counts waiting for a CPU
@@ -100,9 +101,9 @@ def _measure(case: str, method: str, repeats: int, device_name: str, threads: in
             synchronize(device)
             seconds.append(time.perf_counter() - start)
             cpu_seconds.append(time.process_time() - cpu_start)
-        cold, seconds, cpu_seconds = seconds[0], seconds[1:], cpu_seconds[1:]
-        return {"cold_seconds": cold, "seconds": median(seconds), "seconds_min": min(seconds),
-                "cpu_seconds": median(cpu_seconds), "repeats": repeats}
+        cold, cold_cpu, seconds, cpu_seconds = seconds[0], cpu_seconds[0], seconds[1:], cpu_seconds[1:]
+        return {"cold_seconds": cold, "cold_cpu_seconds": cold_cpu, "seconds": median(seconds),
+                "seconds_min": min(seconds), "cpu_seconds": median(cpu_seconds), "repeats": repeats}
     tiny = [MLP(12, (4,), 3).to(device) for _ in range(2)]
     fusion.fuse(method, tiny, torch.randn(2, 12, device=device))  # first-call costs (imports, caches)
     if device.type == "cuda":
@@ -164,8 +165,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> dict:
     device = setup_device(args)
     rows = []
-    print(f"{'case':<10} {'method':<8} {'cold s':>8} {'seconds':>9} {'cpu s':>8} {'extra MiB':>10} {'process MiB':>12}"
-          "  authors")
+    print(f"{'case':<10} {'method':<8} {'cold s':>8} {'cold cpu s':>10} {'seconds':>9} {'cpu s':>8} {'extra MiB':>10} "
+          f"{'process MiB':>12}  authors")
     for case in args.cases.split(","):
         for method in args.methods.split(","):
             if method == "ot" and widest_layer(case) > args.ot_max_width:
@@ -175,7 +176,8 @@ def main(args: argparse.Namespace) -> dict:
             rows.append(row)
             extra = "-" if row["extra_mib"] is None else f"{row['extra_mib']:.0f}"
             process = "-" if row["process_peak_mib"] is None else f"{row['process_peak_mib']:.0f}"
-            print(f"{case:<10} {method:<8} {row['cold_seconds']:>8.3f} {row['seconds']:>9.3f} {row['cpu_seconds']:>8.3f} {extra:>10} {process:>12}  "
+            print(f"{case:<10} {method:<8} {row['cold_seconds']:>8.3f} {row['cold_cpu_seconds']:>10.3f} "
+                  f"{row['seconds']:>9.3f} {row['cpu_seconds']:>8.3f} {extra:>10} {process:>12}  "
                   f"{AUTHORS.get((case, method), '')}", flush=True)
     payload = {"machine": machine_info(device), "rows": rows}
     write_json(args.out, payload)

@@ -49,11 +49,28 @@ class NeuronGroup:
             self.add(f"{prefix}.{key}")
 
 
+def one_image(example_inputs: torch.Tensor) -> torch.Tensor:
+    """The first example: no network here has a layer graph that depends on the batch size."""
+    return example_inputs[:1]
+
+
+def one_pixel(example_inputs: torch.Tensor) -> torch.Tensor:
+    """The first example's top-left pixel, for the convolutional networks.
+
+    Their convolutions are padded by ``kernel // 2`` (a 1x1 image stays 1x1, also at stride 2)
+    and end in a global average pool, so one pixel passes through the same layers as a whole
+    image, at about 1/(height x width) of the cost.
+    """
+    return example_inputs[:1, :, :1, :1]
+
+
 @dataclass(frozen=True)
 class Architecture:
     kind: str  # the registered model kind (checkpoints store it as model_kind)
     width_keys: tuple[str, ...]  # config entries that are lists of layer widths
     neuron_groups: Callable[[dict], list[NeuronGroup]]  # config -> its groups, in forward order
+    # example inputs -> the smallest input with the same layer graph (what torch-pruning traces)
+    trace_inputs: Callable[[torch.Tensor], torch.Tensor] = one_image
 
 
 # --------------------------------------------------------------------------- neuron groups
@@ -133,8 +150,8 @@ def _mlp_groups(config: dict) -> list[NeuronGroup]:
 
 
 ARCHITECTURES = {
-    "plain_wrn": Architecture("plain_wrn", ("channels",), _wrn_groups),
-    "resnet18": Architecture("resnet18", ("widths",), _resnet18_groups),
+    "plain_wrn": Architecture("plain_wrn", ("channels",), _wrn_groups, one_pixel),
+    "resnet18": Architecture("resnet18", ("widths",), _resnet18_groups, one_pixel),
     "mlp": Architecture("mlp", ("hidden",), _mlp_groups),
 }
 

@@ -29,7 +29,8 @@ def prune_to_member_width(wide: nn.Module, count: int, example_inputs: torch.Ten
     """Prune ``wide`` (``count`` members side by side) in place to one member's width; return it.
 
     ``example_inputs`` (a batch, or one image with a batch axis) lets torch-pruning trace the
-    network; it is moved to the network's device.
+    network; only its layer graph is read, so the caller passes the smallest input that has it
+    (``Architecture.trace_inputs``). It is moved to the network's device.
     """
     was_training = wide.training
     # The trace runs a forward pass: in train mode it would move the BatchNorm running statistics.
@@ -50,7 +51,7 @@ def prune_to_member_width(wide: nn.Module, count: int, example_inputs: torch.Ten
 
 def _fuse(networks: list[nn.Module], example_inputs: torch.Tensor) -> nn.Module:
     architecture, config = check_members(networks, "Neuron Transplantation")
-    wide = prune_to_member_width(concat(networks), len(networks), example_inputs)
+    wide = prune_to_member_width(concat(networks), len(networks), architecture.trace_inputs(example_inputs))
     state = wide.state_dict()
     # torch-pruning changed the layers' shapes, not the network's own record of its widths:
     # the tensors go into a freshly built member-sized network (strict: every shape must match).

@@ -6,6 +6,7 @@ import torch.nn as nn
 
 import fusion
 import models
+from fusion.transplant import prune_to_member_width
 from models.layers import PlainLayers
 from models.mlp import MLP
 from models.resnet18 import ResNet18
@@ -145,6 +146,19 @@ def test_two_members_fuse_the_same_with_every_neuron_transplantation_variant(arc
     for variant in (fusion.transplant_iterative, fusion.transplant_hierarchical):
         for key, value in variant(networks, x).state_dict().items():
             torch.testing.assert_close(value, once[key], rtol=0, atol=0)
+
+
+def test_neuron_transplantation_traces_its_smallest_input_into_the_fusion_of_the_whole_batch(architecture):
+    # torch-pruning traces one image (one pixel of it for the convolutional networks): the layer
+    # graph, hence the fused network, must be the one the whole example batch gives.
+    networks = architecture(2)
+    x = images(4)
+    smallest = fusion.describe(networks[0])[0].trace_inputs(x)
+    assert smallest.shape[0] == 1
+    traced = [prune_to_member_width(fusion.concat(networks), 2, inputs).state_dict() for inputs in (smallest, x)]
+    assert traced[0].keys() == traced[1].keys()
+    for key, value in traced[1].items():
+        torch.testing.assert_close(traced[0][key], value, rtol=0, atol=0)
 
 
 def test_permuting_neurons_changes_the_tensors_but_not_the_function(architecture):
