@@ -82,16 +82,10 @@ def batches(args, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor
     return [(x.to(device), (y % args.classes).to(device)) for x, y in loader]
 
 
-class SearchCounter:
-    """Counts the weight vectors the bounded search looks up again (``nearest_with_margin``'s rows)."""
-
-    def __init__(self) -> None:
-        self.rows = 0
-        self.search = models.nws.nearest_with_margin
-
-    def __call__(self, vectors, pool):
-        self.rows += vectors.shape[0]
-        return self.search(vectors, pool)
+def rows_searched(model) -> int:
+    """Weight vectors the bounded searches of ``model`` have looked up so far (``BoundedSearch.rows_searched``)."""
+    return sum(layer._search.rows_searched for layer in nws_layers(model).values()
+               if isinstance(layer._search, models.nws.BoundedSearch))
 
 
 def full_search(vectors: torch.Tensor, pool: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,8 +94,8 @@ def full_search(vectors: torch.Tensor, pool: torch.Tensor) -> tuple[torch.Tensor
     return indices, pool[indices]
 
 
-def build_runner(case: str, variant: str, args, device: torch.device) -> Runner:
-    """The step of ``variant`` ("nws" or "plain") in ``case``; each step takes the next of ``batches``."""
+def build_runner(case: str, variant: str, args, device: torch.device) -> tuple[Runner, torch.nn.Module]:
+    """(the step of ``variant`` ("nws" or "plain") in ``case``, its network); each step takes the next of ``batches``."""
     model = network(args, variant == "nws", device)
     if case == "train-full" and variant == "nws":
         for layer in nws_layers(model).values():
@@ -120,7 +114,7 @@ def build_runner(case: str, variant: str, args, device: torch.device) -> Runner:
         def step() -> None:
             model(batch()[0])
 
-        return Runner(label, step, data[0][0])
+        return Runner(label, step, data[0][0]), model
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
 
     def step() -> None:
@@ -132,34 +126,30 @@ def build_runner(case: str, variant: str, args, device: torch.device) -> Runner:
         loss.backward()
         optimizer.step()
 
-    return Runner(label, step, data[0][0])
+    return Runner(label, step, data[0][0]), model
 
 
 def measure(case: str, args, device: torch.device) -> list[dict]:
     """The nws-vs-plain row of ``case`` and, with ``--control``, its A/A row."""
     rows = []
     for first, label in [("nws", case)] + ([("plain", f"{case} A/A")] if args.control else []):
-        runners = [build_runner(case, variant, args, device) for variant in (first, "plain")]
-        counter = SearchCounter()
-        models.nws.nearest_with_margin = counter
-        try:
-            for _ in range(args.warmup):
-                runners[0].step()
-                runners[1].step()
-            counter.rows = 0
-            timed = time_interleaved(*runners, warmup=0, repeats=args.repeats, steps=args.steps, device=device)
-        finally:
-            models.nws.nearest_with_margin = counter.search
+        (runner, model), (plain, _) = (build_runner(case, variant, args, device) for variant in (first, "plain"))
+        for _ in range(args.warmup):
+            runner.step()
+            plain.step()
+        searched = rows_searched(model)
+        timed = time_interleaved(runner, plain, warmup=0, repeats=args.repeats, steps=args.steps, device=device)
+        searched = rows_searched(model) - searched
         row = {"case": label, "batch_size": args.batch_size, "repeats": args.repeats}
         row.update({key.replace("template", "nws"): value for key, value in timed.items()})
         vectors = sum(layer.num_vectors for layer in nws_layers(network(args, True, device)).values())
-        row["researched_share"] = counter.rows / (args.repeats * args.steps * vectors) if first == "nws" else None
+        row["researched_share"] = searched / (args.repeats * args.steps * vectors) if first == "nws" else None
         rows.append(row)
         researched = "-" if row["researched_share"] is None else f"{100 * row['researched_share']:.1f}%"
         print(f"{label:15} {row['nws_s']:8.3f} {row['plain_s']:8.3f} {row['ratio']:6.3f} "
               f"{row['ratio_min']:5.3f}-{row['ratio_max']:5.3f} "
               + (f"{row['cpu_ratio']:9.3f}" if "cpu_ratio" in row else f"{'':9}") + f" {researched:>11}", flush=True)
-        del runners
+        del runner, plain, model
     return rows
 
 

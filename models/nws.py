@@ -46,7 +46,13 @@ DEFAULT_POOL_SIZE = 512
 # blocks of this many vectors, so each block stays in cache: 2.6x faster than one product for
 # ResNet-18's largest layer (262,144 vectors x 512 entries, measured here). One block on CUDA.
 CPU_SEARCH_ROWS = 2048
+# How many nearest pool vectors the bounded search keeps per weight vector: a vector that moves
+# towards one of its runners-up needs no new search. WRN-10-2 at lr 0.1 on the digits, 3x3 rows
+# searched again per step: 2.5% with 3, 1.7% with 4, 1.1% with 6 (more candidates cost more to check).
+SEARCH_CANDIDATES = 4
 _FP32_ROUNDOFF = torch.finfo(torch.float32).eps / 2
+# Relative error allowed for distances computed directly (a few flops each: far below this).
+_DIRECT_SLACK = 1e-5
 
 
 def _search_blocks(vectors: torch.Tensor) -> list[torch.Tensor]:
@@ -54,126 +60,226 @@ def _search_blocks(vectors: torch.Tensor) -> list[torch.Tensor]:
     return list(vectors.split(rows))
 
 
-def _scores(block: torch.Tensor, pool: torch.Tensor, pool_sq: torch.Tensor) -> torch.Tensor:
-    """``|p_j|^2 - 2 v.p_j`` = ``|v - p_j|^2 - |v|^2`` for every row v of ``block``: one ``addmm``."""
-    return torch.addmm(pool_sq, block, pool.T, alpha=-2.0)
+class _ScalarPool:
+    """A pool of 1-d entries, sorted once: nearest entries by binary search, neighbours in value."""
+
+    def __init__(self, pool: torch.Tensor) -> None:
+        self.sorted, self.order = pool.sort(stable=True)
+        position = torch.empty_like(self.order)
+        position[self.order] = torch.arange(len(self.order), device=pool.device)
+        padded = F.pad(self.sorted, (1, 1), value=math.inf)
+        padded[0] = -math.inf
+        # Each entry with its neighbours in sorted order (an equal entry may be one), +-inf at the ends.
+        self.neighbourhood = torch.stack((pool, padded[position], padded[position + 2]), 1)
+
+    def nearest(self, values: torch.Tensor) -> torch.Tensor:
+        """Nearest entry of each value, O(N log n_emb); the lowest index among equally near ones (as argmin)."""
+        sorted_pool, order = self.sorted, self.order
+        above = torch.searchsorted(sorted_pool, values).clamp_(max=len(sorted_pool) - 1)
+        # below: the first of the entries equal to the one before ``above``
+        below = torch.searchsorted(sorted_pool, sorted_pool.index_select(0, (above - 1).clamp_(min=0)))
+        to_above = (sorted_pool.index_select(0, above) - values).abs_()
+        to_below = (values - sorted_pool.index_select(0, below)).abs_()
+        above, below = order.index_select(0, above), order.index_select(0, below)
+        take_above = (to_above < to_below) | ((to_above == to_below) & (above < below))
+        return torch.where(take_above, above, below)
+
+    def still_nearest(self, values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """True where entry ``indices`` is clearly nearer to the value than both its neighbours in value.
+
+        In one dimension that makes it the nearest of all entries (every other entry lies beyond a
+        neighbour); an equal neighbour is never clearly farther, so ties are always searched again.
+        """
+        distances = (values.unsqueeze(1) - self.neighbourhood.index_select(0, indices)).abs_()
+        return distances[:, 0] * (1 + _DIRECT_SLACK) < distances[:, 1:].amin(1)
 
 
-def _nearest_scalar(values: torch.Tensor, pool: torch.Tensor) -> torch.Tensor:
-    """Nearest of 1-d pool entries (1x1 layers, gs 1): binary search in the sorted pool, O(N log n_emb).
+class _VectorPool:
+    """A pool of vectors (dimension > 1) and the squared norms every search against it needs.
 
-    Same result as the argmin over all entries, ties included (lowest index among equally near ones).
+    ``|v - p|^2 = |v|^2 - 2 v.p + |p|^2``; ``|v|^2`` is the same for every entry, so comparing
+    entries needs only the scores ``|p|^2 - 2 v.p``: one ``addmm`` of the vectors with the pool,
+    in blocks of rows on a CPU. Each score is off by at most ``2 (dim + 2) u (|v|^2 + |p|^2)``
+    (u the fp32 unit roundoff): the bounds below subtract that.
     """
-    sorted_pool, order = pool.sort(stable=True)
-    above = torch.searchsorted(sorted_pool, values).clamp(max=len(sorted_pool) - 1)
-    below = torch.searchsorted(sorted_pool, sorted_pool[(above - 1).clamp(min=0)])  # first of equal entries
-    to_above, to_below = (sorted_pool[above] - values).abs(), (values - sorted_pool[below]).abs()
-    take_above = (to_above < to_below) | ((to_above == to_below) & (order[above] < order[below]))
-    return torch.where(take_above, order[above], order[below])
+
+    def __init__(self, pool: torch.Tensor) -> None:
+        self.entries = pool
+        self.squared = (pool * pool).sum(1)
+        self.largest_squared = self.squared.max()
+
+    def _scores(self, block: torch.Tensor) -> torch.Tensor:
+        return torch.addmm(self.squared, block, self.entries.T, alpha=-2.0)
+
+    def nearest(self, vectors: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self._scores(block).argmin(1) for block in _search_blocks(vectors)])
+
+    def candidates(self, vectors: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        found = [self._block_candidates(block, count) for block in _search_blocks(vectors)]
+        return found[0] if len(found) == 1 else tuple(torch.cat(parts) for parts in zip(*found))
+
+    def _block_candidates(self, block: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        scores = self._scores(block)
+        values, candidates = scores.topk(count + 1, dim=1, largest=False)
+        nearest = candidates[:, 0].clone()
+        tied = (values[:, 1] == values[:, 0]).nonzero().squeeze(1)
+        if tied.numel():  # the lowest index among equal scores, as argmin (topk may order them otherwise)
+            nearest.index_copy_(0, tied, scores.index_select(0, tied).argmin(1))
+        block_sq = (block * block).sum(1, keepdim=True)
+        slack = (2 * (block.shape[1] + 2) * _FP32_ROUNDOFF) * (block_sq + self.largest_squared)
+        bounds = (torch.stack((values[:, 1], values[:, count]), 1) + (block_sq - slack)).clamp_(min=0).sqrt_()
+        return nearest, candidates[:, :count], bounds
 
 
 @torch.no_grad()
 def nearest_indices(vectors: torch.Tensor, pool: torch.Tensor) -> torch.Tensor:
     """Index of the nearest pool vector (Euclidean) for every row of ``vectors``.
 
-    ``|v - p|^2 = |v|^2 - 2 v.p + |p|^2``; ``|v|^2`` is the same for every entry, so the argmin
-    needs only ``|p|^2 - 2 v.p``: one ``addmm`` of the vectors with the pool (in blocks of rows
-    on a CPU). 1-d vectors use a binary search instead. Always in fp32, also under autocast
-    (fp16 distances overflow: the published code's NaN bug). Ties go to the lowest index.
+    One ``addmm`` of the vectors with the pool and an argmin (``_VectorPool``); 1-d vectors use a
+    binary search instead. Always in fp32, also under autocast (fp16 distances overflow: the
+    published code's NaN bug). Ties go to the lowest index.
     """
     with torch.autocast(device_type=vectors.device.type, enabled=False):
         vectors, pool = vectors.float(), pool.float()
         if pool.shape[1] == 1:
-            return _nearest_scalar(vectors[:, 0], pool[:, 0])
-        pool_sq = (pool * pool).sum(1)
-        return torch.cat([_scores(block, pool, pool_sq).argmin(1) for block in _search_blocks(vectors)])
-
-
-def _nearest_scalar_with_margin(values: torch.Tensor, pool: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``nearest_with_margin`` of 1-d pool entries: the nearest other entry is a neighbour in sorted order.
-
-    The chosen entry is the first of its equals in stable sorted order, so an equal entry is its
-    right neighbour and the margin is then the distance to the chosen one (always re-searched).
-    """
-    indices = _nearest_scalar(values, pool)
-    sorted_pool, order = pool.sort(stable=True)
-    position = torch.empty_like(order)
-    position[order] = torch.arange(len(order), device=order.device)
-    at = position[indices]
-    last = len(sorted_pool) - 1
-    far = values.new_tensor(float("inf"))
-    left = torch.where(at > 0, (values - sorted_pool[(at - 1).clamp(min=0)]).abs(), far)
-    right = torch.where(at < last, (sorted_pool[(at + 1).clamp(max=last)] - values).abs(), far)
-    return indices, torch.minimum(left, right)
+            return _ScalarPool(pool[:, 0]).nearest(vectors[:, 0])
+        return _VectorPool(pool).nearest(vectors)
 
 
 @torch.no_grad()
-def nearest_with_margin(vectors: torch.Tensor, pool: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(nearest index, a lower bound on the distance to every *other* pool vector) for each row.
+def nearest_candidates(vectors: torch.Tensor, pool: torch.Tensor,
+                       count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(nearest index, the ``count`` nearest entries, two lower bounds on distances) per row.
 
-    The bound is the second-smallest distance less the worst rounding error of the ``addmm``
-    scores (each ``|p|^2 - 2 v.p`` is off by at most ``2 (dim + 2) u (|v|^2 + |p|^2)``, u the
-    fp32 unit roundoff), so it holds in exact arithmetic. 1-d vectors: a binary search.
+    Vectors of dimension > 1. The nearest index is ``nearest_indices``'s (lowest among equal
+    scores); the candidates come nearest first. The bounds (N, 2): on the distance to every entry
+    but the first candidate, and to every entry but the candidates: the second and the
+    (count + 1)-th smallest distance less the worst rounding error of the scores, so they hold in
+    exact arithmetic.
     """
     with torch.autocast(device_type=vectors.device.type, enabled=False):
-        vectors, pool = vectors.float(), pool.float()
-        if pool.shape[1] == 1:
-            return _nearest_scalar_with_margin(vectors[:, 0], pool[:, 0])
-        pool_sq = (pool * pool).sum(1)
-        slack = 2 * (pool.shape[1] + 2) * _FP32_ROUNDOFF
-        indices, margins = [], []
-        for block in _search_blocks(vectors):
-            best = _scores(block, pool, pool_sq).topk(2, dim=1, largest=False)
-            block_sq = (block * block).sum(1)
-            second_sq = best.values[:, 1] + block_sq - slack * (block_sq + pool_sq.max())
-            indices.append(best.indices[:, 0])
-            margins.append(second_sq.clamp(min=0).sqrt())
-        return torch.cat(indices), torch.cat(margins)
+        return _VectorPool(pool.float()).candidates(vectors.float(), count)
 
 
 class BoundedSearch:
     """The nearest pool vectors of a layer's weight step after step, exactly, re-searching few rows.
 
-    While the pool stays frozen, each vector v keeps the point ``anchor`` where it was last
-    searched, its nearest index ``a`` and a lower bound ``L`` on the distance from ``anchor`` to
-    every other pool vector. By the triangle inequality every other entry is at least
-    ``L - |v - anchor|`` from v, so ``a`` is still the nearest while ``|v - p_a| + |v - anchor| < L``
-    (with a relative slack for rounding); only the rows that fail this test are searched again.
-    SGD moves few vectors across that bound per step (about 7% per step after 3 epochs of a
-    ResNet on the digits, measured), so a training step does a fraction of the search.
+    While the pool stays frozen, each vector v keeps the point ``origin`` where it was last
+    searched, its ``SEARCH_CANDIDATES`` nearest entries there and a lower bound ``beyond`` on the
+    distance from ``origin`` to every other entry; and a point ``anchor`` (``origin`` at first)
+    with a ``room``: while ``|v - anchor| < room`` the first candidate is surely the nearest.
+    By the triangle inequality:
+
+    1. rows with ``|v - anchor| < room`` keep their first candidate (one distance per row; most
+       rows stop here);
+    2. else the candidate nearest to v (distances computed directly) is the nearest of the pool if
+       it is nearer than the other candidates and than ``beyond - |v - origin|``. It becomes the
+       first candidate and v the anchor, with the room ``(second - nearest) / 2``, ``second`` the
+       nearer of the runner-up candidate and ``beyond - |v - origin|``;
+    3. the rest are searched again (``nearest_candidates``) and become their own origin.
+
+    Every test has a relative slack for rounding. 1-d pools need no anchor: an entry nearer than
+    both its neighbours in value is the nearest. SGD moves few vectors out of these bounds per step
+    (1.7% of the 3x3 rows of a WRN-10-2 at lr 0.1 on the digits are searched again, measured), so
+    a training step does a fraction of the search.
 
     The bounds are built once the pool has been the same for two searches (never during pool
-    learning, where it changes every step); any change of the pool drops them.
+    learning, where it changes every step); any change of the pool drops them. ``rows_searched``
+    counts the rows searched so far (all of them in a full search).
     """
 
     def __init__(self) -> None:
         self.pool_key: tuple | None = None
-        self.anchor = self.indices = self.margin = None
+        self.searched_pool: _ScalarPool | _VectorPool | None = None
+        self.origin = self.anchor = self.candidates = self.beyond = self.room = self.indices = None
+        self.rows_searched = 0
 
     def __call__(self, vectors: torch.Tensor, pool: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(nearest indices, the pool vectors at those indices) for every row of ``vectors``."""
         key = (pool._version, pool.data_ptr(), pool.device, tuple(pool.shape), tuple(vectors.shape))
-        vectors, pool = vectors.detach().float(), pool.float()
-        if key != self.pool_key:
-            self.pool_key, self.anchor = key, None
-            indices = nearest_indices(vectors, pool)
-            return indices, pool[indices]
-        if self.anchor is None:
-            self.indices, self.margin = nearest_with_margin(vectors, pool)
-            self.anchor = vectors.clone()
-            return self.indices, pool[self.indices]
-        chosen = pool[self.indices]
-        moved = torch.linalg.vector_norm(vectors - self.anchor, dim=1)
-        to_nearest = torch.linalg.vector_norm(vectors - chosen, dim=1)
-        stale = ((to_nearest + moved) * (1 + 1e-5) >= self.margin).nonzero().squeeze(1)
+        with torch.no_grad(), torch.autocast(device_type=vectors.device.type, enabled=False):
+            vectors, pool = vectors.detach().float(), pool.float()
+            if key != self.pool_key:
+                self.pool_key, self.anchor, self.searched_pool = key, None, None
+                self.rows_searched += vectors.shape[0]
+                self.indices = nearest_indices(vectors, pool)
+            elif pool.shape[1] == 1:
+                self.indices = self._scalar_step(vectors[:, 0], pool[:, 0])
+            elif self.anchor is None:
+                self.origin, self.anchor = vectors.clone(), vectors.clone()
+                self.indices, self.candidates, self.beyond, self.room = self._search(vectors, pool)
+            else:
+                self.indices = self._vector_step(vectors, pool)
+            # (index_select and index_copy_ rather than indexing with a tensor: faster on a CPU.)
+            return self.indices, pool.index_select(0, self.indices)
+
+    def _scalar_step(self, values: torch.Tensor, pool: torch.Tensor) -> torch.Tensor:
+        if self.searched_pool is None:
+            self.searched_pool = _ScalarPool(pool)
+        stale = (~self.searched_pool.still_nearest(values, self.indices)).nonzero().squeeze(1)
+        # A new tensor, not an in-place update: earlier results (``last_indices``) stay valid.
+        indices = self.indices.clone()
         if stale.numel():
-            fresh, margin = nearest_with_margin(vectors[stale], pool)
-            # New tensors, not in-place updates: earlier results (``last_indices``) stay valid.
-            self.indices = self.indices.index_put((stale,), fresh)
-            self.margin = self.margin.index_put((stale,), margin)
-            self.anchor.index_copy_(0, stale, vectors[stale])
-            chosen.index_copy_(0, stale, pool[fresh])
-        return self.indices, chosen
+            self.rows_searched += stale.numel()
+            indices.index_copy_(0, stale, self.searched_pool.nearest(values.index_select(0, stale)))
+        return indices
+
+    def _search(self, vectors: torch.Tensor, pool: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(nearest, candidates, beyond, room) of rows searched in full, each its own origin and anchor."""
+        self.rows_searched += vectors.shape[0]
+        if self.searched_pool is None:
+            self.searched_pool = _VectorPool(pool)
+        nearest, candidates, bounds = self.searched_pool.candidates(vectors, min(SEARCH_CANDIDATES, pool.shape[0] - 1))
+        to_first = torch.linalg.vector_norm(vectors - pool.index_select(0, candidates[:, 0]), dim=1)
+        second, beyond = bounds.unbind(1)
+        return nearest, candidates, beyond, _room(second, to_first)
+
+    def _vector_step(self, vectors: torch.Tensor, pool: torch.Tensor) -> torch.Tensor:
+        moved = torch.linalg.vector_norm(vectors - self.anchor, dim=1)
+        indices = self.candidates[:, 0].clone()  # test 1
+        others = (moved * (1 + _DIRECT_SLACK) >= self.room).nonzero().squeeze(1)
+        if not others.numel():
+            return indices
+        # Test 2 for the other rows.
+        candidates = self.candidates.index_select(0, others)
+        rows, count = candidates.shape
+        here = vectors.index_select(0, others)
+        distances = torch.linalg.vector_norm(
+            here.unsqueeze(1) - pool.index_select(0, candidates.view(-1)).view(rows, count, -1), dim=2)
+        nearest, position = distances.min(1)
+        runner_up = distances.scatter(1, position.unsqueeze(1), math.inf).amin(1)  # inf for one candidate
+        from_origin = torch.linalg.vector_norm(here - self.origin.index_select(0, others), dim=1)
+        beyond = self.beyond.index_select(0, others) - from_origin * (1 + _DIRECT_SLACK)
+        second = torch.minimum(runner_up, beyond)
+        kept = nearest * (1 + _DIRECT_SLACK) < second
+        found = candidates.gather(1, position.unsqueeze(1)).squeeze(1)
+        candidates.scatter_(1, position.unsqueeze(1), candidates[:, :1].clone())  # swapped with the first
+        candidates[:, 0] = found
+        room = _room(second.clamp_(min=0).mul_(1 - _DIRECT_SLACK), nearest)
+        self.anchor.index_copy_(0, others, here)
+        stale = (~kept).nonzero().squeeze(1)
+        if stale.numel():  # test 3
+            searched = others.index_select(0, stale)
+            fresh = here.index_select(0, stale)
+            fresh_nearest, fresh_candidates, fresh_beyond, fresh_room = self._search(fresh, pool)
+            found.index_copy_(0, stale, fresh_nearest)
+            candidates.index_copy_(0, stale, fresh_candidates)
+            room.index_copy_(0, stale, fresh_room)
+            self.origin.index_copy_(0, searched, fresh)
+            self.beyond.index_copy_(0, searched, fresh_beyond)
+        self.candidates.index_copy_(0, others, candidates)
+        self.room.index_copy_(0, others, room)
+        indices.index_copy_(0, others, found)
+        return indices
+
+
+def _room(second: torch.Tensor, to_first: torch.Tensor) -> torch.Tensor:
+    """How far a vector may move from its anchor with its first candidate (at ``to_first``) surely nearest.
+
+    ``(second - to_first) / 2``: the first candidate is then at most ``to_first + moved`` away and
+    every other entry at least ``second - moved``; rounded down (``to_first`` computed directly).
+    """
+    return (second - to_first * (1 + _DIRECT_SLACK)).clamp_(min=0).mul_(0.5 * (1 - _DIRECT_SLACK))
 
 
 class _StraightThrough(torch.autograd.Function):
@@ -237,6 +343,7 @@ class NWSLayer(nn.Module):
         self.commitment: torch.Tensor | None = None
         self.last_indices: torch.Tensor | None = None
         self._search = BoundedSearch()  # the training forward's search, exact, mostly skipped
+        self._searched_ahead: tuple | None = None  # (weight and pool versions, search result) from search_ahead()
         self._assigned: tuple | None = None  # (indices, weight version, weight storage) from assign()
         self._eval_cache: tuple | None = None  # (key, rebuilt weight)
 
@@ -273,12 +380,23 @@ class NWSLayer(nn.Module):
                 return indices
         return self.search()
 
+    def _versions(self) -> tuple:
+        return (self.weight._version, self.weight.data_ptr(), self.pool._version, self.pool.data_ptr())
+
+    def search_ahead(self) -> None:
+        """Do the next training forward's search now; that forward uses it if weight and pool are unchanged."""
+        self._searched_ahead = (self._versions(), self._search(self.vectors(), self.pool))
+
     def quantized_weight(self) -> torch.Tensor:
         """The weight the forward uses: pool vectors in the forward, gradient to ``weight`` (STE)."""
         if not self.training:
             return self._evaluation_weight()
         vectors = self.vectors()
-        indices, chosen = self._search(vectors, self.pool)
+        ahead, self._searched_ahead = self._searched_ahead, None
+        if ahead is not None and ahead[0] == self._versions():
+            indices, chosen = ahead[1]
+        else:
+            indices, chosen = self._search(vectors, self.pool)
         self.last_indices = indices
         self.commitment = F.mse_loss(vectors, chosen)  # mean((q - w)^2); q has no gradient
         # Exactly the pool vectors in the forward (``w + (q - w).detach()`` would round), and the
@@ -403,7 +521,31 @@ def build_network(config: NetworkConfig) -> nn.Module:
     else:
         raise ConfigError(f"--arch must be one of {', '.join(ARCHS)}, got {config.arch!r}")
     model.nws_config = config
+    if config.nws:
+        model.register_forward_pre_hook(search_ahead)
     return model
+
+
+def search_ahead(model: nn.Module, inputs=None) -> None:
+    """Every training NWS layer's search, back to back, before the network's forward (its pre-hook).
+
+    The same work as searching in each layer's forward, but with the search's code and data still
+    in the CPU's caches rather than evicted by the convolution run between two layers (a WRN-10-2
+    step at batch 32 took 3% less time, measured on one thread). On a CPU the search runs on one
+    thread: its many small operations cost more CPU time split over threads than they save (the
+    same step with 2 threads: 9 ms of search instead of 15 ms of CPU time, measured).
+    """
+    layers = [layer for layer in nws_layers(model).values() if layer.training]
+    threads = torch.get_num_threads()
+    on_cpu = threads > 1 and any(layer.weight.device.type == "cpu" for layer in layers)
+    if on_cpu:
+        torch.set_num_threads(1)
+    try:
+        for layer in layers:
+            layer.search_ahead()
+    finally:
+        if on_cpu:
+            torch.set_num_threads(threads)
 
 
 def network_config(model: nn.Module) -> NetworkConfig | None:

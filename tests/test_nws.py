@@ -1,6 +1,7 @@
 """Neural Weight Search: the layer, the pools, the storage, the splits (SPEC-nws.md)."""
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -46,21 +47,80 @@ def test_linear_head_uses_exactly_the_nearest_pool_vector(group_size):
     assert torch.equal(layer(x), F.linear(x, expected))
 
 
-@pytest.mark.parametrize("kernel, group_size", [(3, 2), (1, 1)], ids=["3x3 gs 2", "1x1 scalar pool"])
-def test_training_forwards_keep_using_exactly_the_nearest_vectors_while_weights_move(kernel, group_size):
+@pytest.mark.parametrize("kernel, group_size, equal_entries", [(3, 2, False), (3, 1, True), (1, 1, True)],
+                         ids=["3x3 gs 2", "3x3 pool with 6 equal entries", "1x1 scalar pool"])
+def test_training_forwards_keep_using_exactly_the_nearest_vectors_while_weights_move(kernel, group_size,
+                                                                                   equal_entries):
     """The bounded search re-searches only rows that may have moved: it must agree with brute force."""
     torch.manual_seed(8)
     layer = NWSConv2d(8, 16, kernel, padding=kernel // 2, group_size=group_size, pool_size=32)
-    if kernel == 1:  # a scalar pool with equal entries: ties go to the lowest index
-        layer.pool[5] = layer.pool[9]
+    if equal_entries:  # ties go to the lowest index, also when they outnumber the kept candidates
+        with torch.no_grad():
+            layer.pool[5:11] = layer.pool[5]
+            layer.weight.view(-1, layer.pool.shape[1])[:20] = layer.pool[5] + 0.01
     x = torch.randn(1, 8, 4, 4)
     for step in range(13):
         with torch.no_grad():  # small steps (most rows keep their bound) and a few large jumps
             layer.weight.add_(torch.randn_like(layer.weight) * (0.3 if step % 4 == 3 else 0.01))
+        searched = layer._search.rows_searched
         expected = brute_force_weight(layer.weight.detach(), layer.pool, group_size)
         assert torch.equal(layer(x), F.conv2d(x, expected, padding=kernel // 2)), step
     # the bounds were in use: rows that kept their bound were not searched again at the last step
-    assert not torch.equal(layer._search.anchor, layer.vectors().detach())
+    assert layer._search.rows_searched - searched < layer.num_vectors
+
+
+def test_nearest_candidates_are_the_nearest_entries_and_bound_every_other_one():
+    from models.nws import nearest_candidates, nearest_indices
+
+    torch.manual_seed(9)
+    pool = torch.randn(40, 9)
+    pool[10:17] = pool[3]  # 8 equal entries: more than the candidates and the bound's entry
+    vectors = torch.cat([torch.randn(300, 9), pool[3] + 0.01 * torch.randn(5, 9), pool[3:4]])
+    nearest, candidates, bounds = nearest_candidates(vectors, pool, 4)
+    distances = torch.cdist(vectors.double(), pool.double())
+    assert torch.equal(nearest, nearest_indices(vectors, pool))
+    assert torch.equal(nearest[-6:], torch.full((6,), 3))  # the lowest index among equal entries
+    kth = distances.sort(1).values[:, 3]
+    assert (distances.gather(1, candidates) <= kth.unsqueeze(1)).all()  # the 4 nearest, in some order of ties
+    others = distances.scatter(1, candidates, math.inf)
+    assert (bounds[:, 1].double() <= others.amin(1)).all()  # beyond the candidates
+    first_excluded = distances.scatter(1, candidates[:, :1], math.inf)
+    assert (bounds[:, 0].double() <= first_excluded.amin(1)).all()  # every entry but the first candidate
+
+
+def test_a_vector_moving_to_a_runner_up_candidate_needs_no_new_search():
+    from models.nws import BoundedSearch
+
+    far = [[10.0, 10.0], [10.0, -10.0], [-10.0, 10.0], [-10.0, -10.0], [20.0, 0.0], [0.0, 20.0]]
+    pool = torch.tensor([[0.0, 0.0], [1.0, 0.0]] + far)
+    search = BoundedSearch()
+    for _ in range(2):  # a plain search, then the bounds are built
+        indices, _ = search(torch.tensor([[0.45, 0.0]]), pool)
+    assert indices.tolist() == [0] and search.rows_searched == 2
+    indices, chosen = search(torch.tensor([[0.55, 0.0]]), pool)  # now nearer to entry 1, a candidate
+    assert indices.tolist() == [1] and torch.equal(chosen, pool[1:2])
+    assert search.rows_searched == 2  # decided by the candidates and the bound beyond them
+    indices, _ = search(torch.tensor([[19.0, 1.0]]), pool)  # far beyond the bound: searched again
+    assert indices.tolist() == [6] and search.rows_searched == 3
+
+
+def test_network_searches_ahead_and_a_weight_changed_since_is_searched_again():
+    torch.manual_seed(10)
+    model = build_network(NetworkConfig("wrn", 3, (4, 4, 8, 16), depth=10, pool_size=16))
+    layers = nws_layers(model)
+    calls = []
+    for name, layer in layers.items():
+        search = layer._search
+        layer._search = lambda vectors, pool, search=search, name=name: calls.append(name) or search(vectors, pool)
+    model(torch.randn(2, 3, 16, 16))
+    assert calls == list(layers)  # each layer once, all before the first convolution
+    first = next(iter(layers.values()))
+    first.search_ahead()
+    with torch.no_grad():
+        first.weight.mul_(-1.5)  # changed after the search ahead: that result must not be used
+    x = torch.randn(2, 3, 16, 16)
+    expected = F.conv2d(x, brute_force_weight(first.weight.detach(), first.pool, 1), padding=1)
+    assert torch.equal(first(x), expected)
 
 
 def test_scalar_pools_use_the_nearest_entry_and_the_lowest_index_among_equals():
