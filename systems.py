@@ -117,8 +117,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 # This report's own lr grids where compare.py's do not suit it. fashion_mnist: 0.01 (the fusion authors'
 # fine-tuning lr) and 0.1 (theirs for ResNet-18); compare.py's grown grid without 0.001, which MixtureGrowth
-# never chose there (validation 81.9 against 83.1 and 83.6 at 0.01 and 0.1, README): two points instead of
-# three keep the report within about 45 minutes on 2 cores.
+# never chose there (validation 81.9 against 83.1 and 83.6 at 0.01 and 0.1, README). Two points instead of
+# three, for time: with them the report took 1.5 hours on 2 loaded cores (docs/systems.md).
 GRIDS = {"fashion_mnist": {"grown_lr_grid": [0.01, 0.1], "finetune_lr_grid": [0.01, 0.1]}}
 
 
@@ -282,26 +282,30 @@ def grid_runs(method: str, seed: int, opts: argparse.Namespace, members_dir: str
     """(lr, key, script, command) of every point of a training row's lr grid: the grown phase (main.py) or the
     fine-tuning of a fused network or a member alone (fuse.py)."""
     if method in GROWN:
-        phases = compare.Phases(opts.member_epochs, opts.member_epochs, opts.grown_epochs)
         return [(lr, f"{method} lr {lr:g} seed {seed} ({opts.grown_epochs} grown epochs)", "main.py",
-                 compare.fair_command(method, seed, lr, opts, phases, members_dir, []))
+                 compare.fair_command(method, seed, lr, opts, phases(opts), members_dir, []))
                 for lr in opts.grown_lr_grid]
     networks_of = networks if method in FUSED else [networks[ALONE.index(method)]]
     return [(lr, f"{method} lr {lr:g} seed {seed} ({budget['member_steps']} steps)", "fuse.py",
              fuse_command(method, seed, lr, opts, networks_of, budget)) for lr in opts.finetune_lr_grid]
 
 
-def members_key(seed: int, opts: argparse.Namespace) -> tuple[str, list[str]]:
-    phases = compare.Phases(opts.member_epochs, opts.member_epochs, opts.grown_epochs)
+def phases(opts: argparse.Namespace) -> compare.Phases:
+    """The members' epochs and the grown phase's, as compare.py's commands take them."""
+    return compare.Phases(opts.member_epochs, opts.member_epochs, opts.grown_epochs)
+
+
+def members_run(seed: int, opts: argparse.Namespace) -> tuple[str, list[str]]:
+    """(key, main.py command) of the seed's shared members (compare.py's, so its folders are reused)."""
     return (f"members seed {seed} (epochs {opts.member_epochs}+{opts.member_epochs})",
-            compare.members_command(seed, opts, phases, []))
+            compare.members_command(seed, opts, phases(opts), []))
 
 
-def seed_inputs(seed: int, opts: argparse.Namespace, train: bool = True) -> tuple[dict, dict, list[str]]:
+def seed_inputs(seed: int, opts: argparse.Namespace, announce: bool = True) -> tuple[dict, dict, list[str]]:
     """The seed's shared members (trained on first use, read back after), the budget they set, and the plain
     member files the fuse.py rows read."""
-    key, command = members_key(seed, opts)
-    if train:
+    key, command = members_run(seed, opts)
+    if announce:
         print(f"systems: {key}", flush=True)
     members = compare.run_one(command)
     with open(os.path.join(members["run_dir"], "args.json")) as handle:
@@ -366,13 +370,13 @@ def train_in_parallel(opts: argparse.Namespace) -> None:
     pass that follows reads every run back and writes the report.
     """
     logs = os.path.join(opts.out, "logs")
-    todo = [compare.Job(key, command, None, 0.0) for key, command in (members_key(seed, opts) for seed in opts.seeds)
+    todo = [compare.Job(key, command, None, 0.0) for key, command in (members_run(seed, opts) for seed in opts.seeds)
             if not finished("main.py", command)]
     if todo:
         compare.train_jobs(todo, set(), opts.jobs, logs, who="systems")
     todo = []
     for seed in opts.seeds:
-        members, budget, networks = seed_inputs(seed, opts, train=False)
+        members, budget, networks = seed_inputs(seed, opts, announce=False)  # read back: trained above
         for method in opts.methods:
             if method != "ensemble":
                 todo += [compare.Job(key, command, None, float(script == "fuse.py"), script)
