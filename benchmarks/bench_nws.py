@@ -82,12 +82,6 @@ def batches(args, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor
     return [(x.to(device), (y % args.classes).to(device)) for x, y in loader]
 
 
-def rows_searched(model) -> int:
-    """Weight vectors the bounded searches of ``model`` have looked up so far (``BoundedSearch.rows_searched``)."""
-    return sum(layer._search.rows_searched for layer in nws_layers(model).values()
-               if isinstance(layer._search, models.nws.BoundedSearch))
-
-
 def full_search(vectors: torch.Tensor, pool: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """What ``BoundedSearch`` returns, from a search of every vector."""
     indices = nearest_indices(vectors.detach(), pool)
@@ -98,6 +92,7 @@ def build_runner(case: str, variant: str, args, device: torch.device) -> tuple[R
     """(the step of ``variant`` ("nws" or "plain") in ``case``, its network); each step takes the next of ``batches``."""
     model = network(args, variant == "nws", device)
     if case == "train-full" and variant == "nws":
+        model.nws_search_hook.remove()
         for layer in nws_layers(model).values():
             layer._search = full_search  # the bounded search switched off: every vector, every step
     data, steps = batches(args, device), [0]
@@ -137,9 +132,9 @@ def measure(case: str, args, device: torch.device) -> list[dict]:
         for _ in range(args.warmup):
             runner.step()
             plain.step()
-        searched = rows_searched(model)
+        searched = models.nws.rows_searched(model)
         timed = time_interleaved(runner, plain, warmup=0, repeats=args.repeats, steps=args.steps, device=device)
-        searched = rows_searched(model) - searched
+        searched = models.nws.rows_searched(model) - searched
         row = {"case": label, "batch_size": args.batch_size, "repeats": args.repeats}
         row.update({key.replace("template", "nws"): value for key, value in timed.items()})
         vectors = sum(layer.num_vectors for layer in nws_layers(network(args, True, device)).values())

@@ -104,23 +104,50 @@ def test_a_vector_moving_to_a_runner_up_candidate_needs_no_new_search():
     assert indices.tolist() == [6] and search.rows_searched == 3
 
 
-def test_network_searches_ahead_and_a_weight_changed_since_is_searched_again():
+def test_network_searches_ahead_by_groups_of_layers_and_a_weight_changed_since_is_searched_again():
     torch.manual_seed(10)
     model = build_network(NetworkConfig("wrn", 3, (4, 4, 8, 16), depth=10, pool_size=16))
     layers = nws_layers(model)
-    calls = []
+    calls, ready = [], []
     for name, layer in layers.items():
         search = layer._search
         layer._search = lambda vectors, pool, search=search, name=name: calls.append(name) or search(vectors, pool)
-    model(torch.randn(2, 3, 16, 16))
-    assert calls == list(layers)  # each layer once, all before the first convolution
     first = next(iter(layers.values()))
+    first.register_forward_pre_hook(
+        lambda module, inputs: ready.extend(name for name, layer in layers.items() if layer._searched_ahead))
+    model(torch.randn(2, 3, 16, 16))
+    assert ready == list(layers) and calls == []  # all searched before the first convolution, none alone
+    # one search for the 3x3 convolutions, one for the 1x1 ones and the classifier (scalar pools)
+    scalar = [name for name, layer in layers.items() if layer.pool.shape[1] == 1]
+    assert sorted(model._nws_searches, key=len) == [tuple(scalar), tuple(n for n in layers if n not in scalar)]
     first.search_ahead()
     with torch.no_grad():
         first.weight.mul_(-1.5)  # changed after the search ahead: that result must not be used
     x = torch.randn(2, 3, 16, 16)
     expected = F.conv2d(x, brute_force_weight(first.weight.detach(), first.pool, 1), padding=1)
     assert torch.equal(first(x), expected)
+
+
+@pytest.mark.parametrize("group_size", [1, 2])
+def test_a_network_searched_by_groups_uses_exactly_the_nearest_vectors_while_weights_move(group_size):
+    """Layers searched together, each in its own pool, agree with brute force layer by layer, step after step."""
+    from models.nws import rows_searched
+
+    torch.manual_seed(11)
+    model = build_network(NetworkConfig("wrn", 3, (4, 4, 8, 16), depth=10, group_size=group_size, pool_size=16))
+    layers = nws_layers(model)
+    x = torch.randn(2, 3, 8, 8)
+    for step in range(8):
+        with torch.no_grad():  # small steps (most rows keep their bound) and a few large jumps
+            for layer in layers.values():
+                layer.weight.add_(torch.randn_like(layer.weight) * layer.weight.std() * (1.0 if step % 4 == 3 else 0.05))
+        searched = rows_searched(model)
+        model(x)
+        for name, layer in layers.items():
+            expected = brute_force_weight(layer.weight.detach(), layer.pool, layer.group_size)
+            assert torch.equal(layer.weight_from_indices(layer.last_indices), expected), (step, name)
+    assert len(model._nws_searches) == (2 if group_size == 1 else 3)  # gs 2: the input conv is alone
+    assert rows_searched(model) - searched < sum(layer.num_vectors for layer in layers.values())
 
 
 def test_scalar_pools_use_the_nearest_entry_and_the_lowest_index_among_equals():
