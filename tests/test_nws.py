@@ -177,6 +177,20 @@ def test_straight_through_gradient_reaches_the_temporary_weight_and_the_pool_get
     assert torch.equal(layer.pool, pool_before)
 
 
+@pytest.mark.parametrize("group_size", [1, 2])
+def test_the_commitment_gradient_is_that_of_the_mean_squared_error_added_to_the_straight_through_one(group_size):
+    torch.manual_seed(12)
+    layer = NWSConv2d(4, 6, 3, padding=1, group_size=group_size, pool_size=9)
+    x, upstream, beta = torch.randn(2, 4, 6, 6), torch.randn(2, 6, 6, 6), 0.7
+    ((layer(x) * upstream).sum() + beta * layer.commitment).backward()
+    searched = layer.weight_from_indices(layer.search()).requires_grad_()
+    (F.conv2d(x, searched, padding=1) * upstream).sum().backward()
+    weight = layer.weight.detach().clone().requires_grad_()
+    (beta * F.mse_loss(weight, searched.detach())).backward()
+    assert torch.allclose(layer.weight.grad, searched.grad + weight.grad, rtol=1e-5, atol=1e-7)
+    assert torch.allclose(layer.commitment, F.mse_loss(weight, searched.detach()))
+
+
 @pytest.mark.parametrize("config", [
     NetworkConfig("resnet18", 5, (4, 8, 8, 16), pool_size=16),
     NetworkConfig("wrn", 5, (4, 4, 8, 16), depth=10, pool_size=16),
