@@ -31,12 +31,8 @@
 # (default /usr/share/datasets/fashion-mnist, or data/fashion-mnist in this tree if present).
 # PYTHON: the interpreter (default: the repository's .venv via scripts/env.sh).
 set -uo pipefail
-OUT="${1:?usage: benchmarks/gpu_check.sh OUT_DIR}"
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
-source benchmarks/gpu_common.sh
-mkdir -p "$OUT"
-OUT="$(cd "$OUT" && pwd)"
+source "$(dirname "${BASH_SOURCE[0]}")/gpu_common.sh"
+OUT="$(output_dir "${1:?usage: benchmarks/gpu_check.sh OUT_DIR}")" || exit 2
 SUMMARY="$OUT/summary.txt"
 : > "$SUMMARY"
 TINY=(--dataset digits --depth 10 --wide 2 --epochs 6 --growth_epochs 2 --ensemble_train_epochs 2

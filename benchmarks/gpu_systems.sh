@@ -12,14 +12,10 @@
 # DATA: FASHION_PATH (default /usr/share/datasets/fashion-mnist, or data/fashion-mnist in this tree).
 # PYTHON: the interpreter (default: the repository's .venv via scripts/env.sh).
 set -uo pipefail
-OUT="${1:?usage: benchmarks/gpu_systems.sh OUT_DIR [SECONDS]}"
+source "$(dirname "${BASH_SOURCE[0]}")/gpu_common.sh"
+OUT="$(output_dir "${1:?usage: benchmarks/gpu_systems.sh OUT_DIR [SECONDS]}")" || exit 2
 LIMIT="${2:-420}"
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
-source benchmarks/gpu_common.sh
 require_cuda gpu_systems.sh
-mkdir -p "$OUT"
-OUT="$(cd "$OUT" && pwd)"
 SYSTEMS=(systems.py --data_path "$FASHION_PATH" --ngpu 1 --workers 2 --jobs 1 --out "$OUT/systems")
 started=$SECONDS
 declare -A pids
