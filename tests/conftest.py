@@ -59,6 +59,18 @@ def torch_threads(count: int):
         torch.set_num_threads(before)
 
 
+def parallel_and_alone(entry, run: list[str], out, capsys) -> tuple[dict, list[str], dict]:
+    """``entry`` (compare.main or systems.main) on ``run`` with ``--jobs 2``, the lines it printed, and the same
+    run in one process with the threads each of those processes had: two results that must hold the same numbers."""
+    import compare
+
+    parallel = entry(run + ["--jobs", "2", "--out", str(out / "parallel")])
+    printed = capsys.readouterr().out.splitlines()
+    with torch_threads(compare.threads_per_job(2)):
+        alone = entry(run + ["--jobs", "1", "--out", str(out / "alone")])
+    return parallel, printed, alone
+
+
 def sigterm_group_at(process, line_prefix: str) -> str:
     """Read ``process``'s stdout until a line starts with ``line_prefix``, then SIGTERM its whole
     process group (it must have been started with ``start_new_session=True``); returns its stderr."""

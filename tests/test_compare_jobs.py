@@ -4,7 +4,7 @@ the numbers of one process with the same threads; growth waits for its members; 
 from __future__ import annotations
 
 import compare
-from conftest import torch_threads
+from conftest import parallel_and_alone
 from training import runlock
 
 RUN = ["--dataset", "digits", "--seeds", "0", "--epochs", "3", "--member_epochs", "1", "--depth", "10",
@@ -13,17 +13,13 @@ RUN = ["--dataset", "digits", "--seeds", "0", "--epochs", "3", "--member_epochs"
 
 
 def test_parallel_runs_give_the_numbers_of_one_process_and_growth_starts_after_its_members(tmp_path, capsys):
-    parallel = compare.main(RUN + ["--jobs", "2", "--out", str(tmp_path / "parallel")])
-    printed = capsys.readouterr().out.splitlines()
+    parallel, printed, alone = parallel_and_alone(compare.main, RUN, tmp_path, capsys)
     members_done = next(i for i, line in enumerate(printed) if line.startswith("compare: finished members seed 0"))
     growth_started = [i for i, line in enumerate(printed) if line.startswith("compare: started mixturegrowth_zero")]
     assert len(growth_started) == 2 and min(growth_started) > members_done
     assert sorted(p.name for p in (tmp_path / "parallel" / "logs").iterdir()) == [
         "members_seed_0.txt", "mixturegrowth_zero_lr_0.01_seed_0.txt", "mixturegrowth_zero_lr_0.1_seed_0.txt",
         "scratch_small_lr_0.1_seed_0.txt"]
-
-    with torch_threads(compare.threads_per_job(2)):  # what each of the processes had
-        alone = compare.main(RUN + ["--jobs", "1", "--out", str(tmp_path / "alone")])
     keys = ("method", "seed", "lr", "top1", "val_top1", "right_after", "right_after_bn")
     assert [{k: r.get(k) for k in keys} for r in parallel["runs"]] == [{k: r.get(k) for k in keys}
                                                                        for r in alone["runs"]]

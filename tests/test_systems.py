@@ -9,7 +9,7 @@ import os
 import pytest
 import torch
 
-from conftest import torch_threads
+from conftest import parallel_and_alone
 from training import checkpoint
 from training import data
 import fuse
@@ -124,19 +124,13 @@ def test_fuse_refuses_epoch_milestones_with_a_step_budget(tmp_path, capsys):
 
 
 def test_parallel_runs_give_the_numbers_of_one_process_and_start_after_their_members(tmp_path, capsys):
-    import compare
-
     run = TINY + ["--methods", "ensemble,mixturegrowth_zero,nt,member_0"]
-    parallel = systems.main(run + ["--jobs", "2", "--out", str(tmp_path / "parallel")])
-    printed = capsys.readouterr().out.splitlines()
+    parallel, printed, alone = parallel_and_alone(systems.main, run, tmp_path, capsys)
     members_done = next(i for i, line in enumerate(printed) if line.startswith("systems: finished members seed 0"))
     started = [i for i, line in enumerate(printed) if line.startswith("systems: started ")]
     assert len(started) == 4 and min(started[1:]) > members_done  # the members, then the three rows' runs
     assert sorted(p.name for p in (tmp_path / "parallel" / "logs").iterdir()) == [
         "member_0_lr_0.01_seed_0.txt", "members_seed_0.txt", "mixturegrowth_zero_lr_0.05_seed_0.txt",
         "nt_lr_0.01_seed_0.txt"]
-
-    with torch_threads(compare.threads_per_job(2)):  # what each of the processes had
-        alone = systems.main(run + ["--jobs", "1", "--out", str(tmp_path / "alone")])
     keys = ("method", "seed", "lr", "top1", "val_top1", "right_after_val", "finetune_flops")
     assert [{k: r[k] for k in keys} for r in parallel["runs"]] == [{k: r[k] for k in keys} for r in alone["runs"]]
