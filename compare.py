@@ -35,7 +35,7 @@ phase annealed) and ``paper`` (main.py's defaults: the published schedules, e.g.
 Every run is started with ``--resume auto``: running the same command again after a stop reads back the
 runs that finished (shared members included) and continues the one that was interrupted.
 
-Presets (``--preset``, default: the data set's): ``fashion_mnist`` took 71 minutes on this 2-core CPU
+Presets (``--preset``, default: the data set's): ``fashion_mnist`` takes 64 minutes on this 2-core CPU
 (``--jobs 2``; README) and tells the methods apart (WRN-10-2 / WRN-10-1, a class-balanced 10,000-image subset,
 9 epochs, a 10% validation split); ``fashion_mnist_converged`` is the regime where each network is
 trained until its validation accuracy stops improving (all 60,000 images, 30 epochs: a GPU's work);

@@ -7,7 +7,7 @@
 #
 #   usage: scripts/compare.sh [compare.py flags] [main.py flags passed to every run]
 #   e.g.   scripts/compare.sh          # fashion_mnist preset: WRN-10-2 vs WRN-10-1, 10k images, 9 epochs,
-#                                       # seeds 0,1,2, six methods (CPU, 71 minutes here)
+#                                       # seeds 0,1,2, six methods (CPU, 64 minutes here)
 #          scripts/compare.sh --dataset digits --seeds 0      # the digits (fast, but every method ~99%)
 #          scripts/compare.sh --seeds 0 --epochs 9 --member_epochs 3 --out runs/compare_quick
 #          scripts/compare.sh --dataset cifar100 --data_path data --ngpu 1 --workers 4 --depth 28 --wide 10 \
