@@ -68,15 +68,21 @@ from training import flags
 from training import runtime
 from utils import ConfigError, atomic_write_text, parse_list
 
-METHODS = ("scratch_small", "scratch_large", "ensemble", "net2net", "random_growth",
+METHODS = ("scratch_small", "scratch_large", "ensemble", "net2net", "gradmax", "firefly", "random_growth",
            "mixturegrowth_orthogonal", "mixturegrowth_copy", "mixturegrowth_zero")
-GROWING = ("net2net", "random_growth", "mixturegrowth_orthogonal", "mixturegrowth_copy", "mixturegrowth_zero")
+GROWING = ("net2net", "gradmax", "firefly", "random_growth", "mixturegrowth_orthogonal", "mixturegrowth_copy",
+           "mixturegrowth_zero")
 FROM_MEMBERS = ("random_growth", "mixturegrowth_orthogonal", "mixturegrowth_copy", "mixturegrowth_zero")
+# The growth baselines that widen the plain small network (main.py --widen): one small network per seed, shared.
+FROM_SMALL = ("net2net", "gradmax", "firefly")
 RECIPES = ("fair", "short", "annealed", "paper")
 BUDGETS = ("epochs", "flops")
 BN_SUFFIX = "+bn"  # a growing method's twin that trains on from the BN-recalibrated network (--recalibrate_bn)
 
 FAIR_METHODS = ["scratch_small", "scratch_large", "ensemble", "net2net", "random_growth", "mixturegrowth_orthogonal"]
+# The paper's claims, rows first: the state of the art it claims +2-2.5 points over, then MixtureGrowth, then the rest.
+CAPACITY_METHODS = ["gradmax", "firefly", "mixturegrowth_orthogonal", "net2net", "random_growth", "ensemble",
+                    "scratch_small", "scratch_large"]
 # Fashion-MNIST's grids: one decade apart for the grown phase (0.05, 2026-12-04's top, was chosen on 4 of 9
 # method-seeds, 0.01 scored the same); the scratch networks' 0.05 lost to 0.1 on every seed, so 0.1 and 0.2.
 FASHION_GROWN_GRID, FASHION_SCRATCH_GRID = [1e-3, 1e-2, 1e-1], [0.1, 0.2]
@@ -85,6 +91,16 @@ PRESETS = {
     "fashion_mnist": {"dataset": "fashion_mnist", "epochs": 9, "member_epochs": 3, "train_subset": 10000,
                       "val_split": 0.1, "depth": 10, "wide": 2, "methods": FAIR_METHODS,
                       "grown_lr_grid": FASHION_GROWN_GRID, "scratch_lr_grid": FASHION_SCRATCH_GRID, "jobs": 2},
+    # Capacity-limited: WRN-10-0.5 from WRN-10-0.25-shaped members, 20 epochs, where both networks stop at what
+    # their width allows (train ~ validation top-1) and the large one wins (+2.9 points over 3 seeds at lr 0.1):
+    # the regime in which "grown matches the large network" can be checked. Members 6+6 epochs, the grown
+    # network 8 (12 of 20 epochs at the member's cost, as the paper gives members most of the schedule). Grown
+    # grid 0.01-0.1, 3x apart: the compute-limited preset's choices fell there (0.001 rarely, 0.2 worse on a
+    # wider check); scratch 0.1, 0.2 as there (0.05 lost on every seed, 0.4 worse).
+    "fashion_mnist_capacity": {"dataset": "fashion_mnist", "epochs": 20, "member_epochs": 6, "train_subset": 10000,
+                               "val_split": 0.1, "depth": 10, "wide": 0.5, "methods": CAPACITY_METHODS,
+                               "grown_lr_grid": [1e-2, 3e-2, 1e-1], "scratch_lr_grid": FASHION_SCRATCH_GRID,
+                               "jobs": 2},
     "fashion_mnist_converged": {"dataset": "fashion_mnist", "epochs": 30, "member_epochs": 12, "train_subset": 0,
                                 "val_split": 0.1, "depth": 10, "wide": 2, "methods": FAIR_METHODS,
                                 "grown_lr_grid": FASHION_GROWN_GRID, "scratch_lr_grid": FASHION_SCRATCH_GRID,
@@ -229,7 +245,9 @@ def training_flops_per_image(opts: argparse.Namespace) -> dict[str, float]:
     member = count_flops(template, size, 0)
     models.grow(template, main.get_args_parser().parse_args([]))
     return {name: 3.0 * value for name, value in {
-        "small": count_flops(net("--arch", "normalwrn", "--wide", f"{opts.wide * fraction:g}"), size, None),
+        # the one small architecture of every row: a member's shape (scratch_small, the baselines' start)
+        "small": count_flops(net("--arch", "normalwrn", "--wide", f"{opts.wide:g}", "--width_fraction",
+                                 f"{fraction:g}"), size, None),
         "large": count_flops(net("--arch", "normalwrn", "--wide", f"{opts.wide:g}"), size, None),
         "member": member, "grown": count_flops(template, size, None)}.items()}
 
@@ -248,7 +266,7 @@ def allocate(method: str, opts: argparse.Namespace, flops: dict[str, float] | No
     if base.startswith("scratch"):
         per_epoch = flops["small" if base == "scratch_small" else "large"]
         return Phases(0, 0, max(1, round(reference / per_epoch)))
-    member, grown = (flops["small"], flops["large"]) if base == "net2net" else (flops["member"], flops["grown"])
+    member, grown = (flops["small"], flops["large"]) if base in FROM_SMALL else (flops["member"], flops["grown"])
     shares = opts.member_share
     best = None
     for total in range(3, 100 * opts.epochs):
@@ -274,16 +292,17 @@ def method_flags(method: str, opts: argparse.Namespace, phases: Phases) -> list[
                 "--ensemble_train_epochs", str(phases.member_1)]
     plain = ["--arch", "normalwrn", "--growth_epochs", "-1"]
     recalibrate = ["--recalibrate_bn", str(opts.recalibrate_bn)] if method.endswith(BN_SUFFIX) else []
+    budget = ["--analysis_within_budget"] if opts.budget == "flops" else []
     if base == "scratch_small":
-        return plain + ["--wide", f"{opts.wide * fraction:g}"]
+        return plain + ["--wide", f"{opts.wide:g}", "--width_fraction", f"{fraction:g}"]
     if base == "scratch_large":
         return plain + ["--wide", f"{opts.wide:g}"]
-    if base == "net2net":
-        return plain + ["--wide", f"{opts.wide:g}", *sizes, "--net2net_epoch",
-                        str(phases.member_0 + phases.member_1)] + recalibrate
+    if base in FROM_SMALL:
+        return plain + ["--wide", f"{opts.wide:g}", *sizes, "--widen", base, "--widen_epoch",
+                        str(phases.member_0 + phases.member_1)] + recalibrate + budget
     if base == "random_growth":
-        return template + ["--coefs_growing", "random_blocks"] + recalibrate
-    return template + ["--coefs_growing", base[len("mixturegrowth_"):]] + recalibrate
+        return template + ["--coefs_growing", "random_blocks"] + recalibrate + budget
+    return template + ["--coefs_growing", base[len("mixturegrowth_"):]] + recalibrate + budget
 
 
 def recipe_flags(recipe: str, opts: argparse.Namespace) -> list[str]:
@@ -345,10 +364,22 @@ def members_command(seed: int, opts: argparse.Namespace, phases: Phases, extra: 
             + recipe_flags("fair", opts) + ["--skip_final_test"] + list(extra))
 
 
+def small_command(seed: int, opts: argparse.Namespace, phases: Phases, extra: list[str]) -> list[str]:
+    """The fair protocol's shared small network of one seed: the plain network of a member's shape, trained for
+    both members' epochs (annealed at main.py's --learning_rate, as the members are); Net2Net, GradMax and
+    Firefly widen this one file (``--resume_small``)."""
+    epochs = phases.member_0 + phases.member_1
+    return (_common(opts, seed, f"small-{epochs}", epochs)
+            + ["--arch", "normalwrn", "--growth_epochs", "-1", "--wide", f"{opts.wide:g}",
+               "--width_fraction", f"{opts.member_fraction:g}"]
+            + recipe_flags("fair", opts) + ["--skip_final_test"] + list(extra))
+
+
 def fair_command(method: str, seed: int, lr: float, opts: argparse.Namespace, phases: Phases,
-                 members_dir: str | None, extra: list[str]) -> list[str]:
-    """One point of a method's lr grid: the grown phase alone from the shared members (growing methods that
-    grow members), or the whole run (Net2Net, scratch) at peak lr ``lr``; the test set is not read."""
+                 start_dir: str | None, extra: list[str]) -> list[str]:
+    """One point of a method's lr grid: the grown phase alone from the seed's shared members (the methods that
+    grow members) or shared small network (the methods that widen it), or the whole run (scratch) at peak lr
+    ``lr``; the test set is not read."""
     from training import checkpoint
 
     tag = f"{method}-fair-lr{lr:g}"
@@ -356,8 +387,12 @@ def fair_command(method: str, seed: int, lr: float, opts: argparse.Namespace, ph
     probe = ["--probe_bn", str(opts.probe_bn)] if opts.probe_bn and base in GROWING else []
     if base in FROM_MEMBERS:
         flags_ = method_flags(method, opts, Phases(0, 0, phases.grown)) + [
-            "--resume_member_0", os.path.join(members_dir, checkpoint.member_checkpoint_name(0)),
-            "--resume_member_1", os.path.join(members_dir, checkpoint.member_checkpoint_name(1))]
+            "--resume_member_0", os.path.join(start_dir, checkpoint.member_checkpoint_name(0)),
+            "--resume_member_1", os.path.join(start_dir, checkpoint.member_checkpoint_name(1))]
+        epochs = phases.grown
+    elif base in FROM_SMALL:
+        flags_ = method_flags(method, opts, Phases(0, 0, phases.grown)) + [
+            "--resume_small", os.path.join(start_dir, checkpoint.GROWN_FINAL_NAME)]
         epochs = phases.grown
     else:
         flags_, epochs = method_flags(method, opts, phases), phases.total
@@ -372,7 +407,7 @@ def run_directory_of(command: list[str]) -> str:
     return runtime.run_directory(main.get_args_parser().parse_args(command))
 
 
-RIGHT_AFTER = ("grown at growth", "widened (Net2Net)")
+RIGHT_AFTER = ("grown at growth", "widened (Net2Net)", "widened (GradMax)", "widened (Firefly)")
 RECALIBRATED = ", BN recalibrated"
 
 
@@ -442,6 +477,9 @@ def record(history: list[dict], summary: list[dict], run_dir: str) -> dict:
             # the run's own epoch times (training + per-epoch evaluation), however long ago it ran
             "wall_s": sum(row["epoch_time"] for row in history),
             "right_after": after[-1] if after else None,
+            # choosing the new weights from training data (GradMax, Firefly; 0 for the others), every growth step
+            "analysis_flops": sum(row.get("analysis_flops", 0.0) for row in summary),
+            "operator_s": sum(row.get("operator_seconds", 0.0) for row in summary),
             "right_after_bn": recalibrated[-1] if recalibrated else None,  # --probe_bn or --recalibrate_bn
             "val_top1": history[-1].get("val_top1"),
             "curve": [row[curve_key] for row in history],
@@ -489,20 +527,21 @@ def choose(grid: dict[float, dict]) -> float:
     return max(grid, key=lambda lr: grid[lr]["val_top1"])
 
 
-def fair_entry(method: str, seed: int, grid: dict[float, dict], members: dict | None,
+def fair_entry(method: str, seed: int, grid: dict[float, dict], start: dict | None,
                opts: argparse.Namespace) -> dict:
-    """One (method, seed) of the fair protocol: the chosen lr's run, its test top-1, its cost with the members'."""
+    """One (method, seed) of the fair protocol: the chosen lr's run, its test top-1, its cost with that of the shared
+    run it started from (``start``: the members, or the small network)."""
     lr = choose(grid)
     chosen = dict(grid[lr])
     chosen.update(top1=test_once(chosen["run_dir"], opts)["top1"], split="test", lr=lr,
                   grid={f"{v:g}": grid[v]["val_top1"] for v in grid},
                   grid_wall_s=sum(run["wall_s"] for run in grid.values()))
-    if members is not None and base_method(method) in FROM_MEMBERS:  # the grown phase continues the members
-        offset = members["train_flops"]
-        chosen.update(train_flops=offset + chosen["train_flops"], wall_s=members["wall_s"] + chosen["wall_s"],
-                      grid_wall_s=members["wall_s"] + chosen["grid_wall_s"],
-                      curve=members["curve"] + chosen["curve"],
-                      flops_curve=members["flops_curve"] + [offset + f for f in chosen["flops_curve"]])
+    if start is not None:  # the grown phase continues the shared members / small network
+        offset = start["train_flops"]
+        chosen.update(train_flops=offset + chosen["train_flops"], wall_s=start["wall_s"] + chosen["wall_s"],
+                      grid_wall_s=start["wall_s"] + chosen["grid_wall_s"],
+                      curve=start["curve"] + chosen["curve"],
+                      flops_curve=start["flops_curve"] + [offset + f for f in chosen["flops_curve"]])
     return chosen
 
 
@@ -563,6 +602,8 @@ def aggregate(runs: list[dict], pairs: list[tuple[str, str]], opts: argparse.Nam
             "params": mine[0]["params"], "inference_flops": mine[0]["inference_flops"],
             "budget_flops": budget_per_image * mine[0]["samples_per_epoch"],
             "train_flops": statistics.fmean(r["train_flops"] for r in mine),
+            "analysis_flops": _mean_of([r.get("analysis_flops") for r in mine]),
+            "operator_s": _mean_of([r.get("operator_s") for r in mine]),
             "wall_s": statistics.fmean(r["wall_s"] for r in mine),
             "grid_wall_s": _mean_of([r.get("grid_wall_s") for r in mine]),
             "vs_scratch_large": paired_difference(runs, name, baseline["scratch_large"]),
@@ -584,6 +625,26 @@ def differences(runs: list[dict], rows: list[dict]) -> list[dict]:
             if difference is not None:
                 table.append({"method": row["method"], "against": other["method"], **difference})
     return table
+
+
+def premise(runs: list[dict], rows: list[dict]) -> str:
+    """The paragraph a reader needs before any growth result: does the large network beat the small one here?
+    ("" without both scratch rows.)"""
+    names = [row["method"] for row in rows]
+    large = next((n for n in names if base_method(n.split(" (")[0]) == "scratch_large"), None)
+    small = next((n for n in names if base_method(n.split(" (")[0]) == "scratch_small"), None)
+    gap = paired_difference(runs, large, small) if large and small else None
+    if gap is None:
+        return ""
+    if math.isnan(gap["low"]):
+        verdict = "one seed gives no interval: whether the large network wins here is not measured"
+    elif gap["low"] > 0:
+        verdict = "the interval excludes 0: the large network wins, so growing toward it can be judged here"
+    else:
+        verdict = ("the interval does NOT exclude 0: the large network is not shown to beat the small one, so "
+                   "'the grown network matches the large one' says little in this regime")
+    return (f"**Premise:** {large} - {small} = {_interval(gap)} points top-1 over {gap['seeds']} paired seeds; "
+            f"{verdict}.\n\n")
 
 
 def write_csv(path: str, rows: list[dict], columns: list[str]) -> None:
@@ -615,6 +676,8 @@ def markdown(rows: list[dict]) -> str:
               "vs scratch_large": _interval(r["vs_scratch_large"]), "vs random_growth": _interval(r["vs_random_growth"]),
               "seeds": r["seeds"], "params": humanize(r["params"]), "inference FLOPs": humanize(r["inference_flops"]),
               "training FLOPs (budget / spent)": f"{humanize(r['budget_flops'])} / {humanize(r['train_flops'])}",
+              "of which analysis": "" if r.get("analysis_flops") is None else humanize(r["analysis_flops"]),
+              "growth (s)": "" if r.get("operator_s") is None else f"{r['operator_s']:.1f}",
               "wall time (s)": f"{r['wall_s']:.0f}"
               + ("" if r["grid_wall_s"] is None else f" ({r['grid_wall_s']:.0f} with the lr grid)")} for r in rows]
     return format_markdown_table(shown)
@@ -840,6 +903,7 @@ class Comparison:
         self.opts, self.extra, self.plans, self.flops = opts, extra, plans, flops
         self.commands: dict[str, list[str]] = {}
         self.members: dict[int, dict | None] = {}
+        self.small: dict[int, dict | None] = {}
 
     # ---------------------------------------------------------------- the runs, named once
 
@@ -848,12 +912,24 @@ class Comparison:
         return (f"members seed {seed} (epochs {phases.member_0}+{phases.member_1})",
                 members_command(seed, self.opts, phases, self.extra))
 
-    def grid_runs(self, method: str, seed: int, members_dir: str | None) -> list[tuple[float, str, list[str]]]:
+    def small_run(self, seed: int) -> tuple[str, list[str]]:
+        phases = self.plans[("mixturegrowth_orthogonal", "fair")]
+        return (f"small network seed {seed} (epochs {phases.member_0 + phases.member_1})",
+                small_command(seed, self.opts, phases, self.extra))
+
+    def start_run(self, method: str, seed: int) -> tuple[str, list[str]] | None:
+        """The shared run a fair method's grown phase starts from: the members, the small network, or none."""
+        base = base_method(method)
+        if base in FROM_MEMBERS or base == "ensemble":
+            return self.members_run(seed)
+        return self.small_run(seed) if base in FROM_SMALL else None
+
+    def grid_runs(self, method: str, seed: int, start_dir: str | None) -> list[tuple[float, str, list[str]]]:
         """(lr, key, command) of every point of ``method``'s lr grid (the fair protocol)."""
         phases = self.plans[(method, "fair")]
         lrs = self.opts.scratch_lr_grid if base_method(method).startswith("scratch") else self.opts.grown_lr_grid
         return [(lr, f"{method} lr {lr:g} seed {seed} (epochs {phases.describe()})",
-                 fair_command(method, seed, lr, self.opts, phases, members_dir, self.extra)) for lr in lrs]
+                 fair_command(method, seed, lr, self.opts, phases, start_dir, self.extra)) for lr in lrs]
 
     def fixed_run(self, method: str, recipe: str, seed: int) -> tuple[str, list[str]]:
         phases = self.plans[(method, recipe)]
@@ -875,26 +951,28 @@ class Comparison:
                               "on this --out and seed; wait for it to end, or give this comparison another --out "
                               "or --seeds") from None
 
-    def shared_members(self, seed: int) -> dict | None:
-        """The seed's shared members, trained on first use and read back after (once per seed)."""
-        if seed not in self.members:
-            self.members[seed] = self.run(*self.members_run(seed))
-        return self.members[seed]
+    def shared_start(self, method: str, seed: int) -> dict | None:
+        """The seed's shared members or small network that ``method`` starts from, trained on first use and read
+        back after (once per seed); None when it has not finished (``--report_only``)."""
+        key, command = self.start_run(method, seed)
+        cache = self.members if base_method(method) in FROM_MEMBERS + ("ensemble",) else self.small
+        if seed not in cache:
+            cache[seed] = self.run(key, command)
+        return cache[seed]
 
     def entry(self, method: str, recipe: str, seed: int) -> dict | None:
         if recipe != "fair":
             return self.run(*self.fixed_run(method, recipe, seed))
-        base = base_method(method)
-        members = self.shared_members(seed) if base in FROM_MEMBERS or base == "ensemble" else None
-        if base == "ensemble":
-            return None if members is None else ensemble_entry(members, self.opts)
-        if base in FROM_MEMBERS and members is None:
+        start = self.shared_start(method, seed) if self.start_run(method, seed) else None
+        if self.start_run(method, seed) and start is None:
             return None
+        if base_method(method) == "ensemble":
+            return ensemble_entry(start, self.opts)
         grid = {lr: self.run(key, command)
-                for lr, key, command in self.grid_runs(method, seed, members and members["run_dir"])}
+                for lr, key, command in self.grid_runs(method, seed, start and start["run_dir"])}
         if any(result is None for result in grid.values()):
             return None
-        return fair_entry(method, seed, grid, members, self.opts)
+        return fair_entry(method, seed, grid, start, self.opts)
 
     # ---------------------------------------------------------------- --jobs N: main.py processes at once
 
@@ -911,16 +989,17 @@ class Comparison:
                 if recipe != "fair":
                     add(*self.fixed_run(method, recipe, seed), method, phases)
                     continue
-                members_key, members_dir = None, None
-                if base in FROM_MEMBERS or base == "ensemble":
-                    members_key, command = self.members_run(seed)
-                    members_dir = run_directory_of(command)
-                    add(members_key, command, "members", self.plans[("mixturegrowth_orthogonal", "fair")])
+                start_key, start_dir, start = None, None, self.start_run(method, seed)
+                if start is not None:
+                    start_key, command = start
+                    start_dir = run_directory_of(command)
+                    add(start_key, command, "small" if base in FROM_SMALL else "members",
+                        self.plans[("mixturegrowth_orthogonal", "fair")])
                 if base == "ensemble":
                     continue
-                grown = Phases(0, 0, phases.grown) if base in FROM_MEMBERS else phases
-                for _, key, command in self.grid_runs(method, seed, members_dir):
-                    add(key, command, method, grown, members_key if base in FROM_MEMBERS else None)
+                grown = Phases(0, 0, phases.grown) if start is not None else phases
+                for _, key, command in self.grid_runs(method, seed, start_dir):
+                    add(key, command, method, grown, start_key)
         return list(planned.values())
 
     def train_in_parallel(self) -> None:
@@ -939,11 +1018,13 @@ class Comparison:
 
 
 def run_cost(method: str, phases: Phases, flops: dict) -> float:
-    """Training FLOPs per image of a run of ``method`` with these phases ("members": the shared members)."""
+    """Training FLOPs per image of a run of ``method`` with these phases ("members" / "small": the shared runs)."""
     base = base_method(method)
+    if base == "small":
+        return (phases.member_0 + phases.member_1) * flops["small"]
     if base.startswith("scratch"):
         return phases.total * flops["small" if base == "scratch_small" else "large"]
-    member, grown = (flops["small"], flops["large"]) if base == "net2net" else (flops["member"], flops["grown"])
+    member, grown = (flops["small"], flops["large"]) if base in FROM_SMALL else (flops["member"], flops["grown"])
     return (phases.member_0 + phases.member_1) * member + phases.grown * grown
 
 
@@ -1005,11 +1086,12 @@ def main(argv: list[str] | None = None) -> dict:
     rows = aggregate(runs, reported, opts, opts.epochs * flops["large"])
     write_csv(os.path.join(opts.out, "results.csv"), rows,
               ["method", "recipe", "epochs", "lr", "seeds", "top1_mean", "top1_std", "right_after_mean",
-               "right_after_bn_mean", "params", "inference_flops", "budget_flops", "train_flops", "wall_s",
-               "grid_wall_s"])
+               "right_after_bn_mean", "params", "inference_flops", "budget_flops", "train_flops", "analysis_flops",
+               "operator_s", "wall_s", "grid_wall_s"])
     write_csv(os.path.join(opts.out, "runs.csv"), runs,
               ["method", "recipe", "seed", "phases", "lr", "top1", "split", "val_top1", "right_after",
-               "right_after_bn", "params", "inference_flops", "train_flops", "wall_s", "run_dir"])
+               "right_after_bn", "params", "inference_flops", "train_flops", "analysis_flops", "operator_s", "wall_s",
+               "run_dir"])
     grid = grid_rows(runs)
     if grid:
         write_csv(os.path.join(opts.out, "grid.csv"), grid,
@@ -1021,7 +1103,7 @@ def main(argv: list[str] | None = None) -> dict:
                    f"phase shares {':'.join(f'{v:g}' for v in opts.member_share)}")
     text = (f"# {opts.dataset}: WRN-{opts.depth}-{opts.wide:g} (small: x{opts.member_fraction:g}), "
             f"budget {opts.budget} ({growth}), recipe {','.join(opts.recipe)}, "
-            f"seeds {','.join(map(str, opts.seeds))}\n\n{table}\n\n"
+            f"seeds {','.join(map(str, opts.seeds))}\n\n{premise(runs, rows)}{table}\n\n"
             "Top-1 on the test set, read once per (method, seed); differences are paired over seeds (same seed, "
             "same data order): mean [95% t interval].\n")
     if "fair" in opts.recipe:

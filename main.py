@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import math
 import os
 import sys
 import time
@@ -40,6 +41,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                    "26, 38, 50, 101 or 152")
     flags.add(g, "--wide", flags.number(low=0.0, low_open=True), default=10,
               help="Wide-ResNet width factor of the full (grown) network")
+    flags.add(g, "--width_fraction", flags.number(low=0.0, high=1.0, low_open=True), default=1.0,
+              help="--arch normalwrn: every width of the network (the stem's too) x this fraction, rounded down: the "
+                   "shape of a template member at --template_size F,F,1 and of the small network the growth "
+                   "baselines widen (compare.py's scratch_small)")
     g.add_argument("--use_bn", action="store_true",
                    help="add a BatchNorm between the two convs of a block (reference: off)")
     g.add_argument("--cutout", action="store_true", help="Cutout augmentation: one 16px hole")
@@ -119,6 +124,41 @@ def get_args_parser() -> argparse.ArgumentParser:
     flags.add(g, "--net2net_noise", flags.number(low=0.0), default=0.0,
               help="Net2Net: std of the symmetry-breaking Gaussian noise added to the widened weights, "
                    "relative to each layer's weight std (0 = exactly function-preserving)")
+    g.add_argument("--widen", default=None, choices=tuple(schedule.WIDEN_OPERATORS),
+                   help="growth baselines on a plain network (with --arch normalwrn --growth_epochs -1): train the "
+                        "plain WRN at the member width (--wide x template_size[0]) and before --widen_epoch widen it "
+                        "to --wide: net2net (Net2WiderNet, as --net2net_epoch), gradmax (new units' outgoing weights "
+                        "from the gradients of training batches, incoming zero) or firefly (new units optimised on "
+                        "training batches); the grown network runs one cosine cycle from --lr_growing")
+    flags.add(g, "--widen_epoch", flags.count(min=0), default=0,
+              help="--widen: the epoch before which the (first) widening happens; 0 with --resume_small widens the "
+                   "loaded small network at once")
+    g.add_argument("--resume_small", default=None, metavar="PATH",
+                   help="--widen: start from the small plain network of another run's checkpoint (e.g. its "
+                        "grown_final.pth) instead of a fresh one; compare.py shares one such network per seed "
+                        "between Net2Net, GradMax and Firefly")
+    flags.add(g, "--growth_steps", flags.count(min=1), default=1,
+              help="--widen / --net2net_epoch: widen in this many equal steps, every --growth_every epochs from the "
+                   "first widening (the GradMax authors grew in 12 steps); the last step reaches --wide")
+    flags.add(g, "--growth_every", flags.count(min=1), default=1,
+              help="--growth_steps: epochs between two widening steps")
+    flags.add(g, "--grow_batches", flags.count(min=1), default=4,
+              help="gradmax: training batches (of --batch_size) whose gradients choose the new units")
+    flags.add(g, "--grow_scale", flags.number(low=0.0, low_open=True), default=0.5,
+              help="gradmax: norm of each new unit's outgoing weights, as a multiple of the mean norm of the "
+                   "existing units' outgoing weights (the GradMax authors' 0.5)")
+    flags.add(g, "--grow_epsilon", flags.number(low=0.0), default=None,
+              help="gradmax: new incoming weights are this x Kaiming-normal (default 0: zero, the grown network "
+                   "computes the small one's function); firefly: new weights start random at this x the mean "
+                   "norm of the existing weights (default 0.1)")
+    flags.add(g, "--firefly_steps", flags.count(min=1), default=100,
+              help="firefly: Adam steps on the new weights, one training batch each (the authors' 100)")
+    flags.add(g, "--firefly_lr", flags.number(low=0.0, low_open=True), default=1e-3,
+              help="firefly: Adam's learning rate on the new weights")
+    g.add_argument("--analysis_within_budget", action="store_true",
+                   help="the FLOPs a growth spends choosing its new weights on training data (GradMax's and "
+                        "Firefly's passes) come out of the run's training: the last epoch trains that many "
+                        "FLOPs fewer (whole batches, rounded up; compare.py --budget flops)")
     flags.add(g, "--lr_growing", flags.number(low=0.0, low_open=True), default=1e-4,
               help="peak learning rate after growth")
     flags.add(g, "--lr_growing_min", flags.number(low=0.0), default=3e-5,
@@ -215,15 +255,27 @@ def validate_args(args: argparse.Namespace) -> None:
     if args.growth_epochs[0] == -1 and args.arch not in PLAIN_ARCHS:  # below -1: build_plan's sentence
         plain = "normalwrn" if args.arch == "wrn" else "normal_wrn_imagenet"
         raise ConfigError(f"--growth_epochs -1 trains a plain network; use --arch {plain} with it")
-    if args.net2net_epoch:
+    if args.net2net_epoch and args.widen:
+        raise ConfigError("--net2net_epoch W is --widen net2net --widen_epoch W: give one of the two")
+    widening = schedule.widening(args)
+    if widening is not None:
+        flag = "--net2net_epoch" if args.net2net_epoch else "--widen"
         if args.arch != "normalwrn" or args.growth_epochs[0] != -1:
-            raise ConfigError("--net2net_epoch widens a plain CIFAR Wide-ResNet: use it with --arch normalwrn "
+            raise ConfigError(f"{flag} widens a plain CIFAR Wide-ResNet: use it with --arch normalwrn "
                               "--growth_epochs -1")
-        if args.net2net_epoch >= args.epochs:
-            raise ConfigError(f"--net2net_epoch ({args.net2net_epoch}) must be below --epochs ({args.epochs})")
+        if widening.epochs[-1] >= args.epochs:
+            raise ConfigError(f"{flag}: the last widening (before epoch {widening.epochs[-1]}: the first "
+                              f"{widening.epochs[0]} + (--growth_steps - 1) x --growth_every) must be below --epochs "
+                              f"({args.epochs})")
         if not 0 < args.template_size[0] < 1:
-            raise ConfigError("--net2net_epoch starts at the width --wide x template_size[0]; that fraction must "
-                              f"be between 0 and 1, got {args.template_size[0]}")
+            raise ConfigError(f"{flag} starts at the width --wide x template_size[0] and can only widen: that "
+                              f"fraction must be between 0 and 1, got {args.template_size[0]}")
+    elif args.resume_small or args.growth_steps != 1:
+        raise ConfigError(f"--{'resume_small' if args.resume_small else 'growth_steps'} applies to a widened plain "
+                          "network: add --widen net2net|gradmax|firefly")
+    if args.width_fraction != 1 and (args.arch != "normalwrn" or widening is not None):
+        raise ConfigError("--width_fraction shapes a plain CIFAR Wide-ResNet trained as it is (--arch normalwrn, "
+                          "no widening)")
     if args.coefs_growing == "random_blocks" and args.arch != "wrn":
         raise ConfigError("--coefs_growing random_blocks grows the CIFAR template Wide-ResNet; use --arch wrn")
     if args.cross_layer_sharing and args.arch not in ("wrn", "normalwrn"):
@@ -242,7 +294,7 @@ def validate_args(args: argparse.Namespace) -> None:
         raise ConfigError("--evaluate needs --resume PATH (a checkpoint, or 'auto' for this run's newest)")
     if args.evaluate_ensemble and not (args.resume_member_0 and args.resume_member_1):
         raise ConfigError("--evaluate_ensemble needs both --resume_member_0 and --resume_member_1")
-    for flag in ("resume_member_0", "resume_member_1"):
+    for flag in ("resume_member_0", "resume_member_1", "resume_small"):
         path = getattr(args, flag)
         if path and not os.path.isfile(path):
             raise ConfigError(f"--{flag}: no checkpoint at {os.path.abspath(path)}")
@@ -301,13 +353,59 @@ def load_member_checkpoint(path: str, flag: str):
 
 
 def initial_model(args: argparse.Namespace):
-    """The network a training run starts with (Net2Net: the plain WRN at the member width)."""
+    """The network a training run starts with (a widened run: the plain WRN at the member width)."""
     import models
     from models.net2net import small_plain_wrn
 
-    if args.net2net_epoch:
+    if schedule.widening(args) is not None:
         return small_plain_wrn(args, _num_classes(args.dataset))
     return models.create_model(args, _num_classes(args.dataset))
+
+
+def load_small_checkpoint(path: str, args: argparse.Namespace):
+    """``--resume_small``: the plain network of another run's checkpoint, refused unless it has the shape the
+    widening starts from (``initial_model``)."""
+    from training import checkpoint
+    import models
+
+    state = checkpoint.load_checkpoint(path, flag="--resume_small")
+    checkpoint.require_kind(state, path, ("main",), "--resume_small")
+    network = build_saved_network(state["args"], state)
+    wanted = initial_model(args)
+    if models.is_template_model(network) or models.model_config(network) != models.model_config(wanted):
+        shape = (models.model_config(network) or ("a template network", {}))[1].get("channels", "?")
+        raise ConfigError(f"--resume_small: {os.path.abspath(path)} holds a network of widths {shape}, not the "
+                          f"plain network this run widens from (widths {list(wanted.channels)}, --wide x "
+                          "template_size[0]); pass the checkpoint of a plain run of that shape (--width_fraction)")
+    network.load_state_dict(state["model"])
+    return network
+
+
+# Flags that name a file another run wrote and this run starts from: their content is recorded (sources.json),
+# so that a run is never continued or read back after the files it grew from have changed.
+SOURCE_FLAGS = ("resume_member_0", "resume_member_1", "resume_small")
+SOURCES_NAME = "sources.json"
+
+
+def source_hashes(args: argparse.Namespace) -> dict[str, str]:
+    """``{flag: sha256 of the file}`` for every source file the run names."""
+    from utils import file_sha256
+
+    return {flag: file_sha256(getattr(args, flag)) for flag in SOURCE_FLAGS if getattr(args, flag, None)}
+
+
+def check_sources_unchanged(args: argparse.Namespace, run_dir: str) -> None:
+    """Refuse a run whose source files (``--resume_member_0/1``, ``--resume_small``) changed since it started."""
+    path = os.path.join(run_dir, SOURCES_NAME)
+    if not os.path.isfile(path):
+        return
+    with open(path) as handle:
+        recorded = json.load(handle)
+    for flag, digest in source_hashes(args).items():
+        if flag in recorded and recorded[flag] != digest:
+            raise ConfigError(f"--{flag}: {os.path.abspath(getattr(args, flag))} has changed since the run in "
+                              f"{os.path.abspath(run_dir)} started from it; that run no longer follows from it: "
+                              "remove its folder to train it again")
 
 
 def build_saved_network(args_dict: dict, state: dict):
@@ -349,7 +447,23 @@ def find_resume(args: argparse.Namespace, run_dir: str) -> tuple[str | None, dic
     fields = checkpoint.MODEL_FIELDS + ("growth_epochs", "ensemble_train_epochs", "epochs",
                                         "add_extra_templates_growing", "coefs_growing", "net2net_epoch")
     checkpoint.check_compatible(state["args"], requested, fields)
+    # Flags newer than some checkpoints: a checkpoint without them was made with their defaults.
+    newer = ("width_fraction", "widen", "widen_epoch", "growth_steps", "growth_every")
+    defaults = vars(get_args_parser().parse_args([]))
+    checkpoint.check_compatible({**{k: defaults[k] for k in newer}, **state["args"]}, requested, newer)
     return path, state
+
+
+def check_growth_batches(args: argparse.Namespace, data) -> None:
+    """GradMax averages over distinct batches of one epoch's training data: refuse asking for more than it has.
+    (Firefly's steps go round the data again, as training does.)"""
+    widen = schedule.widening(args)
+    if widen is None or widen.operator != "gradmax":
+        return
+    available = math.ceil(len(data.train_set) / args.batch_size)
+    if args.grow_batches > available:
+        raise ConfigError(f"--grow_batches {args.grow_batches}: the training set has {available} batches of "
+                          f"--batch_size {args.batch_size} ({len(data.train_set)} images); ask for at most {available}")
 
 
 # --------------------------------------------------------------------------- training
@@ -391,6 +505,7 @@ class TrainingRun:
 
         self.args, self.plan, self.ctx = args, plan, ctx
         self.run_dir = runtime.claim_run_folder(args, ctx)  # locked before the data loads
+        check_sources_unchanged(args, self.run_dir)
         resume_path, resumed = find_resume(args, self.run_dir)
         seed_everything(args.manualSeed)
         if args.channels_last and ctx.device.type != "cuda":
@@ -399,11 +514,14 @@ class TrainingRun:
         # A run resumed after an operator replaced the network continues with that network's shape.
         self.model = self.on_device(build_saved_network(resumed["args"], resumed) if resumed else initial_model(args))
         self.data = runtime.load_data(args, ctx)
+        check_growth_batches(args, self.data)
         sources = {}
         if resumed is None:
             for slot, path in ((0, args.resume_member_0), (1, args.resume_member_1)):
                 if path:
                     sources[slot] = load_member_checkpoint(path, f"--resume_member_{slot}")
+            if args.resume_small:
+                self.model = self.on_device(load_small_checkpoint(args.resume_small, args))
         runtime.open_run_folder(args, ctx, self.run_dir, needed_bytes=checkpoint_bytes(self.model))
         log = self.log = ctx.logger
         if args.arch == "wrn_imagenet_bank" or (args.split_edge_layers and models.is_template_model(self.model)):
@@ -431,6 +549,8 @@ class TrainingRun:
             for slot, (source, source_member, _) in sources.items():
                 models.transplant_member(self.model, source.to(ctx.device), slot, source_member)
                 log.info(f"member {slot} loaded from --resume_member_{slot} (its member {source_member})")
+            if args.resume_small:
+                log.info(f"small network loaded from --resume_small {os.path.abspath(args.resume_small)}")
             self.write_run_description()
         log.info(f"run folder: {os.path.abspath(self.run_dir)}  device: {ctx.device}  "
                  f"processes: {ctx.dist.world_size}")
@@ -485,6 +605,9 @@ class TrainingRun:
         if self.ctx.main_process:
             atomic_write_text(os.path.join(self.run_dir, "plan.json"), json.dumps(self.plan.to_dict(), indent=1))
             atomic_write_text(os.path.join(self.run_dir, "args.json"), args_text)
+            hashes = source_hashes(self.args)
+            if hashes:
+                atomic_write_text(os.path.join(self.run_dir, SOURCES_NAME), json.dumps(hashes, indent=1))
 
     @staticmethod
     def members_of(entry) -> tuple:
@@ -520,26 +643,33 @@ class TrainingRun:
                 self.optimizer = self.new_optimizer()
             return
         self.sync_train_loader(entry)
-        inputs = operators.OperatorInputs(self.args, self.ctx.device, generator=None, train_loader=self.train_loader)
+        inputs = operators.OperatorInputs(self.args, self.ctx.device, generator=None, train_loader=self.train_loader,
+                                          batch_transform=self.data.train_transform, epoch=entry.epoch)
         keep_state = not entry.new_optimizer
         for name in entry.operators:
             saved = engine.optimizer_state_by_name(self.optimizer, self.model)
+            began = time.time()
             result = operators.apply(name, self.model, inputs)
+            seconds = time.time() - began
             self.model = self.on_device(result.model)
             self.optimizer = self.new_optimizer()  # the parameter set may have changed: carry state by name
             if keep_state and result.keep_optimizer_state:
                 engine.load_optimizer_state_by_name(self.optimizer, self.model, saved)
             self.net = None  # rebuild the trainable set, FLOPs and the DDP wrapper
+            # Choosing the new weights from training data is training cost (GradMax's, Firefly's passes).
+            self.cumulative_flops += result.analysis_flops
             self.log.info(f"{result.message} before epoch {entry.epoch}")
             if result.label is not None:
-                self.report_right_after(entry, name, result.label)
+                self.report_right_after(entry, name, result.label, result.analysis_flops, seconds)
 
-    def report_right_after(self, entry, operator: str, label: str) -> None:
+    def report_right_after(self, entry, operator: str, label: str, analysis_flops: float = 0.0,
+                           seconds: float = 0.0) -> None:
         """Evaluate the network an operator returned (and again after BN recalibration, if asked)."""
         _, primary = self.evaluate_entry(entry)
-        self.summary.append(self.summary_row(label, entry, primary, None))
+        self.summary.append({**self.summary_row(label, entry, primary, None), "analysis_flops": analysis_flops,
+                             "operator_seconds": seconds})
         self.events.append({"epoch": entry.epoch, "operator": operator, "label": label, "top1": primary["top1"],
-                            "train_flops_cumulative": self.cumulative_flops})
+                            "train_flops_cumulative": self.cumulative_flops, "analysis_flops": analysis_flops})
         self.log.info(f"{label}: top-1 {primary['top1']:.2f}% right after {operator}, before epoch {entry.epoch} "
                       f"trains ({self.data.selection_split})")
         # --recalibrate_bn changes the network training goes on from; --probe_bn only measures a copy.
@@ -588,9 +718,25 @@ class TrainingRun:
                           f"{self.step_flops / 3 / 1e9:.4f} GFLOPs per image and forward")
         return engine.EpochSpec(
             net=self.net, model=self.model, optimizer=self.optimizer, loader=self.train_loader, phase=entry.phase,
-            batch_size=args.batch_size, lr=entry.lr, members=members, loss_weights=entry.loss_weights or (1.0,),
+            batch_size=args.batch_size, lr=entry.lr, steps=self.steps_within_budget(epoch),
+            members=members, loss_weights=entry.loss_weights or (1.0,),
             label_smoothing=args.label_smoothing, amp=args.amp, channels_last=args.channels_last,
             batch_transform=self.data.train_transform, row={"phase_index": entry.phase_index})
+
+    def steps_within_budget(self, epoch: int) -> int | None:
+        """``--analysis_within_budget``: the last epoch's batches less those that cost what the growth's analysis
+        did (all its steps); None (the whole epoch) otherwise."""
+        spent = sum(event.get("analysis_flops", 0.0) for event in self.events)
+        if not self.args.analysis_within_budget or epoch != len(self.plan) - 1 or not spent:
+            return None
+        batches = len(self.train_loader)
+        dropped = math.ceil(spent / (self.step_flops * self.args.batch_size))
+        if dropped >= batches:
+            raise ConfigError(f"--analysis_within_budget: the growth's analysis cost {spent / 1e9:.3g} GFLOPs, more "
+                              f"than the last epoch's {batches} batches of training; give the run more epochs")
+        self.log.info(f"--analysis_within_budget: the last epoch trains {batches - dropped} of its {batches} batches "
+                      f"({spent / 1e9:.3g} GFLOPs went to the growth's analysis)")
+        return batches - dropped
 
     def checkpoint(self, epoch: int, spec, partial: dict | None) -> None:
         """Stopped mid-epoch: the state after epoch - 1 plus the steps done of ``epoch`` (between epochs

@@ -83,7 +83,11 @@ def create_model(args: argparse.Namespace, num_classes: int) -> nn.Module:
         bank_group_size = args.bank_group_size if args.arch == "wrn_imagenet_bank" else None
         return BottleneckResNet(args.depth, resnet_widths(args.wide), num_classes, layers,
                                 bank_group_size=bank_group_size)
-    return WideResNet(args.depth, wrn_channels(args.wide), num_classes, layers,
+    channels = wrn_channels(args.wide)
+    fraction = getattr(args, "width_fraction", 1.0)  # --arch normalwrn only (main.validate_args)
+    if fraction != 1.0:
+        channels = tuple(int(c * fraction) for c in channels)  # a member's shape (WideResNet.plain_twin)
+    return WideResNet(args.depth, channels, num_classes, layers,
                       use_bn=args.use_bn, cross_layer_sharing=args.cross_layer_sharing)
 
 

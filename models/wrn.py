@@ -16,6 +16,29 @@ from utils import ConfigError
 from .layers import link_template_layers
 
 
+class _ReLUPassingZero(torch.autograd.Function):
+    """ReLU whose gradient at exactly 0 is 1 (torch's is 0): the same function, another subgradient.
+
+    Units grown with zero incoming weights (GradMax) sit exactly at 0; with torch's ReLU they get no
+    gradient and stay dead forever. The GradMax authors use the same activation ("relu1").
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return grad * (x >= 0).to(grad.dtype)
+
+
+def relu(x: torch.Tensor, passes_zero: bool) -> torch.Tensor:
+    """The network's ReLU (in place where torch's); ``passes_zero``: gradient 1 at 0 (``_ReLUPassingZero``)."""
+    return _ReLUPassingZero.apply(x) if passes_zero else F.relu(x, inplace=True)
+
+
 class Block(nn.Module):
     """Pre-activation residual block: BN-ReLU-conv3x3-(BN)-ReLU-conv3x3.
 
@@ -25,8 +48,9 @@ class Block(nn.Module):
     """
 
     def __init__(self, layers, in_planes: int, out_planes: int, stride: int,
-                 use_bn: bool, share_templates: bool, kernel: int = 3) -> None:
+                 use_bn: bool, share_templates: bool, kernel: int = 3, relu_passes_zero: bool = False) -> None:
         super().__init__()
+        self.relu_passes_zero = relu_passes_zero
         self.bn1 = layers.bn(in_planes)
         # Two convs can share templates only when their blocks have one shape.
         share = layers.sharing_group(2) if share_templates and in_planes == out_planes else None
@@ -36,12 +60,12 @@ class Block(nn.Module):
         self.shortcut = layers.conv(in_planes, out_planes, 1, stride, 0) if in_planes != out_planes else None
 
     def forward(self, x: torch.Tensor, *member) -> torch.Tensor:
-        out = F.relu(self.bn1(x, *member), inplace=True)
+        out = relu(self.bn1(x, *member), self.relu_passes_zero)
         residual = x if self.shortcut is None else self.shortcut(out, *member)
         out = self.conv1(out, *member)
         if self.bn2 is not None:
             out = self.bn2(out, *member)
-        out = self.conv2(F.relu(out, inplace=True), *member)
+        out = self.conv2(relu(out, self.relu_passes_zero), *member)
         return out + residual
 
 
@@ -53,12 +77,14 @@ class WideResNet(nn.Module):
     blocks_per_stage, kernel_sizes: per stage, for networks the architecture mutations changed
         (``operators/mutations.py``); by default (depth - 4) / 6 blocks of 3x3 convs each. With
         ``blocks_per_stage``, ``depth`` must be 2 x (total blocks) + 4.
+    relu_passes_zero: every ReLU passes the gradient at 0 (``relu``): set by the GradMax growth,
+        whose new units start at exactly 0.
     """
 
     def __init__(self, depth: int, channels: tuple[int, int, int, int], num_classes: int, layers,
                  use_bn: bool = False, cross_layer_sharing: bool = False,
                  blocks_per_stage: tuple[int, int, int] | None = None,
-                 kernel_sizes: tuple[int, int, int] = (3, 3, 3)) -> None:
+                 kernel_sizes: tuple[int, int, int] = (3, 3, 3), relu_passes_zero: bool = False) -> None:
         super().__init__()
         if blocks_per_stage is None:
             if depth < 10 or (depth - 4) % 6 != 0:
@@ -72,6 +98,7 @@ class WideResNet(nn.Module):
         self.depth, self.channels, self.num_classes = depth, tuple(channels), num_classes
         self.use_bn, self.cross_layer_sharing = use_bn, cross_layer_sharing
         self.blocks_per_stage, self.kernel_sizes = tuple(blocks_per_stage), tuple(kernel_sizes)
+        self.relu_passes_zero = relu_passes_zero
         self.takes_member = layers.takes_member
         self.template_config = getattr(layers, "config", None)
 
@@ -82,7 +109,7 @@ class WideResNet(nn.Module):
         ):
             stages.append(nn.ModuleList(
                 Block(layers, in_planes if i == 0 else out_planes, out_planes, stride if i == 0 else 1,
-                      use_bn, cross_layer_sharing, self.kernel_sizes[stage])
+                      use_bn, cross_layer_sharing, self.kernel_sizes[stage], relu_passes_zero)
                 for i in range(self.blocks_per_stage[stage])
             ))
         self.stage_1, self.stage_2, self.stage_3 = stages
@@ -99,7 +126,7 @@ class WideResNet(nn.Module):
         for stage in (self.stage_1, self.stage_2, self.stage_3):
             for block in stage:
                 x = block(x, *member)
-        x = F.relu(self.last_bn(x, *member), inplace=True)
+        x = relu(self.last_bn(x, *member), self.relu_passes_zero)
         x = F.adaptive_avg_pool2d(x, 1).flatten(1)
         return self.classifier(x, *member)
 
@@ -114,6 +141,8 @@ class WideResNet(nn.Module):
             config["blocks_per_stage"] = list(self.blocks_per_stage)
         if self.kernel_sizes != (3, 3, 3):
             config["kernel_sizes"] = list(self.kernel_sizes)
+        if self.relu_passes_zero:
+            config["relu_passes_zero"] = True
         return config
 
     @classmethod
@@ -124,7 +153,8 @@ class WideResNet(nn.Module):
         blocks = config.get("blocks_per_stage")
         return cls(config["depth"], tuple(config["channels"]), config["num_classes"], PlainLayers(),
                    use_bn=config["use_bn"], blocks_per_stage=tuple(blocks) if blocks else None,
-                   kernel_sizes=tuple(config.get("kernel_sizes", (3, 3, 3))))
+                   kernel_sizes=tuple(config.get("kernel_sizes", (3, 3, 3))),
+                   relu_passes_zero=config.get("relu_passes_zero", False))
 
     def plain_twin(self, width_fraction: float = 1.0) -> "WideResNet":
         """The same network built from torch's own layers, widths scaled by ``width_fraction``."""
@@ -132,7 +162,8 @@ class WideResNet(nn.Module):
 
         channels = tuple(int(c * width_fraction) for c in self.channels)
         return WideResNet(self.depth, channels, self.num_classes, PlainLayers(), self.use_bn,
-                          blocks_per_stage=self.blocks_per_stage, kernel_sizes=self.kernel_sizes)
+                          blocks_per_stage=self.blocks_per_stage, kernel_sizes=self.kernel_sizes,
+                          relu_passes_zero=self.relu_passes_zero)
 
 
 def wrn_channels(wide: float) -> tuple[int, int, int, int]:

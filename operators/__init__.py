@@ -9,7 +9,8 @@ goes on, without knowing what any operator does. Adding an operator is one funct
 own module, registered here by importing that module below.
 
 MixtureGrowth growth, random-block growth, Net2Net widening and the member-1 start options are
-in ``operators/growth.py``; architecture mutations in ``operators/mutations.py``.
+in ``operators/growth.py``; GradMax and Firefly (data-dependent widening) in
+``operators/neuron_growth.py``; architecture mutations in ``operators/mutations.py``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ class OperatorInputs:
     device: torch.device
     generator: torch.Generator | None = None  # seeded, for operators that draw random numbers
     train_loader: object | None = None  # the run's training loader (data-dependent operators)
+    batch_transform: Callable | None = None  # what the loop applies to a training batch on the device
+    epoch: int = 0  # the epoch the operator runs before (its batches are that epoch's order)
 
 
 @dataclass
@@ -39,12 +42,13 @@ class OperatorResult:
     keep_optimizer_state: bool  # carry momentum over by parameter name (shape changes drop it)
     label: str | None  # name of the "right after" summary row, e.g. "grown at growth"; None: not evaluated
     message: str = ""  # one log line saying what happened
+    analysis_flops: float = 0.0  # what choosing the new weights cost (passes over training data), counted as training
 
 
 Operator = Callable[[nn.Module, OperatorInputs], OperatorResult]
 _OPERATORS: dict[str, Operator] = {}
 # Modules whose import registers operators; each imports this package, not the other way round.
-_BUILTIN_MODULES = ("operators.growth", "operators.mutations")
+_BUILTIN_MODULES = ("operators.growth", "operators.neuron_growth", "operators.mutations")
 
 
 def register(name: str) -> Callable[[Operator], Operator]:

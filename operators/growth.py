@@ -5,13 +5,16 @@
   drops it).
 - ``random_blocks``: the naive-growth baseline; members keep their blocks, new blocks are fresh
   Kaiming weights, and the run goes on with a plain network (fresh optimizer: new tensors).
-- ``net2net_widen``: Net2WiderNet from the member width to ``--wide`` (fresh optimizer: the
-  momentum buffers have the small shapes).
+- ``net2net_widen``: Net2WiderNet from the member width to ``--wide``, or to the next of
+  ``--growth_steps`` equal steps (``growth_widths``; fresh optimizer: the momentum buffers have the
+  small shapes).
 - ``copy_member_0_to_1`` / ``scale_member_0_to_1``: the member-1 start options
   (``--copy_templates_and_bn_0_to_1``, ``--scale_templates_and_coefs``); not evaluated.
 """
 
 from __future__ import annotations
+
+import argparse
 
 from torch import nn
 
@@ -21,6 +24,23 @@ from models.net2net import net2wider
 from models.wrn import wrn_channels
 
 from . import OperatorInputs, OperatorResult, register
+
+
+def growth_widths(args: argparse.Namespace) -> list[tuple[int, ...]]:
+    """Widths of the plain network before growth and after each of ``--growth_steps`` equal steps."""
+    final = wrn_channels(args.wide)
+    start = tuple(int(c * args.template_size[0]) for c in final)
+    steps = getattr(args, "growth_steps", 1)
+    return [tuple(s + round((f - s) * k / steps) for s, f in zip(start, final)) for k in range(steps + 1)]
+
+
+def widths_after(model: nn.Module, args: argparse.Namespace) -> tuple[int, ...]:
+    """The widths of the growth step that follows ``model``'s (the schedule's next entry)."""
+    schedule = growth_widths(args)
+    current = tuple(model.channels)
+    if current not in schedule[:-1]:
+        raise ValueError(f"the network's widths {current} are not a step of the growth schedule {schedule}")
+    return schedule[schedule.index(current) + 1]
 
 
 @register("mixturegrowth")
@@ -42,7 +62,7 @@ def random_blocks(model: nn.Module, inputs: OperatorInputs) -> OperatorResult:
 @register("net2net_widen")
 def net2net_widen(model: nn.Module, inputs: OperatorInputs) -> OperatorResult:
     args = inputs.args
-    wide = net2wider(model, wrn_channels(args.wide), args.net2net_noise, inputs.generator)
+    wide = net2wider(model, widths_after(model, args), args.net2net_noise, inputs.generator)
     return OperatorResult(wide, keep_optimizer_state=False, label="widened (Net2Net)",
                           message=f"Net2Net: widened {model.channels} -> {wide.channels} "
                                   f"(noise {args.net2net_noise})")

@@ -56,8 +56,9 @@ its own cosine down to its floor, the shape a network trained from scratch gets.
 above; member 1 restarts a cosine of length E from ``--learning_rate`` (as ``--reset_scheduler``,
 whatever ``--reset_lr_scheduler_growing`` says); the grown network runs one cycle from
 ``--lr_growing`` to ``--lr_growing_min`` over all grown epochs. A plain run with
-``--net2net_epoch W`` anneals its small network over epochs 0 .. W-1 and runs one cycle from
-``--lr_growing`` to ``--lr_growing_min`` after widening.
+``--net2net_epoch W`` (or ``--widen OPERATOR --widen_epoch W``) anneals its small network over epochs
+0 .. W-1 and runs one cycle from ``--lr_growing`` to ``--lr_growing_min`` from the first widening on
+(``--growth_steps`` widens again inside that cycle).
 
 ``--warmup_01_growing K`` (SPEC section 5): the first K grown epochs train only the
 coefficients of members 0 and 1 (templates, BatchNorms and new coefficients stay). The
@@ -81,6 +82,8 @@ WARMUP_LR_INIT = 1e-5  # every warm-up of the reference starts here
 PRE_GROWTH_LR_MIN = 1e-6  # floor of the pre-growth cosine
 GROWN_CYCLE_DECAY = 0.5  # each post-growth cosine cycle peaks at half the previous one
 DEFAULT_GROWN_CYCLES = 4  # --reset_lr_scheduler_growing when not given (reference default)
+# --widen: the operator (operators/) that widens a plain network, by the name the flag takes.
+WIDEN_OPERATORS = {"net2net": "net2net_widen", "gradmax": "gradmax", "firefly": "firefly"}
 
 
 def cosine_lr(
@@ -329,9 +332,31 @@ def _operators(args: argparse.Namespace, epoch: int, phase: str, phase_starts: b
             names.append("scale_member_0_to_1")
     if phase == "grown" and phase_starts:
         names.append("random_blocks" if args.coefs_growing == "random_blocks" else "mixturegrowth")
-    if getattr(args, "net2net_epoch", 0) and epoch == args.net2net_epoch:
-        names.append("net2net_widen")
+    widen = widening(args)
+    if widen is not None and epoch in widen.epochs:
+        names.append(widen.operator)
     return tuple(names)
+
+
+@dataclass(frozen=True)
+class Widening:
+    """A plain network widened by ``operator`` before each of ``epochs`` (``--widen`` / ``--net2net_epoch``)."""
+
+    operator: str
+    epochs: tuple[int, ...]
+
+
+def widening(args: argparse.Namespace) -> Widening | None:
+    """The run's widening of a plain network, if any: ``--net2net_epoch W`` is ``--widen net2net --widen_epoch W``;
+    ``--growth_steps N`` widens N times, ``--growth_every`` epochs apart."""
+    if getattr(args, "net2net_epoch", 0):
+        operator, first = "net2net_widen", args.net2net_epoch
+    elif getattr(args, "widen", None):
+        operator, first = WIDEN_OPERATORS[args.widen], args.widen_epoch
+    else:
+        return None
+    steps, every = getattr(args, "growth_steps", 1), getattr(args, "growth_every", 1)
+    return Widening(operator, tuple(first + k * every for k in range(steps)))
 
 
 def _trained_members(args: argparse.Namespace, phase: str) -> tuple[int, ...]:
@@ -382,9 +407,10 @@ def _learning_rates(
     kind = args.scheduler_type
     lr = args.learning_rate
     anneal = getattr(args, "anneal_each_phase", False)
-    widen = getattr(args, "net2net_epoch", 0) if anneal and growth is None else 0
+    widen = widening(args) if anneal and growth is None else None
+    widen = None if widen is None else widen.epochs[0]  # the grown network's cycle starts at the first widening
     schedule: _Cosine | None = None  # the cosine driving the live optimizer
-    first_length = (widen or args.epochs) if growth is None else member_1_start
+    first_length = (args.epochs if widen is None else widen) if growth is None else member_1_start
     if kind == "cosine" and first_length > 0:
         schedule = _Cosine(0, first_length, args.learning_rate, PRE_GROWTH_LR_MIN, args.cosine_lr_warmup)
 
@@ -420,7 +446,7 @@ def _learning_rates(
                                    cycle_limit=cycles, cycle_decay=GROWN_CYCLE_DECAY)
                 lr = schedule.lr(epoch)
 
-        if widen and epoch == widen:
+        if widen is not None and epoch == widen:
             schedule = _Cosine(epoch, args.epochs - epoch, args.lr_growing, args.lr_growing_min,
                                args.lr_warmup_growing)
             lr = schedule.lr(epoch)
