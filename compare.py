@@ -459,6 +459,7 @@ def read_finished(args: argparse.Namespace) -> tuple[list, list, str] | None:
         history = [json.loads(line) for line in handle if line.strip()]
     if [row["epoch"] for row in history] != list(range(args.epochs)):
         return None
+    main.check_sources_unchanged(args, run_dir)  # grown from members / a small network that changed since: refused
     with open(paths["summary.json"]) as handle:
         return history, json.load(handle), run_dir
 
@@ -1107,9 +1108,12 @@ def main(argv: list[str] | None = None) -> dict:
             "Top-1 on the test set, read once per (method, seed); differences are paired over seeds (same seed, "
             "same data order): mean [95% t interval].\n")
     if "fair" in opts.recipe:
-        text += ("\nFair protocol: the growing methods of a seed grow the same two member files; each row's lr is, "
+        text += ("\nFair protocol: the growing methods of a seed grow the same two member files, and the methods that "
+                 "widen a plain network (Net2Net, GradMax, Firefly) the same small network file; each row's lr is, "
                  "per seed, the grid value with the best final validation top-1 (grid.csv); wall time is one "
-                 "training of the method (shared members included), the lr grid's total in brackets.\n")
+                 "training of the method (the shared members or small network included), the lr grid's total in "
+                 "brackets; 'of which analysis' is what choosing the new weights from training data cost (counted "
+                 "in the training FLOPs), 'growth (s)' the seconds the growth itself took.\n")
     if paired:
         from custom_log import format_markdown_table
 

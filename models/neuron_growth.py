@@ -235,25 +235,22 @@ def _analysis_inputs(model: nn.Module, pairs: list[tuple[str, str]], batches, de
     return {pair: total / passes for pair, total in sums.items()}, passes, images, shape
 
 
-def _column_norms(weight: torch.Tensor, columns: slice) -> torch.Tensor:
-    """Norm of each input column (over output channels and kernel positions) of a conv / linear weight."""
-    return weight[:, columns].transpose(0, 1).flatten(1).norm(dim=1)
+def _kaiming(shape: tuple[int, ...], fan_in: int, generator: torch.Generator | None) -> torch.Tensor:
+    return torch.randn(shape, generator=generator) * math.sqrt(2.0 / fan_in)
 
 
-def _row_norms(weight: torch.Tensor, rows: slice) -> torch.Tensor:
-    return weight[rows].flatten(1).norm(dim=1)
-
-
-def _kaiming_rows(weight: torch.Tensor, count: int, generator: torch.Generator | None) -> torch.Tensor:
-    fan_in = weight[0].numel()
-    return torch.randn((count, *weight.shape[1:]), generator=generator).to(weight) * math.sqrt(2.0 / fan_in)
-
-
-@torch.no_grad()
-def _set_incoming(modules: dict, group: ChannelGroup, make_rows) -> None:
+def _new_parts(large: WideResNet, small: WideResNet, group: ChannelGroup) -> list[tuple[torch.Tensor, tuple]]:
+    """(weight, index) of every new weight of ``group``'s units: a producer's new rows over the inputs the small
+    network had, a consumer's new columns over the outputs it had. Where a new unit reads another new unit
+    (new row x new column) the weight stays zero: it belongs to neither unit alone."""
+    large_modules, small_modules = dict(large.named_modules()), dict(small.named_modules())
+    new = slice(group.old, group.new)
+    parts = []
     for name in group.producers:
-        weight = modules[name].weight
-        weight[group.old:group.new] = make_rows(weight)
+        parts.append((large_modules[name].weight, (new, slice(0, small_modules[name].weight.shape[1]))))
+    for name in group.consumers:
+        parts.append((large_modules[name].weight, (slice(0, small_modules[name].weight.shape[0]), new)))
+    return parts
 
 
 def gradmax(small: WideResNet, large_channels: tuple[int, ...], batches, *, scale: float = 0.5,
@@ -275,12 +272,14 @@ def gradmax(small: WideResNet, large_channels: tuple[int, ...], batches, *, scal
             if directions.shape[0] < group.added:  # more new units than M has directions: the rest carry no signal
                 extra = torch.randn((group.added - directions.shape[0], directions.shape[1]), generator=generator)
                 directions = torch.cat([directions, F.normalize(extra.to(directions), dim=1)])
-            target = scale * _column_norms(trained, slice(0, group.old)).mean()
+            target = scale * _unit_norms(trained[:, : group.old], 1).mean()
             columns = (target * directions).view(group.added, trained.shape[0], *trained.shape[2:])
             # The consumer's new output rows (if it widens too) are new units of another group: zero.
             modules[group.consumers[0]].weight[: trained.shape[0], group.old:group.new] = columns.transpose(0, 1)
             if epsilon:
-                _set_incoming(modules, group, lambda w: epsilon * _kaiming_rows(w, group.added, generator))
+                for weight, index in _new_parts(large, small, group)[: len(group.producers)]:
+                    part = weight[index]
+                    weight[index] = epsilon * _kaiming(part.shape, part[0].numel(), generator).to(part)
     flops = passes * (images / passes) * 3.0 * forward_flops(small, shape)
     return GrowthReport(large, {g.name: g.added for g in groups}, passes, images, flops)
 
@@ -294,32 +293,21 @@ def firefly(small: WideResNet, large_channels: tuple[int, ...], batches, *, step
     then ``steps`` Adam steps on the new weights alone (one batch of ``batches`` each), projected back to those
     norms after every step."""
     large, groups = zero_widened(small, large_channels, relu_passes_zero=False)
-    modules = dict(large.named_modules())
-    targets = []  # (weight, "rows" / "columns", the new slice, target norm)
+    parts = []  # (weight, index, the dimension that holds the units, target norm of each unit's part)
     with torch.no_grad():
-        for group in groups:
-            if not group.added:
-                continue
-            new = slice(group.old, group.new)
-            for name in group.producers:
-                weight = modules[name].weight
-                norm = epsilon * _row_norms(weight, slice(0, group.old)).mean()
-                weight[new] = F.normalize(torch.randn(weight[new].shape, generator=generator).to(weight).flatten(1),
-                                          dim=1).view_as(weight[new]) * norm
-                targets.append((weight, "rows", new, norm))
-            for name in group.consumers:
-                weight = modules[name].weight
-                norm = epsilon * _column_norms(weight, slice(0, group.old)).mean()
-                columns = torch.randn(weight[:, new].transpose(0, 1).shape, generator=generator).to(weight)
-                weight[:, new] = (F.normalize(columns.flatten(1), dim=1).view_as(columns) * norm).transpose(0, 1)
-                targets.append((weight, "columns", new, norm))
-    weights = list({id(w): w for w, *_ in targets}.values())
+        for group in (g for g in groups if g.added):
+            for position, (weight, index) in enumerate(_new_parts(large, small, group)):
+                unit_dim = 0 if position < len(group.producers) else 1
+                existing = list(index)
+                existing[unit_dim] = slice(0, group.old)
+                norm = epsilon * _unit_norms(weight[tuple(existing)], unit_dim).mean()
+                random = torch.randn(weight[index].shape, generator=generator).to(weight)
+                weight[index] = _at_norm(random, unit_dim, norm)
+                parts.append((weight, index, unit_dim, norm))
+    weights = list({id(w): w for w, *_ in parts}.values())
     masks = {id(w): torch.zeros_like(w, dtype=torch.bool) for w in weights}
-    for weight, side, new, _ in targets:
-        if side == "rows":
-            masks[id(weight)][new] = True
-        else:
-            masks[id(weight)][:, new] = True
+    for weight, index, _, _ in parts:
+        masks[id(weight)][index] = True
     optimizer = torch.optim.Adam(weights, lr=lr)
     for param in large.parameters():
         param.requires_grad_(False)
@@ -338,9 +326,9 @@ def firefly(small: WideResNet, large_channels: tuple[int, ...], batches, *, step
             for weight in weights:  # only the new weights move (Adam leaves a zero-gradient entry where it is)
                 weight.grad.mul_(masks[id(weight)])
             optimizer.step()
-            with torch.no_grad():
-                for weight, side, new, norm in targets:
-                    _project(weight, side, new, norm)
+            with torch.no_grad():  # back to the starting norms
+                for weight, index, unit_dim, norm in parts:
+                    weight[index] = _at_norm(weight[index], unit_dim, norm)
             losses.append(loss.item())
             passes, images, shape = passes + 1, images + x.shape[0], tuple(x.shape[1:])
     finally:
@@ -352,11 +340,12 @@ def firefly(small: WideResNet, large_channels: tuple[int, ...], batches, *, step
                         losses=(losses[0], losses[-1]) if losses else None)
 
 
-def _project(weight: torch.Tensor, side: str, new: slice, norm: torch.Tensor) -> None:
-    """Scale every new unit's incoming row / outgoing column back to the norm it started with."""
-    if side == "rows":
-        part = weight[new]
-        weight[new] = F.normalize(part.flatten(1), dim=1).view_as(part) * norm
-    else:
-        part = weight[:, new].transpose(0, 1)
-        weight[:, new] = (F.normalize(part.flatten(1), dim=1).view_as(part) * norm).transpose(0, 1)
+def _unit_norms(part: torch.Tensor, unit_dim: int) -> torch.Tensor:
+    """Norm of each unit's weights in ``part``: its rows (``unit_dim`` 0) or its input columns (1)."""
+    return part.transpose(0, unit_dim).flatten(1).norm(dim=1)
+
+
+def _at_norm(part: torch.Tensor, unit_dim: int, norm: torch.Tensor) -> torch.Tensor:
+    """``part`` with every unit's weights (rows or columns) scaled to ``norm``."""
+    units = part.transpose(0, unit_dim)
+    return (F.normalize(units.flatten(1), dim=1).view_as(units) * norm).transpose(0, unit_dim)
