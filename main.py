@@ -729,8 +729,13 @@ class TrainingRun:
         spent = sum(event.get("analysis_flops", 0.0) for event in self.events)
         if not self.args.analysis_within_budget or epoch != len(self.plan) - 1 or not spent:
             return None
-        batches = len(self.train_loader)
-        dropped = math.ceil(spent / (self.step_flops * self.args.batch_size))
+        batches, size = len(self.train_loader), self.args.batch_size
+        samples = len(getattr(self.train_loader, "sampler", None) or ()) or batches * size
+        sizes = [size] * (batches - 1) + [samples - size * (batches - 1)]  # the last batch may be short
+        dropped, saved = 0, 0.0
+        while saved < spent and dropped < batches:  # whole batches from the end until they cost the analysis
+            dropped += 1
+            saved += self.step_flops * sizes[-dropped]
         if dropped >= batches:
             raise ConfigError(f"--analysis_within_budget: the growth's analysis cost {spent / 1e9:.3g} GFLOPs, more "
                               f"than the last epoch's {batches} batches of training; give the run more epochs")
