@@ -19,8 +19,12 @@ The fair protocol (``--recipe fair``, the default) is what a reviewer of a growt
 - Shared members. For each seed, members 0 and 1 are trained once (``main.py --members_only``, every
   phase annealed) and every method that grows them (MixtureGrowth orthogonal / copy / zero, random
   growth) starts its grown phase from the same two member files (``--resume_member_0/1``). Method
-  differences are paired differences of the grown phase alone. Net2Net widens the plain small network
-  trained for the same member epochs with the same seed. The members' ensemble (averaged logits) is a row.
+  differences are paired differences of the grown phase alone. Likewise one small plain network per seed, of
+  the members' shape and trained for both members' epochs, is widened by Net2Net, GradMax and Firefly
+  (``--resume_small``). scratch_small has that shape too: one small architecture for every row. The
+  members' ensemble (averaged logits) is a row.
+- Growth that reads training data pays for it: GradMax's and Firefly's analysis passes are training FLOPs
+  (their own column; at ``--budget flops`` their last epoch is shortened by that much).
 - Each method's learning rate chosen on validation. Every growing method runs its grown phase once per
   peak lr of ``--grown_lr_grid`` (one annealed cosine each), the scratch networks once per lr of
   ``--scratch_lr_grid``; per seed, the lr with the best final validation top-1 is kept, and the test set
@@ -35,9 +39,11 @@ phase annealed) and ``paper`` (main.py's defaults: the published schedules, e.g.
 Every run is started with ``--resume auto``: running the same command again after a stop reads back the
 runs that finished (shared members included) and continues the one that was interrupted.
 
-Presets (``--preset``, default: the data set's): ``fashion_mnist`` takes 64 minutes on this 2-core CPU
-(``--jobs 2``; README) and tells the methods apart (WRN-10-2 / WRN-10-1, a class-balanced 10,000-image subset,
-9 epochs, a 10% validation split); ``fashion_mnist_converged`` is the regime where each network is
+Presets (``--preset``, default: the data set's): ``fashion_mnist_capacity`` is the capacity-limited regime
+where the large network beats the small one (WRN-10-0.5 / members of WRN-10-0.25's size, 10,000 images, 20
+epochs: the paper's two claims are checked there; README); ``fashion_mnist`` is the compute-limited regime
+(WRN-10-2 / WRN-10-1, a class-balanced 10,000-image subset, 9 epochs, a 10% validation split; 64 minutes on
+this 2-core CPU with six rows, ``--jobs 2``); ``fashion_mnist_converged`` is the regime where each network is
 trained until its validation accuracy stops improving (all 60,000 images, 30 epochs: a GPU's work);
 ``digits`` is the fast demo budget (every method lands at 97-100% there: too easy to separate them).
 
@@ -79,7 +85,8 @@ RECIPES = ("fair", "short", "annealed", "paper")
 BUDGETS = ("epochs", "flops")
 BN_SUFFIX = "+bn"  # a growing method's twin that trains on from the BN-recalibrated network (--recalibrate_bn)
 
-FAIR_METHODS = ["scratch_small", "scratch_large", "ensemble", "net2net", "random_growth", "mixturegrowth_orthogonal"]
+FAIR_METHODS = ["scratch_small", "scratch_large", "ensemble", "net2net", "gradmax", "firefly", "random_growth",
+                "mixturegrowth_orthogonal"]
 # The paper's claims, rows first: the state of the art it claims +2-2.5 points over, then MixtureGrowth, then the rest.
 CAPACITY_METHODS = ["gradmax", "firefly", "mixturegrowth_orthogonal", "net2net", "random_growth", "ensemble",
                     "scratch_small", "scratch_large"]
