@@ -197,7 +197,7 @@ def growth_matrix(producer: nn.Module, consumer: nn.Module, h_in: torch.Tensor, 
     return rows.reshape(-1, patches.shape[1])
 
 
-def _analysis_inputs(model: nn.Module, pairs: list[tuple[str, str]], batches, device) -> tuple[dict, int, int, tuple]:
+def _analysis_inputs(model: nn.Module, pairs: list[tuple[str, str]], batches) -> tuple[dict, int, int, tuple]:
     """M of every (producer, consumer) pair, averaged over ``batches``; also passes, images, image shape."""
     modules = dict(model.named_modules())
     captured, hooks = {}, []
@@ -258,7 +258,7 @@ def gradmax(small: WideResNet, large_channels: tuple[int, ...], batches, *, scal
     """Widen ``small`` to ``large_channels`` by GradMax's closed form over ``batches`` of (images, labels)."""
     large, groups = zero_widened(small, large_channels, relu_passes_zero=True)
     pairs = [(g.producers[0], g.consumers[0]) for g in groups if g.added]
-    matrices, passes, images, shape = _analysis_inputs(small, pairs, batches, next(small.parameters()).device)
+    matrices, passes, images, shape = _analysis_inputs(small, pairs, batches)
     if not passes:
         raise ConfigError("GradMax needs at least one training batch (--grow_batches)")
     modules, small_modules = dict(large.named_modules()), dict(small.named_modules())
@@ -280,8 +280,8 @@ def gradmax(small: WideResNet, large_channels: tuple[int, ...], batches, *, scal
                 for weight, index in _new_parts(large, small, group)[: len(group.producers)]:
                     part = weight[index]
                     weight[index] = epsilon * _kaiming(part.shape, part[0].numel(), generator).to(part)
-    flops = passes * (images / passes) * 3.0 * forward_flops(small, shape)
-    return GrowthReport(large, {g.name: g.added for g in groups}, passes, images, flops)
+    return GrowthReport(large, {g.name: g.added for g in groups}, passes, images,
+                        images * 3.0 * forward_flops(small, shape))
 
 
 # --------------------------------------------------------------------------- Firefly
