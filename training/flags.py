@@ -22,7 +22,7 @@ import argparse
 import math
 import sys
 
-from utils import parse_list
+from utils import EmptyList, parse_list
 
 # The largest seed: torch accepts seeds up to 2**64 - 1, but the code adds offsets to a seed (the
 # sampler seeds with seed + epoch, fuse.py's members with seed + 1000 (i + 1)); half the range
@@ -106,6 +106,8 @@ class Numbers:
     def __call__(self, text: str) -> list:
         try:
             return parse_list(self.item, self.flag)(text)
+        except EmptyList:
+            raise
         except argparse.ArgumentTypeError as error:
             raise argparse.ArgumentTypeError(f"each value {error} (in {text!r})") from None
 
