@@ -135,6 +135,19 @@ def numbers(item: Number) -> Numbers:
     return Numbers(item)
 
 
+def folder_name(text: str) -> str:
+    """An argparse ``type`` for a flag that becomes one folder of a path (``--tag`` in
+    ``<save_path>/<dataset>/<tag>/seed_<seed>``): one name, so the run stays under ``--save_path``.
+
+    ``--tag ../../escape`` would write outside it, ``--tag a/b`` two levels down, ``--tag ''`` or
+    ``--tag .`` no level at all (two tags sharing one folder).
+    """
+    if text in ("", ".", "..") or any(character in text for character in "/\\\0"):
+        raise argparse.ArgumentTypeError(f"must be one folder name (not empty, not '.' or '..', without '/' or "
+                                         f"'\\'), got {text!r}")
+    return text
+
+
 def add(group, flag: str, kind: Number | Numbers, **kwargs) -> argparse.Action:
     """``group.add_argument(flag, type=kind, **kwargs)`` with the range appended to the help."""
     kind.flag = flag

@@ -88,7 +88,8 @@ def add_run_folder_arguments(group: argparse._ArgumentGroup, resume: bool = True
     """--save_path, --tag and (``resume``) --resume."""
     group.add_argument("--save_path", default="./snapshots",
                        help="root of the run folders <save_path>/<dataset>/<tag>/seed_<seed>/")
-    group.add_argument("--tag", default="run", help="name of the run (a folder level)")
+    group.add_argument("--tag", default="run", type=flags.folder_name,
+                       help="name of the run: one folder name, without '/'")
     if not resume:
         return
     group.add_argument("--resume", default="", metavar="PATH",
