@@ -606,10 +606,10 @@ def _percent(value: float | None) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-    from custom_log import format_markdown_table, humanize
+    from custom_log import format_markdown_table, format_mean_std, humanize
 
     shown = [{"method": r["method"], "recipe": r["recipe"], "epochs": r["epochs"], "lr per seed": r["lr"],
-              "top-1 (%)": f"{r['top1_mean']:.2f} ± {r['top1_std']:.2f}",
+              "top-1 (%)": format_mean_std(r["top1_mean"], r["top1_std"], r["seeds"]),
               "right after growth": _percent(r["right_after_mean"]),
               "… BN re-estimated": _percent(r["right_after_bn_mean"]),
               "vs scratch_large": _interval(r["vs_scratch_large"]), "vs random_growth": _interval(r["vs_random_growth"]),
@@ -655,10 +655,11 @@ def grid_edges(runs: list[dict]) -> str:
 
 
 def grid_markdown(rows: list[dict]) -> str:
-    from custom_log import format_markdown_table
+    from custom_log import format_markdown_table, format_mean_std
 
     return format_markdown_table([{"method": r["method"], "peak lr": r["lr"],
-                                   "validation top-1 (%)": f"{r['val_top1_mean']:.2f} ± {r['val_top1_std']:.2f}",
+                                   "validation top-1 (%)": format_mean_std(r["val_top1_mean"], r["val_top1_std"],
+                                                                           r["seeds"]),
                                    "chosen (seeds)": f"{r['chosen_in_seeds']} of {r['seeds']}"} for r in rows])
 
 

@@ -312,6 +312,12 @@ def humanize(value: float) -> str:
     return text + _UNITS[unit]
 
 
+def format_mean_std(mean: float, std: float, count: int) -> str:
+    """A mean over ``count`` seeds: '83.10 ± 0.42'; with one seed the value alone ('83.10'), since a
+    single value has no spread and '± 0.00' would claim one was measured."""
+    return f"{mean:.2f}" if count == 1 else f"{mean:.2f} ± {std:.2f}"
+
+
 def format_seconds(seconds: float) -> str:
     """Wall time for humans: 75 -> '1m15s', 7384 -> '2h03m04s'. Use it in ``formats``."""
     seconds = int(round(seconds))

@@ -447,11 +447,11 @@ def plot(runs: list[dict], rows: list[dict], path: str, title: str) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-    from custom_log import format_markdown_table, humanize
+    from custom_log import format_markdown_table, format_mean_std, humanize
 
     return format_markdown_table([{
         "method": r["method"] + (f" ({r['chosen']})" if r["chosen"] else ""),
-        "top-1 (%)": f"{r['top1_mean']:.2f} ± {r['top1_std']:.2f}",
+        "top-1 (%)": format_mean_std(r["top1_mean"], r["top1_std"], r["seeds"]),
         "vs best_member": compare._interval(r["vs_best_member"]),
         "right after (val)": compare._percent(r["right_after_val_mean"]),
         "params": humanize(r["params"]), "inference FLOPs": humanize(r["inference_flops"]),
