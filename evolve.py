@@ -382,12 +382,12 @@ class EvolutionRun:
         from training import checkpoint
 
         args = self.args
-        path = checkpoint.latest_checkpoint(self.run_dir) if args.resume == "auto" else (args.resume or None)
+        path = (checkpoint.latest_checkpoint(self.run_dir, self.ctx.notes.append) if args.resume == "auto"
+                else (args.resume or None))
         if path is None:
             return None, None
         state = checkpoint.load_checkpoint(path)
-        if "search" not in state:
-            raise checkpoint.CheckpointError(f"--resume: {path} is not a checkpoint of evolve.py")
+        checkpoint.require_kind(state, path, ("evolve",))  # names the program that wrote it
         parser = get_args_parser()
         saved_args = {**{f: parser.get_default(f) for f in LATER_FIELDS}, **state["args"]}
         checkpoint.check_compatible(saved_args, checkpoint.args_to_dict(args), SEARCH_FIELDS)

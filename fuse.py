@@ -361,12 +361,12 @@ class FusionRun:
         from training import checkpoint
 
         args = self.args
-        path = checkpoint.latest_checkpoint(self.run_dir) if args.resume == "auto" else (args.resume or None)
+        path = (checkpoint.latest_checkpoint(self.run_dir, self.ctx.notes.append) if args.resume == "auto"
+                else (args.resume or None))
         if path is None:
             return None, None
         state = checkpoint.load_checkpoint(path)
-        if "record" not in state:
-            raise ConfigError(f"--resume: {os.path.abspath(path)} is not a checkpoint of a fuse.py run")
+        checkpoint.require_kind(state, path, ("fuse",))  # names the program that wrote it
         checkpoint.check_compatible(state["args"], checkpoint.args_to_dict(args), RUN_FIELDS)
         return path, state
 
