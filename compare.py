@@ -51,6 +51,13 @@ large network, ``--wide x --member_fraction`` the small one. Unknown flags go to
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # first, before torch loads: a Ctrl-C during the imports ends in one sentence
+    import sys
+
+    from training.entry import run_script
+
+    sys.exit(run_script("compare.py", "compare"))
+
 import argparse
 import csv
 import gc
@@ -967,6 +974,14 @@ def last_line(path: str) -> str:
     return line if len(line) <= 300 else line[:297] + "..."
 
 
+def stopped(who: str, error: BaseException, during: str) -> runtime.Preempted:
+    """A stop inside one of a report's runs (``Preempted``, or a Ctrl-C before that run wrote anything), said
+    as the report's own: the same report command continues it (the finished runs are read back)."""
+    how = "stopped by a signal" if isinstance(error, runtime.Preempted) else "interrupted by SIGINT"
+    return runtime.Preempted(f"{how} during {during}; run the same {who} command again to continue (the finished "
+                             "runs are read back, a stopped one resumes)")
+
+
 def main(argv: list[str] | None = None) -> dict:
     opts, extra = get_args_parser().parse_known_args(argv)
     apply_preset(opts)
@@ -981,17 +996,18 @@ def main(argv: list[str] | None = None) -> dict:
         atomic_write_text(os.path.join(opts.out, "config.json"), json.dumps(config, indent=1))
 
     if opts.jobs > 1 and not opts.report_only:
-        comparison.train_in_parallel()  # then the pass below reads every run back
+        try:
+            comparison.train_in_parallel()  # then the pass below reads every run back
+        except KeyboardInterrupt as error:  # before its processes started (their stop is train_jobs's)
+            raise stopped("compare.py", error, "the start of the runs") from None
     runs, unfinished = [], []
     for seed in opts.seeds:  # seed by seed: a comparison stopped early still has whole seeds to report
         for method, recipe in jobs(opts):
             name = job_name(method, recipe, opts)
             try:
                 result = comparison.entry(method, recipe, seed)
-            except runtime.Preempted:
-                raise runtime.Preempted(f"stopped by a signal during {name} seed {seed}, its checkpoint written; "
-                                        "run the same compare.py command again to continue (the finished runs "
-                                        "are read back, this one resumes)") from None
+            except (runtime.Preempted, KeyboardInterrupt) as error:
+                raise stopped("compare.py", error, f"{name} seed {seed}") from None
             if result is None:
                 unfinished.append(f"{name} seed {seed}")
                 continue
@@ -1055,7 +1071,3 @@ def cli(argv: list[str] | None = None) -> int:
     except RunFailed as error:
         print(f"compare.py: stopped: {error}", file=sys.stderr)
         return error.status
-
-
-if __name__ == "__main__":
-    sys.exit(cli())
