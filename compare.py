@@ -57,6 +57,13 @@ large network, ``--wide x --member_fraction`` the small one. Unknown flags go to
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # first, before torch loads: a Ctrl-C during the imports ends in one sentence
+    import sys
+
+    from training.entry import run_script
+
+    sys.exit(run_script("compare.py", "compare"))
+
 import argparse
 import csv
 import gc
@@ -675,10 +682,10 @@ def _percent(value: float | None) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-    from custom_log import format_markdown_table, humanize
+    from custom_log import format_markdown_table, format_mean_std, humanize
 
     shown = [{"method": r["method"], "recipe": r["recipe"], "epochs": r["epochs"], "lr per seed": r["lr"],
-              "top-1 (%)": f"{r['top1_mean']:.2f} ± {r['top1_std']:.2f}",
+              "top-1 (%)": format_mean_std(r["top1_mean"], r["top1_std"], r["seeds"]),
               "right after growth": _percent(r["right_after_mean"]),
               "… BN re-estimated": _percent(r["right_after_bn_mean"]),
               "vs scratch_large": _interval(r["vs_scratch_large"]), "vs random_growth": _interval(r["vs_random_growth"]),
@@ -726,10 +733,11 @@ def grid_edges(runs: list[dict]) -> str:
 
 
 def grid_markdown(rows: list[dict]) -> str:
-    from custom_log import format_markdown_table
+    from custom_log import format_markdown_table, format_mean_std
 
     return format_markdown_table([{"method": r["method"], "peak lr": r["lr"],
-                                   "validation top-1 (%)": f"{r['val_top1_mean']:.2f} ± {r['val_top1_std']:.2f}",
+                                   "validation top-1 (%)": format_mean_std(r["val_top1_mean"], r["val_top1_std"],
+                                                                           r["seeds"]),
                                    "chosen (seeds)": f"{r['chosen_in_seeds']} of {r['seeds']}"} for r in rows])
 
 
@@ -1055,6 +1063,14 @@ def last_line(path: str) -> str:
     return line if len(line) <= 300 else line[:297] + "..."
 
 
+def stopped(who: str, error: BaseException, during: str) -> runtime.Preempted:
+    """A stop inside one of a report's runs (``Preempted``, or a Ctrl-C before that run wrote anything), said
+    as the report's own: the same report command continues it (the finished runs are read back)."""
+    how = "stopped by a signal" if isinstance(error, runtime.Preempted) else "interrupted by SIGINT"
+    return runtime.Preempted(f"{how} during {during}; run the same {who} command again to continue (the finished "
+                             "runs are read back, a stopped one resumes)")
+
+
 def main(argv: list[str] | None = None) -> dict:
     opts, extra = get_args_parser().parse_known_args(argv)
     apply_preset(opts)
@@ -1069,17 +1085,18 @@ def main(argv: list[str] | None = None) -> dict:
         atomic_write_text(os.path.join(opts.out, "config.json"), json.dumps(config, indent=1))
 
     if opts.jobs > 1 and not opts.report_only:
-        comparison.train_in_parallel()  # then the pass below reads every run back
+        try:
+            comparison.train_in_parallel()  # then the pass below reads every run back
+        except KeyboardInterrupt as error:  # before its processes started (their stop is train_jobs's)
+            raise stopped("compare.py", error, "the start of the runs") from None
     runs, unfinished = [], []
     for seed in opts.seeds:  # seed by seed: a comparison stopped early still has whole seeds to report
         for method, recipe in jobs(opts):
             name = job_name(method, recipe, opts)
             try:
                 result = comparison.entry(method, recipe, seed)
-            except runtime.Preempted:
-                raise runtime.Preempted(f"stopped by a signal during {name} seed {seed}, its checkpoint written; "
-                                        "run the same compare.py command again to continue (the finished runs "
-                                        "are read back, this one resumes)") from None
+            except (runtime.Preempted, KeyboardInterrupt) as error:
+                raise stopped("compare.py", error, f"{name} seed {seed}") from None
             if result is None:
                 unfinished.append(f"{name} seed {seed}")
                 continue
@@ -1147,7 +1164,3 @@ def cli(argv: list[str] | None = None) -> int:
     except RunFailed as error:
         print(f"compare.py: stopped: {error}", file=sys.stderr)
         return error.status
-
-
-if __name__ == "__main__":
-    sys.exit(cli())

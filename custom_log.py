@@ -116,8 +116,9 @@ class RunLogger:
                     self._writer.add_scalar(key, value, global_step=step)
             self._writer.flush()
 
-    def continue_at(self, epoch: int) -> None:
-        """A resumed run goes on at ``epoch``: forget what the stopped run logged for it and later.
+    def continue_at(self, epoch: int) -> int:
+        """A resumed run goes on at ``epoch``: forget what the stopped run logged for it and later; returns
+        how many rows of metrics.jsonl that dropped.
 
         The rows of metrics.jsonl with ``"epoch" >= epoch`` were written after the checkpoint the run
         resumes from (between it and a crash), and are written again now: they leave the file. In
@@ -125,7 +126,7 @@ class RunLogger:
         those steps. Then metrics.jsonl and TensorBoard equal an uninterrupted run's.
         """
         if not self.enabled or self._metrics_file is None:
-            return
+            return 0
         self._metrics_file.close()
         with open(self.metrics_path, encoding="utf-8") as handle:
             lines = handle.read().splitlines(keepends=True)
@@ -138,6 +139,7 @@ class RunLogger:
         if self._writer is not None:
             self._writer.close()
             self._writer = self._new_writer(purge_step=int(epoch))
+        return len(lines) - len(kept)
 
     def log_text(self, tag: str, text: str, *, markdown: bool = False) -> None:
         """Store a block of text (the args, the phase plan) in TensorBoard and in log.txt.
@@ -310,6 +312,12 @@ def humanize(value: float) -> str:
         scaled, unit = scaled / 1000, unit + 1
         text = f"{scaled:.3g}"
     return text + _UNITS[unit]
+
+
+def format_mean_std(mean: float, std: float, count: int) -> str:
+    """A mean over ``count`` seeds: '83.10 ± 0.42'; with one seed the value alone ('83.10'), since a
+    single value has no spread and '± 0.00' would claim one was measured."""
+    return f"{mean:.2f}" if count == 1 else f"{mean:.2f} ± {std:.2f}"
 
 
 def format_seconds(seconds: float) -> str:

@@ -13,11 +13,17 @@ Nothing runs at import time.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # first, before torch loads: a Ctrl-C during the imports ends in one sentence
+    import sys
+
+    from training.entry import run_script
+
+    sys.exit(run_script("evolve.py", "evolve"))
+
 import argparse
 import json
 import math
 import os
-import sys
 import time
 
 from training import flags
@@ -193,6 +199,11 @@ def main(args: argparse.Namespace) -> dict:
     validate_args(args)
     with runtime.session(args) as (ctx, stop):
         run = EvolutionRun(args, ctx)
+        if run.finished_report is not None:
+            from evolution.lineage import LINEAGE_FILE, read_lineage
+
+            runtime.say_finished(ctx, run.run_dir, "the search ended, its champion tested; summary.json written")
+            return {**run.finished_report, "lineage": read_lineage(os.path.join(run.run_dir, LINEAGE_FILE))}
         stop.install()
         while run.step(stop):
             pass
@@ -309,6 +320,10 @@ class EvolutionRun:
         self.args, self.ctx = args, ctx
         self.run_dir = runtime.claim_run_folder(args, ctx)  # locked before the data loads
         resume_path, resumed = self.find_resume()
+        self.finished_report = runtime.finished_report(
+            self.run_dir, ended=resumed is not None and resumed["search"]["stage"] == "done")
+        if self.finished_report is not None:  # opened again after it ended: nothing is loaded, nothing written
+            return
         seed_everything(args.manualSeed)
         # --parallel individuals: a rank trains and evaluates alone, on the whole data (a view of ctx as one process).
         self.individuals = args.parallel == "individuals" and ctx.dist.enabled
@@ -318,7 +333,7 @@ class EvolutionRun:
             self.training_ctx.dist = distributed.NOT_DISTRIBUTED
         self.data = runtime.load_data(args, self.training_ctx)
         self.full_data = None  # train + validation, for the champion (loaded when needed)
-        runtime.open_run_folder(args, ctx, self.run_dir)
+        runtime.open_run_folder(args, ctx, self.run_dir, resumed=resumed is not None)
         self.log = ctx.logger
         self.training_ctx.logger = RowsLater(ctx.logger)
         self.search = Search(MODEL_KINDS[args.base],
@@ -382,12 +397,12 @@ class EvolutionRun:
         from training import checkpoint
 
         args = self.args
-        path = checkpoint.latest_checkpoint(self.run_dir) if args.resume == "auto" else (args.resume or None)
+        path = (checkpoint.latest_checkpoint(self.run_dir, self.ctx.notes.append) if args.resume == "auto"
+                else (args.resume or None))
         if path is None:
             return None, None
         state = checkpoint.load_checkpoint(path)
-        if "search" not in state:
-            raise checkpoint.CheckpointError(f"--resume: {path} is not a checkpoint of evolve.py")
+        checkpoint.require_kind(state, path, ("evolve",))  # names the program that wrote it
         parser = get_args_parser()
         saved_args = {**{f: parser.get_default(f) for f in LATER_FIELDS}, **state["args"]}
         checkpoint.check_compatible(saved_args, checkpoint.args_to_dict(args), SEARCH_FIELDS)
@@ -644,7 +659,3 @@ class EvolutionRun:
             atomic_write_text(os.path.join(self.run_dir, "summary.json"),
                               json.dumps({k: v for k, v in report.items() if k != "lineage"}, indent=1))
         return report
-
-
-if __name__ == "__main__":
-    sys.exit(cli())

@@ -13,12 +13,18 @@ network of the summary once at the end. Nothing runs at import time.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # first, before torch loads: a Ctrl-C during the imports ends in one sentence
+    import sys
+
+    from training.entry import run_script
+
+    sys.exit(run_script("fuse.py", "fuse"))
+
 import argparse
 import copy
 import json
 import math
 import os
-import sys
 import time
 
 from training import flags
@@ -163,6 +169,9 @@ def main(args: argparse.Namespace) -> dict:
     validate_args(args)
     with runtime.session(args) as (ctx, stop):
         run = FusionRun(args, ctx)
+        if run.finished_report is not None:
+            runtime.say_finished(ctx, run.run_dir, "fused, fine-tuned and tested; summary.json written")
+            return {"summary": run.finished_report, "run_dir": run.run_dir}
         stop.install()
         return run.execute(stop)
 
@@ -318,6 +327,10 @@ class FusionRun:
         self.args, self.ctx = args, ctx
         self.run_dir = runtime.claim_run_folder(args, ctx)  # locked before the data loads
         self.resume_path, self.resumed = self.find_resume()
+        self.finished_report = runtime.finished_report(
+            self.run_dir, ended=self.resumed is not None and self.resumed["record"]["stage"] == "done")
+        if self.finished_report is not None:  # opened again after it ended: nothing is loaded, nothing written
+            return
         seed_everything(args.manualSeed)
         self.given = [networks_from_checkpoint(path) for path in args.checkpoints or []]
         for path, (_, state) in zip(args.checkpoints or [], self.given):
@@ -339,7 +352,7 @@ class FusionRun:
             if classes != self.data.num_classes:
                 raise ConfigError(f"--checkpoints: the networks predict {classes} classes, but --dataset "
                                   f"{args.dataset} has {self.data.num_classes}")
-        runtime.open_run_folder(args, ctx, self.run_dir)
+        runtime.open_run_folder(args, ctx, self.run_dir, resumed=self.resumed is not None)
         self.log = ctx.logger
         self.record = {"history": [], "epoch": -1, "fusion_seconds": None, "members_trained": 0,
                        "best_val": None, "best_epoch": None, "stage": "members"}
@@ -361,12 +374,12 @@ class FusionRun:
         from training import checkpoint
 
         args = self.args
-        path = checkpoint.latest_checkpoint(self.run_dir) if args.resume == "auto" else (args.resume or None)
+        path = (checkpoint.latest_checkpoint(self.run_dir, self.ctx.notes.append) if args.resume == "auto"
+                else (args.resume or None))
         if path is None:
             return None, None
         state = checkpoint.load_checkpoint(path)
-        if "record" not in state:
-            raise ConfigError(f"--resume: {os.path.abspath(path)} is not a checkpoint of a fuse.py run")
+        checkpoint.require_kind(state, path, ("fuse",))  # names the program that wrote it
         checkpoint.check_compatible(state["args"], checkpoint.args_to_dict(args), RUN_FIELDS)
         return path, state
 
@@ -620,7 +633,3 @@ class FusionRun:
         """Top-1 on the validation split (``val`` if already measured) and on the test set."""
         val = val or self.evaluate(network, "val")
         return {"val_top1": val["top1"], "test_top1": self.evaluate(network, "test")["top1"]}
-
-
-if __name__ == "__main__":
-    sys.exit(cli())

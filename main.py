@@ -7,12 +7,18 @@ import time.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # first, before torch loads: a Ctrl-C during the imports ends in one sentence
+    import sys
+
+    from training.entry import run_script
+
+    sys.exit(run_script("main.py", "main"))
+
 import argparse
 import glob
 import json
 import math
 import os
-import sys
 import time
 
 from training import flags
@@ -433,11 +439,12 @@ def restore_model(args_dict: dict, state: dict, device):
     return model.to(device)
 
 
-def find_resume(args: argparse.Namespace, run_dir: str) -> tuple[str | None, dict | None]:
-    """The checkpoint to continue from (``--resume PATH`` or ``auto``), checked against this run's flags."""
+def find_resume(args: argparse.Namespace, run_dir: str, say) -> tuple[str | None, dict | None]:
+    """The checkpoint to continue from (``--resume PATH`` or ``auto``), checked against this run's flags;
+    ``say`` takes the line of each damaged checkpoint ``auto`` skips."""
     from training import checkpoint
 
-    path = checkpoint.latest_checkpoint(run_dir) if args.resume == "auto" else (args.resume or None)
+    path = checkpoint.latest_checkpoint(run_dir, say) if args.resume == "auto" else (args.resume or None)
     if path is None:
         return None, None
     state = checkpoint.load_checkpoint(path)
@@ -483,6 +490,9 @@ def run_training(args: argparse.Namespace, plan=None) -> dict:
     plan = build_plan(args) if plan is None else plan
     with runtime.session(args) as (ctx, stop):
         run = TrainingRun(args, plan, ctx)
+        if run.finished_report is not None:
+            runtime.say_finished(ctx, run.run_dir, f"its {len(plan)} epochs trained and summary.json written")
+            return run.result()
         run.stop = stop.install()
         engine.fit(run, range(run.start_epoch, len(plan)), partial=run.partial)
         return run.finish()
@@ -506,7 +516,13 @@ class TrainingRun:
         self.args, self.plan, self.ctx = args, plan, ctx
         self.run_dir = runtime.claim_run_folder(args, ctx)  # locked before the data loads
         check_sources_unchanged(args, self.run_dir)
-        resume_path, resumed = find_resume(args, self.run_dir)
+        resume_path, resumed = find_resume(args, self.run_dir, ctx.notes.append)  # logged once the folder opens
+        ended = resumed is not None and not resumed.get("partial") and resumed["epoch"] + 1 >= len(plan)
+        self.finished_report = runtime.finished_report(self.run_dir, ended)
+        if self.finished_report is not None:  # opened again after it ended: nothing is loaded, nothing written
+            self.summary, self.history = self.finished_report, list(resumed["metrics"])
+            self.events, self.model = resumed.get("events", []), restore_model(resumed["args"], resumed, ctx.device)
+            return
         seed_everything(args.manualSeed)
         if args.channels_last and ctx.device.type != "cuda":
             raise ConfigError("--channels_last is a CUDA optimisation; on the CPU, torch 2.14's convolution "
@@ -522,7 +538,8 @@ class TrainingRun:
                     sources[slot] = load_member_checkpoint(path, f"--resume_member_{slot}")
             if args.resume_small:
                 self.model = self.on_device(load_small_checkpoint(args.resume_small, args))
-        runtime.open_run_folder(args, ctx, self.run_dir, needed_bytes=checkpoint_bytes(self.model))
+        runtime.open_run_folder(args, ctx, self.run_dir, needed_bytes=checkpoint_bytes(self.model),
+                                resumed=resumed is not None)
         log = self.log = ctx.logger
         if args.arch == "wrn_imagenet_bank" or (args.split_edge_layers and models.is_template_model(self.model)):
             log.info("template banks:\n" + models.describe_banks(self.model))
@@ -826,6 +843,10 @@ class TrainingRun:
         if self.history:
             finish(self.args, self.run_dir, self.plan, self.history, self.summary, self.ctx,
                    time.time() - self.started, self.events)
+        return self.result()
+
+    def result(self) -> dict:
+        """What ``main`` returns: the final metrics row, the summary, the run folder, the history, the network."""
         return {"final": self.history[-1] if self.history else {}, "summary": self.summary, "run_dir": self.run_dir,
                 "history": self.history, "model": self.model, "events": self.events}
 
@@ -878,7 +899,7 @@ def run_evaluation(args: argparse.Namespace) -> dict:
                 raise ConfigError(f"--resume auto: the tag '{args.tag}' has no run under {os.path.abspath(tag_dir)} "
                                   "(check --tag, --dataset and --save_path)")
             run_dir = run_directory(args)
-            path = checkpoint.latest_checkpoint(run_dir)
+            path = checkpoint.latest_checkpoint(run_dir, ctx.logger.info)
             if path is None:
                 raise ConfigError(f"--resume auto: no checkpoint in {os.path.abspath(run_dir)}")
         if args.manualSeed is None:
@@ -916,7 +937,3 @@ def run_evaluation(args: argparse.Namespace) -> dict:
         return {"results": {names[k]: v for k, v in results.items()}, "epoch": state.get("epoch")}
     finally:
         ctx.close()
-
-
-if __name__ == "__main__":
-    sys.exit(cli())

@@ -11,6 +11,13 @@ storage, splits, the task protocol); ``docs/nws.md`` is the user guide.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # first, before torch loads: a Ctrl-C during the imports ends in one sentence
+    import sys
+
+    from training.entry import run_script
+
+    sys.exit(run_script("nws.py", "nws"))
+
 import argparse
 import json
 import os
@@ -203,25 +210,29 @@ def _recipe(args: argparse.Namespace):
 def pretrain(args: argparse.Namespace) -> dict:
     """Train an NWS network on the source data set while EMA k-means learns every layer's pool."""
     from training import checkpoint
-    from training import engine
     import utils
     from models.nws import build_network
-    from weight_search.pools import POOLS_NAME, PoolLearner, pools_state
+    from weight_search.pools import POOLS_NAME, PoolLearner, pools_state, read_pools
     from weight_search.protocol import Training
 
-    ctx = runtime.Context(args)
-    try:
+    with runtime.session(args) as (ctx, stop):
         run_dir = runtime.claim_run_folder(args, ctx)  # locked before the data loads
         data = runtime.load_data(args, ctx)
         config = network_config(args, data.num_classes)
         resume_path, resume_state = None, None
         if args.resume:
-            resume_path = checkpoint.latest_checkpoint(run_dir) if args.resume == "auto" else args.resume
+            resume_path = (checkpoint.latest_checkpoint(run_dir, ctx.notes.append) if args.resume == "auto"
+                           else args.resume)
             if resume_path is not None:
                 resume_state = checkpoint.load_checkpoint(resume_path)
                 checkpoint.require_kind(resume_state, resume_path, ("nws_pretrain",))
                 checkpoint.check_compatible(resume_state["args"], checkpoint.args_to_dict(args), PRETRAIN_FIELDS)
-        runtime.open_run_folder(args, ctx, run_dir)
+        pools_path = os.path.join(run_dir, POOLS_NAME)
+        if (resume_state is not None and not resume_state.get("partial")
+                and resume_state["epoch"] + 1 >= args.epochs and os.path.isfile(pools_path)):
+            runtime.say_finished(ctx, run_dir, f"its {args.epochs} epochs trained and {POOLS_NAME} written")
+            return {"run_dir": run_dir, "pools": pools_path, **read_pools(pools_path, flag="the run's pools")["source"]}
+        runtime.open_run_folder(args, ctx, run_dir, resumed=resume_state is not None)
         if ctx.main_process:
             _write_args(run_dir, args)
         utils.seed_everything(args.manualSeed)
@@ -239,22 +250,40 @@ def pretrain(args: argparse.Namespace) -> dict:
             ctx.logger.info(f"resuming {resume_path}: {training.resumed_at()}")
         ctx.logger.info(f"pretraining the pools of {config.arch} (gs {config.group_size}, n_emb {config.pool_size}) "
                         f"on {args.dataset} for {args.epochs} epochs in {run_dir}")
-        training.stop = engine.StopRequest().install()
+        training.stop = stop.install()
         try:
             training.fit()
         finally:
-            training.stop.restore()
+            stop.restore()  # from here a Ctrl-C stops at once: the pools are written in a moment
         learner.remove()
         source = {"dataset": args.dataset, "epochs": args.epochs, "seed": args.manualSeed,
                   "train_subset": args.train_subset, "top1": training.last_measured()}
         if ctx.main_process:
-            checkpoint.save_checkpoint(pools_state(model, config, source), os.path.join(run_dir, POOLS_NAME))
-        ctx.logger.info(f"pools written to {os.path.join(run_dir, POOLS_NAME)}"
-                        + (f" (source network: {data.selection_split} top-1 {source['top1']:.2f}%)"
-                           if source["top1"] is not None else ""))
-        return {"run_dir": run_dir, "pools": os.path.join(run_dir, POOLS_NAME), **source}
-    finally:
-        ctx.close()
+            checkpoint.save_checkpoint(pools_state(model, config, source), pools_path)
+        ctx.logger.info(pools_written(pools_path, args.epochs, training.rows, data.selection_split))
+        return {"run_dir": run_dir, "pools": pools_path, **source}
+
+
+def pools_written(path: str, epochs: int, rows: list[dict], split: str) -> str:
+    """The log line of a pools file: which epoch's pools it holds and why, and what the source network scored.
+
+    The pools are the EMA k-means state, which follows the network's weights at every step; only the newest
+    exists (none is kept per epoch to choose from), so the file holds the last epoch's. The network's
+    accuracy says how well that source was learned; its best epoch is named when it was another one.
+    """
+    if not epochs:
+        return f"pools written to {path}: untrained (--epochs 0), as initialised"
+    line = (f"pools written to {path}: those of the last epoch, {epochs - 1} (the k-means pools follow the "
+            "network at every step; only the newest exist, none is chosen by accuracy)")
+    key = f"{split}_top1"
+    measured = [row for row in rows if key in row]
+    if not measured:  # --test_every 0
+        return line
+    last, best = measured[-1], max(measured, key=lambda row: row[key])
+    line += f"; source network {split} top-1 {last[key]:.2f}% at epoch {last['epoch']}"
+    if best[key] > last[key]:
+        line += f" (its best, {best[key]:.2f}%, at epoch {best['epoch']}: not the network these pools come from)"
+    return line
 
 
 # --------------------------------------------------------------------------- tasks
@@ -288,11 +317,12 @@ def _task_pools(args: argparse.Namespace, run_dir: str, config) -> dict:
     return state
 
 
-def _task_in_flight(run_dir: str, task: int) -> dict | None:
-    """The checkpoint of ``task`` stopped before it was stored, if the run folder holds one."""
+def _task_in_flight(run_dir: str, task: int, say) -> dict | None:
+    """The checkpoint of ``task`` stopped before it was stored, if the run folder holds one (``say``: the line
+    of each damaged checkpoint skipped)."""
     from training import checkpoint
 
-    path = checkpoint.latest_checkpoint(run_dir)
+    path = checkpoint.latest_checkpoint(run_dir, say)
     if path is None:
         return None
     state = checkpoint.load_checkpoint(path)
@@ -304,7 +334,6 @@ def run_tasks(args: argparse.Namespace) -> dict:
     """Train every task of the split in order (from the first one not stored), then re-measure them all."""
     from training import checkpoint
     from training import distributed
-    from training import engine
     import utils
     from weight_search.pools import POOLS_NAME
     from weight_search.protocol import (TASK_IN_FLIGHT_KIND, Training, nws_task_state, new_task_network,
@@ -312,8 +341,7 @@ def run_tasks(args: argparse.Namespace) -> dict:
     from weight_search.splits import SPLIT_NAMES, load_split
     from weight_search.storage import read_task, save_task
 
-    ctx = runtime.Context(args)
-    try:
+    with runtime.session(args) as (ctx, stop):
         run_dir = runtime.claim_run_folder(args, ctx)  # locked before the data loads
         nws = args.method == "nws"
         split = load_split(args.dataset, args.data_path, train_subset=args.train_subset)
@@ -327,9 +355,13 @@ def run_tasks(args: argparse.Namespace) -> dict:
         if stored:
             checkpoint.check_compatible(read_task(run_dir, stored[-1])["args"], checkpoint.args_to_dict(args),
                                         TASK_FIELDS)
-        in_flight = _task_in_flight(run_dir, len(stored)) if args.resume == "auto" else None
+        in_flight = _task_in_flight(run_dir, len(stored), ctx.notes.append) if args.resume == "auto" else None
         if in_flight is not None:
             checkpoint.check_compatible(in_flight["args"], checkpoint.args_to_dict(args), TASK_FIELDS)
+        finished = runtime.finished_report(run_dir, ended=len(stored) >= num_tasks)
+        if finished is not None:  # opened again after it ended: nothing is trained, nothing written
+            runtime.say_finished(ctx, run_dir, f"its {num_tasks} tasks stored and summary.json written")
+            return finished
         pools_state = _task_pools(args, run_dir, config) if nws else None
         pools = pools_state["pools"] if nws else None
 
@@ -346,7 +378,7 @@ def run_tasks(args: argparse.Namespace) -> dict:
                         f"{args.epochs} epochs per task, run folder {run_dir}"
                         + (f"; continuing at task {len(stored)}" if stored else ""))
         started = time.time()
-        stop = engine.StopRequest().install()
+        stop.install()
         try:
             for t in range(len(stored), num_tasks):
                 task_data = split[t]
@@ -386,8 +418,6 @@ def run_tasks(args: argparse.Namespace) -> dict:
             atomic_write_text(os.path.join(run_dir, "summary.json"), json.dumps(result, indent=2) + "\n")
             _plot(run_dir, args.epochs, num_tasks)
         return result
-    finally:
-        ctx.close()
 
 
 def _plot(run_dir: str, epochs: int, num_tasks: int) -> None:
@@ -466,7 +496,3 @@ def evaluate(args: argparse.Namespace) -> dict:
         return result
     finally:
         ctx.close()
-
-
-if __name__ == "__main__":
-    sys.exit(cli())

@@ -35,6 +35,13 @@ means), config.json, and runs/ (the runs' own folders).
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # first, before torch loads: a Ctrl-C during the imports ends in one sentence
+    import sys
+
+    from training.entry import run_script
+
+    sys.exit(run_script("systems.py", "systems"))
+
 import argparse
 import json
 import math
@@ -447,11 +454,11 @@ def plot(runs: list[dict], rows: list[dict], path: str, title: str) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-    from custom_log import format_markdown_table, humanize
+    from custom_log import format_markdown_table, format_mean_std, humanize
 
     return format_markdown_table([{
         "method": r["method"] + (f" ({r['chosen']})" if r["chosen"] else ""),
-        "top-1 (%)": f"{r['top1_mean']:.2f} ± {r['top1_std']:.2f}",
+        "top-1 (%)": format_mean_std(r["top1_mean"], r["top1_std"], r["seeds"]),
         "vs best_member": compare._interval(r["vs_best_member"]),
         "right after (val)": compare._percent(r["right_after_val_mean"]),
         "params": humanize(r["params"]), "inference FLOPs": humanize(r["inference_flops"]),
@@ -459,16 +466,25 @@ def markdown(rows: list[dict]) -> str:
         "lr per seed": r["lr"], "seeds": r["seeds"]} for r in rows])
 
 
-def main(argv: list[str] | None = None) -> dict:
-    opts = get_args_parser().parse_args(argv)
-    apply_preset(opts)
-    check_options(opts)
+def collect(opts: argparse.Namespace) -> tuple[list[dict], dict]:
+    """Every entry of the report, its runs trained or read back, and each seed's budget."""
     if opts.jobs > 1:
         train_in_parallel(opts)  # then the pass below reads every run back
     runs, budgets = [], {}
     for seed in opts.seeds:  # seed by seed: a report stopped early still has whole seeds
         mine, budgets[seed] = seed_runs(seed, opts)
         runs += mine
+    return runs, budgets
+
+
+def main(argv: list[str] | None = None) -> dict:
+    opts = get_args_parser().parse_args(argv)
+    apply_preset(opts)
+    check_options(opts)
+    try:
+        runs, budgets = collect(opts)
+    except (runtime.Preempted, KeyboardInterrupt) as error:  # the runs' own advice names main.py / fuse.py
+        raise compare.stopped("systems.py", error, "the report's runs") from None
     budget = budgets[opts.seeds[0]]
     rows = aggregate(runs)
     compare.write_csv(os.path.join(opts.out, "results.csv"), rows,
@@ -507,7 +523,3 @@ def main(argv: list[str] | None = None) -> dict:
 
 def cli(argv: list[str] | None = None) -> int:
     return runtime.exit_status("systems.py", lambda: main(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(cli())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import random
@@ -28,16 +29,29 @@ class ConfigError(ValueError):
     """
 
 
+class EmptyList(argparse.ArgumentTypeError):
+    """A list flag given no value at all ('' or ','): argparse says so in one sentence, naming the flag."""
+
+
 def parse_list(item_type: Callable, flag: str) -> Callable[[str], list]:
-    """An argparse ``type`` for comma-separated lists such as ``0.5,0.5,1``."""
+    """An argparse ``type`` for comma-separated lists such as ``0.5,0.5,1``; an empty list is refused.
+
+    ``--seeds ''`` or ``--methods ,`` would otherwise parse as ``[]`` and run with nothing to do (or
+    start training with a default taken later): a flag left out keeps its default, a flag given must
+    name something.
+    """
 
     def parse(text: str) -> list:
         try:
-            return [item_type(part) for part in text.split(",") if part.strip() != ""]
+            values = [item_type(part) for part in text.split(",") if part.strip() != ""]
         except ValueError:
             raise ConfigError(
                 f"{flag} expects a comma-separated list of {item_type.__name__}s, got {text!r}"
             ) from None
+        if not values:
+            raise EmptyList(f"expects at least one value (comma-separated), got {text!r}; leave the flag out "
+                            "for its default")
+        return values
 
     parse.__name__ = f"{item_type.__name__} list"
     return parse

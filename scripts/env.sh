@@ -13,7 +13,10 @@ if [ -z "${PYTHON:-}" ] && [ "${DRY_RUN:-0}" = "1" ]; then
   PYTHON="$_MG_ROOT/.venv/bin/python"
 elif [ -z "${PYTHON:-}" ]; then
   if [ ! -x "$_MG_ROOT/.venv/bin/python" ]; then
-    echo "creating .venv and installing requirements.txt (first run only, about a minute)" >&2
+    # Measured 2026-12-07 on the 2-core development machine: 100 s and 1,101 s (user + sys CPU 91 s of it):
+    # the time is pip downloading torch's ~6 GB of CUDA wheels, so it is the network's, not the CPU's.
+    echo "creating .venv and installing requirements.txt (first run only: 2 to 20 minutes, mostly downloading" \
+         "about 6 GB for torch)" >&2
     python3 -m venv "$_MG_ROOT/.venv"
   fi
   _mg_stamp="$_MG_ROOT/.venv/.requirements.sha256"

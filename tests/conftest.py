@@ -71,6 +71,21 @@ def parallel_and_alone(entry, run: list[str], out, capsys) -> tuple[dict, list[s
     return parallel, printed, alone
 
 
+def crash_once(monkeypatch, when):
+    """engine.train_one_epoch raises (as a kill -9 would stop the run) the first time ``when(epoch, phase)``."""
+    from training import engine
+
+    real, crashed = engine.train_one_epoch, []
+
+    def crashing(*args, epoch, phase, **kwargs):
+        if not crashed and when(epoch, phase):
+            crashed.append(epoch)
+            raise RuntimeError("killed")
+        return real(*args, epoch=epoch, phase=phase, **kwargs)
+
+    monkeypatch.setattr(engine, "train_one_epoch", crashing)
+
+
 def sigterm_group_at(process, line_prefix: str) -> str:
     """Read ``process``'s stdout until a line starts with ``line_prefix``, then SIGTERM its whole
     process group (it must have been started with ``start_new_session=True``); returns its stderr."""

@@ -40,7 +40,7 @@ import glob
 import os
 import pickle
 import shutil
-import warnings
+import sys
 import zipfile
 
 import numpy as np
@@ -304,19 +304,26 @@ def require_kind(state: dict, path, accepted: tuple[str, ...], flag: str = "--re
                               f"not {wanted}")
 
 
-def _resume_candidates(run_dir: str) -> list[str]:
+def resume_candidates(run_dir: str) -> list[str]:
+    """The files of a run folder that ``--resume auto`` may continue from (whole or not)."""
     names = [LATEST_NAME, PREVIOUS_NAME]
     paths = [os.path.join(run_dir, name) for name in names]
     paths += sorted(glob.glob(os.path.join(glob.escape(run_dir), "checkpoint_epoch*.pth")))
     return [path for path in paths if os.path.isfile(path)]
 
 
-def latest_checkpoint(run_dir) -> str | None:
+def _warn(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def latest_checkpoint(run_dir, say=_warn) -> str | None:
     """The newest valid resumable checkpoint of a run folder (for ``--resume auto``).
 
     Candidates are ``checkpoint.pth``, ``checkpoint_prev.pth`` and
     ``checkpoint_epoch*.pth``, ranked by the epoch stored inside them (ties go
-    to that order). Damaged files are skipped with a warning naming them.
+    to that order). Each damaged file is skipped with one line naming it, handed to
+    ``say``: a run passes its log (or ``Context.notes``, logged once its folder is open),
+    so the notice is the run's own line, not a Python warning with a source line.
     ``None`` when nothing valid exists. Ranking opens the files memory-mapped
     (little more than their headers is read); only the winner's checksums are
     then read in full, falling back down the ranking if it is damaged.
@@ -325,23 +332,23 @@ def latest_checkpoint(run_dir) -> str | None:
     if not os.path.isdir(run_dir):
         return None
     ranked = []
-    for order, path in enumerate(_resume_candidates(run_dir)):
+    for order, path in enumerate(resume_candidates(run_dir)):
         try:
             state = _load(path, "cpu", "--resume auto", mmap=True, verify=False)
         except CheckpointError as error:
-            warnings.warn(f"skipping {path}: {error}", stacklevel=2)
+            say(f"warning: {error}; skipped it")
             continue
         epoch = state.get("epoch")
         del state  # release the memory map
         if not isinstance(epoch, int) or isinstance(epoch, bool):
-            warnings.warn(f"skipping {path}: it records no completed epoch", stacklevel=2)
+            say(f"warning: --resume auto: {path} records no completed epoch; skipped it")
             continue
         ranked.append((-epoch, order, path))
     for _, _, path in sorted(ranked):
         try:
             _check_integrity(path, "--resume auto")
         except CheckpointError as error:
-            warnings.warn(f"skipping {path}: {error}", stacklevel=2)
+            say(f"warning: {error}; skipped it")
             continue
         return path
     return None

@@ -22,7 +22,7 @@ import argparse
 import math
 import sys
 
-from utils import parse_list
+from utils import EmptyList, parse_list
 
 # The largest seed: torch accepts seeds up to 2**64 - 1, but the code adds offsets to a seed (the
 # sampler seeds with seed + epoch, fuse.py's members with seed + 1000 (i + 1)); half the range
@@ -106,6 +106,8 @@ class Numbers:
     def __call__(self, text: str) -> list:
         try:
             return parse_list(self.item, self.flag)(text)
+        except EmptyList:
+            raise
         except argparse.ArgumentTypeError as error:
             raise argparse.ArgumentTypeError(f"each value {error} (in {text!r})") from None
 
@@ -131,6 +133,19 @@ def seed() -> Number:
 def numbers(item: Number) -> Numbers:
     """A comma-separated list flag's type, e.g. ``numbers(number(low=0.0, low_open=True, high=1.0))``."""
     return Numbers(item)
+
+
+def folder_name(text: str) -> str:
+    """An argparse ``type`` for a flag that becomes one folder of a path (``--tag`` in
+    ``<save_path>/<dataset>/<tag>/seed_<seed>``): one name, so the run stays under ``--save_path``.
+
+    ``--tag ../../escape`` would write outside it, ``--tag a/b`` two levels down, ``--tag ''`` or
+    ``--tag .`` no level at all (two tags sharing one folder).
+    """
+    if text in ("", ".", "..") or any(character in text for character in "/\\\0"):
+        raise argparse.ArgumentTypeError(f"must be one folder name (not empty, not '.' or '..', without '/' or "
+                                         f"'\\'), got {text!r}")
+    return text
 
 
 def add(group, flag: str, kind: Number | Numbers, **kwargs) -> argparse.Action:

@@ -25,16 +25,31 @@ import tempfile
 from dataclasses import dataclass
 
 from training import flags
+from training.entry import EXIT_INTERRUPTED, interrupted
 from utils import ConfigError
 
 EXIT_USAGE = 2  # a mistake in the command line or the files it names
 EXIT_NON_FINITE = 3  # the loss or the weights became NaN / inf
 EXIT_NO_SPACE = 74  # the disk filled up while writing (EX_IOERR); the last whole checkpoint is kept
-EXIT_PREEMPTED = 75  # stopped by SIGTERM / SIGINT after writing a checkpoint (EX_TEMPFAIL: run it again)
+EXIT_PREEMPTED = 75  # stopped by SIGTERM / SIGINT after writing something (EX_TEMPFAIL: run it again)
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class Preempted(Exception):
-    """SIGTERM / SIGINT arrived; a checkpoint was written and the run can be resumed."""
+    """SIGTERM / SIGINT arrived after the run wrote something; the same command continues it."""
+
+
+class Interrupted(Preempted, KeyboardInterrupt):
+    """Ctrl-C after the run wrote something, before its stop handler was installed (or a second one while it
+    stops): exit 75 like a preemption, and still a KeyboardInterrupt to a Python caller of ``main``."""
+
+
+class NoSpace(OSError):
+    """The disk filled up while a run wrote into ``run_dir`` (``session``): exit 74, saying what the folder holds."""
+
+    def __init__(self, error: OSError, run_dir: str) -> None:
+        super().__init__(error.errno, error.strerror, error.filename)
+        self.run_dir = run_dir
 
 
 # --------------------------------------------------------------------------- flags
@@ -88,7 +103,8 @@ def add_run_folder_arguments(group: argparse._ArgumentGroup, resume: bool = True
     """--save_path, --tag and (``resume``) --resume."""
     group.add_argument("--save_path", default="./snapshots",
                        help="root of the run folders <save_path>/<dataset>/<tag>/seed_<seed>/")
-    group.add_argument("--tag", default="run", help="name of the run (a folder level)")
+    group.add_argument("--tag", default="run", type=flags.folder_name,
+                       help="name of the run: one folder name, without '/'")
     if not resume:
         return
     group.add_argument("--resume", default="", metavar="PATH",
@@ -153,15 +169,35 @@ def exit_status(prog: str, call) -> int:
     except Preempted as error:
         print(f"{prog}: {error}", file=sys.stderr)
         return EXIT_PREEMPTED
+    except KeyboardInterrupt:  # before the run wrote anything (``session`` turns a later one into Preempted)
+        print(interrupted(prog), file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except NoSpace as full:
+        print(f"{prog}: stopped: {no_space(full, full.run_dir)}", file=sys.stderr)
+        return EXIT_NO_SPACE
     except OSError as error:
-        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+        if error.errno not in DISK_FULL:
             raise
-        where = f" while writing {error.filename}" if error.filename else ""
-        print(f"{prog}: stopped: no space left on the device{where}; checkpoints are written whole (a temporary "
-              "file, then a rename), so the last one is intact: free some space, then run the same command plus "
-              "--resume auto", file=sys.stderr)
+        print(f"{prog}: stopped: {no_space(error, None)}", file=sys.stderr)
         return EXIT_NO_SPACE
     return 0
+
+
+def no_space(error: OSError, run_dir: str | None) -> str:
+    """What a full disk left: the newest whole checkpoint of ``run_dir`` to continue from, or that there is none."""
+    from training import checkpoint
+
+    where = f"no space left on the device while writing {error.filename}" if error.filename else \
+        "no space left on the device"
+    if run_dir is None:
+        return f"{where}; free some space, then run the same command again"
+    latest = checkpoint.latest_checkpoint(run_dir, say=lambda line: None)
+    if latest is None:
+        return (f"{where}, before the run's first checkpoint, so {os.path.abspath(run_dir)} holds none to continue "
+                "from: free some space, then run the same command plus --resume auto (what had no checkpoint "
+                "trains again from its start)")
+    return (f"{where}; the newest checkpoint, {latest}, is whole (checkpoints are written to a temporary file, "
+            "then renamed): free some space, then run the same command plus --resume auto to continue from it")
 
 
 class Context:
@@ -224,6 +260,16 @@ def session(args: argparse.Namespace):
     stop = engine.StopRequest()
     try:
         yield ctx, stop
+    except KeyboardInterrupt:  # a Ctrl-C before ``stop`` was installed, or a second one while stopping
+        if ctx.logger.run_dir is None:
+            raise  # nothing written yet: exit_status says so (exit 130)
+        raise Interrupted(f"interrupted by SIGINT before the run could stop at a step; what it wrote stays in "
+                          f"{os.path.abspath(ctx.logger.run_dir)}: run the same command plus --resume auto to "
+                          "continue") from None
+    except OSError as error:
+        if error.errno in DISK_FULL and ctx.logger.run_dir is not None:
+            raise NoSpace(error, str(ctx.logger.run_dir)) from None
+        raise
     finally:
         stop.restore()
         ctx.close()
@@ -324,13 +370,55 @@ def _lock(args: argparse.Namespace, ctx: Context, run_dir: str, needed_bytes: in
         raise refused if refused is not None else ConfigError(message)
 
 
-def open_run_folder(args: argparse.Namespace, ctx: Context, run_dir: str, needed_bytes: int = 0) -> None:
+def open_run_folder(args: argparse.Namespace, ctx: Context, run_dir: str, needed_bytes: int = 0,
+                    resumed: bool | None = None) -> None:
     """Lock the run folder (unless ``claim_run_folder`` did), check its checkpoints (``needed_bytes``) fit on
-    the disk, and log into it. Only the main process writes."""
+    the disk, and log into it. Only the main process writes.
+
+    ``resumed``: whether the run continues a checkpoint. False with ``--resume auto`` (none was found) starts
+    the run over (``start_over``); None leaves the metrics to the caller.
+    """
     _lock(args, ctx, run_dir, needed_bytes)
     ctx.log_to(run_dir)
     for note in ctx.notes + ([ctx.run_lock.note] if ctx.run_lock is not None and ctx.run_lock.note else []):
         ctx.logger.info(note)
+    if resumed is False and getattr(args, "resume", "") == "auto":
+        start_over(ctx, run_dir)
+
+
+def finished_report(run_dir: str, ended: bool, report: str = "summary.json"):
+    """The report file of a run (its JSON) when its checkpoint says it ``ended`` and the report, written last,
+    is there: the run is finished and ``--resume auto`` has nothing to do (``say_finished``). Else None."""
+    import json
+
+    path = os.path.join(run_dir, report)
+    if not ended or not os.path.isfile(path):
+        return None
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def say_finished(ctx: Context, run_dir: str, what: str) -> None:
+    """A finished run opened again (``--resume auto``): say so, and change nothing on disk (no log line, no
+    TensorBoard file, no rewritten report); the command exits 0. Called before ``open_run_folder``."""
+    for note in ctx.notes:  # e.g. a damaged checkpoint skipped: said, not logged (the log stays as it was)
+        ctx.logger.info(note)
+    ctx.logger.info(f"{os.path.abspath(run_dir)} holds a finished run ({what}); nothing to do, nothing changed")
+
+
+def start_over(ctx: Context, run_dir: str) -> None:
+    """``--resume auto`` found no checkpoint: the run starts from nothing, so the rows a run before it logged
+    (one stopped before its first checkpoint, e.g. by a full disk) leave metrics.jsonl, and the log says so."""
+    from custom_log import METRICS_FILE
+
+    metrics = os.path.join(run_dir, METRICS_FILE)
+    if not (os.path.isfile(metrics) and os.path.getsize(metrics)):
+        return  # a first run: nothing to drop (and no second TensorBoard file to start)
+    dropped = ctx.logger.continue_at(0)
+    if dropped:
+        ctx.logger.info(f"--resume auto: {os.path.abspath(run_dir)} holds no checkpoint to continue from, so the "
+                        f"run starts over; the {dropped} rows of metrics.jsonl from the run before (stopped before "
+                        "its first checkpoint) are dropped")
 
 
 # --------------------------------------------------------------------------- network size
