@@ -65,7 +65,7 @@ class GrowthReport:
     passes: int  # forward + backward passes over training batches
     images: int  # images those passes saw
     analysis_flops: float
-    losses: tuple[float, float] | None = None  # firefly: loss on its batches before and after its steps
+    losses: tuple[float, float] | None = None  # firefly: loss on its first batch before and after its steps
 
     def describe(self) -> str:
         added = ", ".join(f"{name} +{count}" for name, count in self.added.items() if count)
@@ -315,7 +315,7 @@ def firefly(small: WideResNet, large_channels: tuple[int, ...], batches, *, step
         weight.requires_grad_(True)
     was_training = large.training
     large.eval()
-    losses, passes, images, shape = [], 0, 0, None
+    first, before, passes, images, shape = None, None, 0, 0, None
     try:
         for x, y in batches:
             if passes == steps:
@@ -323,21 +323,27 @@ def firefly(small: WideResNet, large_channels: tuple[int, ...], batches, *, step
             optimizer.zero_grad(set_to_none=True)
             loss = F.cross_entropy(large(x), y)
             loss.backward()
+            if first is None:  # the batch whose loss the log compares (batches differ more than steps do)
+                first, before = (x, y), loss.item()
             for weight in weights:  # only the new weights move (Adam leaves a zero-gradient entry where it is)
                 weight.grad.mul_(masks[id(weight)])
             optimizer.step()
             with torch.no_grad():  # back to the starting norms
                 for weight, index, unit_dim, norm in parts:
                     weight[index] = _at_norm(weight[index], unit_dim, norm)
-            losses.append(loss.item())
             passes, images, shape = passes + 1, images + x.shape[0], tuple(x.shape[1:])
+        after = None
+        if first is not None:
+            with torch.no_grad():
+                after = F.cross_entropy(large(first[0]), first[1]).item()
     finally:
         for param in large.parameters():
             param.requires_grad_(True)
         large.train(was_training)
-    flops = images * 3.0 * forward_flops(large, shape) if passes else 0.0
+    # the steps' forward + backward passes, and the one forward that measures the first batch again
+    flops = (images * 3.0 + first[0].shape[0]) * forward_flops(large, shape) if passes else 0.0
     return GrowthReport(large, {g.name: g.added for g in groups}, passes, images, flops,
-                        losses=(losses[0], losses[-1]) if losses else None)
+                        losses=(before, after) if passes else None)
 
 
 def _unit_norms(part: torch.Tensor, unit_dim: int) -> torch.Tensor:

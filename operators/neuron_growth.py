@@ -44,7 +44,7 @@ def firefly(model: nn.Module, inputs: OperatorInputs) -> OperatorResult:
     before, after = report.losses
     return OperatorResult(report.model, keep_optimizer_state=False, label="widened (Firefly)",
                           message=f"Firefly: widened {tuple(model.channels)} -> {tuple(report.model.channels)}; "
-                                  f"loss on its batches {before:.4f} -> {after:.4f}; {report.describe()}",
+                                  f"loss on its first batch {before:.4f} -> {after:.4f}; {report.describe()}",
                           analysis_flops=report.analysis_flops)
 
 

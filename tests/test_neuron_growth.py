@@ -134,6 +134,7 @@ def test_firefly_lowers_the_loss_on_its_batch_and_keeps_the_new_weights_at_their
                                    generator=torch.Generator().manual_seed(3))
     assert report.passes == 30
     assert firefly_loss(report.model, x, y) < firefly_loss(start, x, y)
+    assert report.losses == pytest.approx((firefly_loss(start, x, y), firefly_loss(report.model, x, y)), rel=1e-5)
     small_modules, grown_modules = dict(small.named_modules()), dict(report.model.named_modules())
     for group in neuron_growth.channel_groups(small, LARGE):
         for name in group.producers:
@@ -159,8 +160,8 @@ def test_analysis_flops_are_the_passes_times_the_training_flops_per_image():
     assert gradmax.analysis_flops == pytest.approx(24 * 3 * count_flops(small, (3, 8, 8), None), rel=1e-9)
     firefly = neuron_growth.firefly(small, LARGE, [(x, y)] * 5, steps=4)
     large = WideResNet(10, LARGE, 10, PlainLayers())
-    assert firefly.passes == 4
-    assert firefly.analysis_flops == pytest.approx(4 * 8 * 3 * count_flops(large, (3, 8, 8), None), rel=1e-9)
+    assert firefly.passes == 4  # 4 forward + backward passes, and one forward of the first batch for the log
+    assert firefly.analysis_flops == pytest.approx((4 * 8 * 3 + 8) * count_flops(large, (3, 8, 8), None), rel=1e-9)
 
 
 def test_growth_to_a_smaller_width_is_refused_in_one_sentence():
