@@ -306,7 +306,7 @@ def method_flags(method: str, opts: argparse.Namespace, phases: Phases) -> list[
                 "--ensemble_train_epochs", str(phases.member_1)]
     plain = ["--arch", "normalwrn", "--growth_epochs", "-1"]
     recalibrate = ["--recalibrate_bn", str(opts.recalibrate_bn)] if method.endswith(BN_SUFFIX) else []
-    budget = ["--analysis_within_budget"] if opts.budget == "flops" else []
+    budget = ["--analysis_within_budget"] if getattr(opts, "budget", "epochs") == "flops" else []  # systems.py: none
     if base == "scratch_small":
         return plain + ["--wide", f"{opts.wide:g}", "--width_fraction", f"{fraction:g}"]
     if base == "scratch_large":
