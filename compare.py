@@ -444,7 +444,7 @@ def run_one(command: list[str], train: bool = True) -> dict | None:
 
 
 # Flags that name where things are, not what a run computes: a finished run still counts when they differ.
-LOCATION_FLAGS = ("save_path", "resume", "data_path", "resume_member_0", "resume_member_1")
+LOCATION_FLAGS = ("save_path", "resume", "data_path", "resume_member_0", "resume_member_1", "resume_small")
 
 
 def read_finished(args: argparse.Namespace) -> tuple[list, list, str] | None:
