@@ -444,7 +444,8 @@ def run_one(command: list[str], train: bool = True) -> dict | None:
 
 
 # Flags that name where things are, not what a run computes: a finished run still counts when they differ.
-LOCATION_FLAGS = ("save_path", "resume", "data_path", "resume_member_0", "resume_member_1", "resume_small")
+# (and main.SOURCE_FLAGS, the files a run starts from: their content is checked instead, sources.json)
+LOCATION_FLAGS = ("save_path", "resume", "data_path")
 
 
 def read_finished(args: argparse.Namespace) -> tuple[list, list, str] | None:
@@ -467,7 +468,8 @@ def read_finished(args: argparse.Namespace) -> tuple[list, list, str] | None:
         stored = json.load(handle)
     wanted = json.loads(json.dumps(checkpoint.args_to_dict(args)))
     defaults = json.loads(json.dumps(checkpoint.args_to_dict(main.get_args_parser().parse_args([]))))
-    if any(stored.get(key, defaults.get(key)) != value for key, value in wanted.items() if key not in LOCATION_FLAGS):
+    where = LOCATION_FLAGS + main.SOURCE_FLAGS
+    if any(stored.get(key, defaults.get(key)) != value for key, value in wanted.items() if key not in where):
         return None
     with open(paths["metrics.jsonl"]) as handle:
         history = [json.loads(line) for line in handle if line.strip()]

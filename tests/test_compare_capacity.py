@@ -13,6 +13,7 @@ import main
 import models
 from compute_flops import count_parameters
 from models.net2net import small_plain_wrn
+from test_models import randomize_batchnorm_statistics
 
 
 def options(*flags):
@@ -68,10 +69,7 @@ def test_template_networks_at_the_capacity_widths_grow_to_the_large_shape_and_ke
     args = parse("--depth", "10", "--arch", "wrn", "--wide", "0.5", "--template_size", "0.5,0.5,1",
                  "--coefs_growing", "zero")
     model = models.create_model(args, 10).eval()
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_var.uniform_(0.5, 1.5)
-            m.running_mean.normal_(0, 0.1)
+    randomize_batchnorm_statistics(model)
     assert tuple(models.materialize(model, 1).channels) == (8, 4, 8, 16)
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():

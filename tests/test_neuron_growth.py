@@ -12,6 +12,7 @@ from models import neuron_growth
 from models.layers import PlainLayers
 from models.wrn import WideResNet
 from operators.growth import growth_widths
+from test_models import randomize_batchnorm_statistics
 from utils import ConfigError
 
 SMALL, LARGE = (4, 2, 4, 8), (8, 4, 8, 16)  # every stage starts with a shortcut at both widths
@@ -21,14 +22,7 @@ def trained_like(channels, depth=10, seed=0):
     """A plain WRN with non-trivial weights and BatchNorm statistics, in eval mode."""
     torch.manual_seed(seed)
     network = WideResNet(depth, channels, 10, PlainLayers())
-    with torch.no_grad():
-        for module in network.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                n = module.num_features
-                module.running_mean.copy_(torch.randn(n) * 0.1)
-                module.running_var.copy_(torch.rand(n) + 0.5)
-                module.weight.copy_(torch.rand(n) + 0.5)
-                module.bias.copy_(torch.randn(n) * 0.1)
+    randomize_batchnorm_statistics(network)
     return network.eval()
 
 
