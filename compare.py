@@ -920,8 +920,7 @@ class Comparison:
     def __init__(self, opts: argparse.Namespace, extra: list[str], plans: dict, flops: dict) -> None:
         self.opts, self.extra, self.plans, self.flops = opts, extra, plans, flops
         self.commands: dict[str, list[str]] = {}
-        self.members: dict[int, dict | None] = {}
-        self.small: dict[int, dict | None] = {}
+        self.shared: dict[str, dict | None] = {}  # the members / small networks read so far, by run key
 
     # ---------------------------------------------------------------- the runs, named once
 
@@ -969,20 +968,19 @@ class Comparison:
                               "on this --out and seed; wait for it to end, or give this comparison another --out "
                               "or --seeds") from None
 
-    def shared_start(self, method: str, seed: int) -> dict | None:
-        """The seed's shared members or small network that ``method`` starts from, trained on first use and read
-        back after (once per seed); None when it has not finished (``--report_only``)."""
-        key, command = self.start_run(method, seed)
-        cache = self.members if base_method(method) in FROM_MEMBERS + ("ensemble",) else self.small
-        if seed not in cache:
-            cache[seed] = self.run(key, command)
-        return cache[seed]
+    def shared_start(self, key: str, command: list[str]) -> dict | None:
+        """A seed's shared members or small network (``start_run``), trained on first use and read back after
+        (once per seed); None when it has not finished (``--report_only``)."""
+        if key not in self.shared:
+            self.shared[key] = self.run(key, command)
+        return self.shared[key]
 
     def entry(self, method: str, recipe: str, seed: int) -> dict | None:
         if recipe != "fair":
             return self.run(*self.fixed_run(method, recipe, seed))
-        start = self.shared_start(method, seed) if self.start_run(method, seed) else None
-        if self.start_run(method, seed) and start is None:
+        started = self.start_run(method, seed)
+        start = self.shared_start(*started) if started else None
+        if started and start is None:
             return None
         if base_method(method) == "ensemble":
             return ensemble_entry(start, self.opts)
