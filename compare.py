@@ -77,7 +77,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from training import flags
+from training import command_line, flags, stops
 from training import runtime
 from utils import ConfigError, atomic_write_text, parse_list
 
@@ -897,7 +897,7 @@ def train_jobs(todo: list[Job], done: set[str], at_once: int, logs: str, who: st
                     finished += 1
                     print(f"{who}: finished {job.key} in {time.time() - begun:.0f} s ({finished}/{total} done)",
                           flush=True)
-                elif not (stopping and process.returncode == runtime.EXIT_PREEMPTED) and failed is None:
+                elif not (stopping and process.returncode == stops.EXIT_PREEMPTED) and failed is None:
                     failed = (job, process.returncode, log)
     finally:
         stop.restore()
@@ -909,7 +909,7 @@ def train_jobs(todo: list[Job], done: set[str], at_once: int, logs: str, who: st
                         f"{log}; the other runs stopped with a checkpoint: run the same command again to "
                         "continue (finished runs are read back)", status if status > 1 else 1)
     if stopping:
-        raise runtime.Preempted(f"stopped by {stop.signal_name}: every running run wrote its checkpoint; run the "
+        raise stops.Preempted(f"stopped by {stop.signal_name}: every running run wrote its checkpoint; run the "
                                 f"same {who}.py command again to continue (the finished runs are read back)")
     print(f"{who}: {total} runs trained in {(time.time() - started) / 60:.1f} min", flush=True)
 
@@ -1063,11 +1063,11 @@ def last_line(path: str) -> str:
     return line if len(line) <= 300 else line[:297] + "..."
 
 
-def stopped(who: str, error: BaseException, during: str) -> runtime.Preempted:
+def stopped(who: str, error: BaseException, during: str) -> stops.Preempted:
     """A stop inside one of a report's runs (``Preempted``, or a Ctrl-C before that run wrote anything), said
     as the report's own: the same report command continues it (the finished runs are read back)."""
-    how = "stopped by a signal" if isinstance(error, runtime.Preempted) else "interrupted by SIGINT"
-    return runtime.Preempted(f"{how} during {during}; run the same {who} command again to continue (the finished "
+    how = "stopped by a signal" if isinstance(error, stops.Preempted) else "interrupted by SIGINT"
+    return stops.Preempted(f"{how} during {during}; run the same {who} command again to continue (the finished "
                              "runs are read back, a stopped one resumes)")
 
 
@@ -1095,7 +1095,7 @@ def main(argv: list[str] | None = None) -> dict:
             name = job_name(method, recipe, opts)
             try:
                 result = comparison.entry(method, recipe, seed)
-            except (runtime.Preempted, KeyboardInterrupt) as error:
+            except (stops.Preempted, KeyboardInterrupt) as error:
                 raise stopped("compare.py", error, f"{name} seed {seed}") from None
             if result is None:
                 unfinished.append(f"{name} seed {seed}")
@@ -1160,7 +1160,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 def cli(argv: list[str] | None = None) -> int:
     try:
-        return runtime.exit_status("compare.py", lambda: main(argv))
+        return command_line.exit_status("compare.py", lambda: main(argv))
     except RunFailed as error:
         print(f"compare.py: stopped: {error}", file=sys.stderr)
         return error.status

@@ -26,7 +26,8 @@ import math
 import os
 import time
 
-from training import flags
+from training import checkpoint, command_line, engine, flags, stops
+from training.training_state import restore_training_state, training_state
 from training import runtime
 from utils import ConfigError, parse_list
 
@@ -44,6 +45,8 @@ SEARCH_FIELDS = ("dataset", "val_split", "train_subset", "batch_size", "num_cell
 # Fields added after the first release: a checkpoint without them was saved with their defaults.
 LATER_FIELDS = ("base", "wrn_depth", "wrn_width", "strategy", "objective", "max_params", "max_flops", "recalibrate_bn",
                 "children_per_generation")
+EVOLVE_KIND = checkpoint.register_kind("evolve", "an evolution search checkpoint (written by evolve.py)",
+                                     lambda state: "search" in state)
 PARALLEL_MODES = ("data", "individuals")
 MODEL_KINDS = {"cellnet": "cellnet", "wrn": "plain_wrn"}  # --base -> the model kind its checkpoints carry
 
@@ -53,9 +56,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     from evolution.search import STRATEGIES
     from operators.mutations import MUTATIONS
 
-    parser = runtime.new_parser("Neuro-Cell architecture search: evolve a cell network by function-preserving "
+    parser = command_line.new_parser("Neuro-Cell architecture search: evolve a cell network by function-preserving "
                                 "mutations, then train the champion on train + validation and test it once.")
-    runtime.add_run_arguments(parser)
+    command_line.add_run_arguments(parser)
     parser.set_defaults(val_split=0.2, tag="evolve")
 
     g = parser.add_argument_group("Base network")
@@ -191,7 +194,7 @@ def base_config_from_args(args: argparse.Namespace, num_classes: int, input_size
 
 def cli(argv: list[str] | None = None) -> int:
     """``python evolve.py``: parse, run, and turn expected failures into one sentence and an exit status."""
-    return runtime.cli("evolve.py", get_args_parser, main, argv)
+    return command_line.cli("evolve.py", get_args_parser, main, argv)
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -214,6 +217,8 @@ class Training:
     """One individual's training (SGDR, per step) as ``engine.fit`` runs it; a stop records this training's
     state in ``run.stopped`` (the search's checkpoint then holds it)."""
 
+    saves_each_epoch = False  # its epochs end in no checkpoint: a stop between them records one too
+
     def __init__(self, run, task, stop, resume: dict | None) -> None:
         from evolution import SGDR
 
@@ -224,15 +229,11 @@ class Training:
             self.model.load_state_dict(resume["model"])
         self.loader = run.loader_for(task)
         self.schedule = SGDR(run.args.lr, task.epochs, len(self.loader))
-        self.net = runtime.wrap_for_training(self.model, self.ctx)
+        self.net = engine.wrap_for_training(self.model, self.ctx)
         self.optimizer = run.new_optimizer(self.model)
         self.start_epoch, self.partial, seconds, self.rows = 0, None, 0.0, []
         if resume is not None:
-            from training import engine
-
-            engine.load_optimizer_state_by_name(self.optimizer, self.model, resume["optimizer"])
-            if self.ctx.scaler is not None and resume.get("scaler"):
-                self.ctx.scaler.load_state_dict(resume["scaler"])
+            restore_training_state(resume, self.model, self.optimizer, self.ctx.scaler)
             self.start_epoch, self.partial, seconds = resume["epoch"], resume["partial"], resume["seconds"]
             self.rows = list(resume["rows"])
         self.started = time.time() - seconds
@@ -247,9 +248,9 @@ class Training:
         loader_epoch = self.first_epoch + epoch  # every epoch of the search sees its own shuffle
         return engine.EpochSpec(
             net=self.net, model=self.model, optimizer=self.optimizer, loader=self.loader, phase=self.task.stage,
-            batch_size=args.batch_size, step_lr=lambda step: self.schedule.lr(epoch, step),
-            loader_epoch=loader_epoch, row_epoch=loader_epoch, amp=args.amp,
-            batch_transform=self.run.data.train_transform, where=f"individual {individual.id} ",
+            lr=lambda step: self.schedule.lr(epoch, step), loader_epoch=loader_epoch, row_epoch=loader_epoch,
+            step=engine.StepOptions(amp=args.amp, batch_transform=self.run.data.train_transform),
+            where=f"individual {individual.id} ",
             row={"individual": individual.id, "generation": individual.generation})
 
     def end_epoch(self, epoch: int, spec, row: dict) -> None:
@@ -258,15 +259,11 @@ class Training:
     def checkpoint(self, epoch: int, spec, partial: dict | None) -> None:
         """This training's state, to continue at ``epoch`` (``partial``: the steps of it done); ``EvolutionRun.step``
         writes it into the search's checkpoint."""
-        from training import engine
-        from utils import rng_state
-
-        task, scaler = self.task, self.ctx.scaler
+        task = self.task
         self.run.stopped = to_cpu({
             "stage": task.stage, "epochs": task.epochs, "first_epoch": self.first_epoch, "epoch": epoch,
             "partial": partial, "individual": task.individual.record(), "model": self.model.state_dict(),
-            "optimizer": engine.optimizer_state_by_name(self.optimizer, self.model),
-            "scaler": scaler.state_dict() if scaler is not None else None, "rng": rng_state(),
+            **training_state(self.model, self.optimizer, self.ctx.scaler),
             "seconds": time.time() - self.started, "rows": self.rows})
 
 
@@ -283,21 +280,6 @@ def to_cpu(value):
     return value
 
 
-class RowsLater:
-    """The logger an individual's training writes to: the log lines show at once (rank 0's), the metrics rows
-    wait until the training is complete (with --parallel individuals: until the round is in), then rank 0
-    writes them with its fitness row, in id order, as one process would have."""
-
-    def __init__(self, logger) -> None:
-        self.logger = logger
-
-    def info(self, text: str) -> None:
-        self.logger.info(text)
-
-    def log_epoch(self, row: dict) -> None:
-        pass
-
-
 class EvolutionRun:
     """One search: its folder, data, ``Search`` state, and the training of each individual.
 
@@ -305,7 +287,7 @@ class EvolutionRun:
     --parallel individuals, one per rank, each rank its own on the whole data, every rank's results
     then gathered on every rank so all keep the same search) and checkpoints; a SIGTERM in the
     middle writes the search plus the round's trainings (``in_flight``, by individual id: exactly
-    where each stopped; ``finished``: those complete) and raises ``runtime.Preempted``;
+    where each stopped; ``finished``: those complete) and raises ``stops.Preempted``;
     ``--resume auto`` continues exactly there.
     """
 
@@ -315,7 +297,7 @@ class EvolutionRun:
         from training import checkpoint
         from training import distributed
         from evolution import Search
-        from utils import seed_everything
+        from training.training_state import seed_everything
 
         self.args, self.ctx = args, ctx
         self.run_dir = runtime.claim_run_folder(args, ctx)  # locked before the data loads
@@ -328,14 +310,13 @@ class EvolutionRun:
         # --parallel individuals: a rank trains and evaluates alone, on the whole data (a view of ctx as one process).
         self.individuals = args.parallel == "individuals" and ctx.dist.enabled
         self.width = ctx.dist.world_size if self.individuals else 1  # trainings at the same time
-        self.training_ctx = copy.copy(ctx)  # its logger: RowsLater
+        self.training_ctx = copy.copy(ctx)
         if self.individuals:
             self.training_ctx.dist = distributed.NOT_DISTRIBUTED
         self.data = runtime.load_data(args, self.training_ctx)
         self.full_data = None  # train + validation, for the champion (loaded when needed)
         runtime.open_run_folder(args, ctx, self.run_dir, resumed=resumed is not None)
-        self.log = ctx.logger
-        self.training_ctx.logger = RowsLater(ctx.logger)
+        self.log = self.training_ctx.logger = ctx.logger  # the folder's logger, opened after the copy
         self.search = Search(MODEL_KINDS[args.base],
                              base_config_from_args(args, self.data.num_classes, self.data.input_size[1]),
                              population_size=args.population_size, tournament_fraction=args.tournament_fraction,
@@ -352,8 +333,6 @@ class EvolutionRun:
         self.train_loader = self.data.train_loader(args.manualSeed)
         args_path = os.path.join(self.run_dir, "args.json")
         if resumed is not None:
-            from utils import set_rng_state
-
             if resumed.get("in_flight") and "stage" in resumed["in_flight"]:
                 raise checkpoint.CheckpointError(
                     f"--resume: {resume_path} was written in the middle of an individual by an older evolve.py; "
@@ -363,7 +342,7 @@ class EvolutionRun:
             self.epochs_done = resumed["epochs_done"]
             self.in_flight, self.finished = resumed.get("in_flight") or {}, resumed.get("finished") or {}
             self.champion_file = resumed.get("champion")
-            set_rng_state(resumed["rng"])
+            restore_training_state(resumed, None, None, None)
             self.log.continue_at(resumed["epoch"])  # the first loader epoch trained again
             self.log.info(f"resumed from {resume_path}: continuing {self.position()}")
         if resumed is None or not os.path.exists(args_path):  # a new run, or one resumed into a new folder
@@ -402,7 +381,7 @@ class EvolutionRun:
         if path is None:
             return None, None
         state = checkpoint.load_checkpoint(path)
-        checkpoint.require_kind(state, path, ("evolve",))  # names the program that wrote it
+        checkpoint.require_kind(state, path, (EVOLVE_KIND,))  # names the program that wrote it
         parser = get_args_parser()
         saved_args = {**{f: parser.get_default(f) for f in LATER_FIELDS}, **state["args"]}
         checkpoint.check_compatible(saved_args, checkpoint.args_to_dict(args), SEARCH_FIELDS)
@@ -438,14 +417,14 @@ class EvolutionRun:
         if stopped:
             self.save_checkpoint()
             where = ", ".join(f"individual {r['individual']['id']} at epoch {r['epoch']}" for r in stopped)
-            raise runtime.Preempted(f"stopped by {stop.signal_name or 'a signal to another process'} ({where}); "
+            raise stops.Preempted(f"stopped by {stop.signal_name or 'a signal to another process'} ({where}); "
                                     f"checkpoint written to {os.path.abspath(self.run_dir)}; resume with the same "
                                     "command plus --resume auto")
         for task in tasks:
             self.complete(task, self.finished.pop(task.individual.id))
         self.save_checkpoint()
         if stop.requested(self.ctx.device):
-            raise runtime.Preempted(f"stopped by {stop.signal_name} after individual {tasks[-1].individual.id}; "
+            raise stops.Preempted(f"stopped by {stop.signal_name} after individual {tasks[-1].individual.id}; "
                                     f"checkpoint written to {os.path.abspath(self.run_dir)}; resume with the same "
                                     "command plus --resume auto")
         return True
@@ -453,7 +432,7 @@ class EvolutionRun:
     def run_task(self, task, stop) -> dict:
         """Train (and evaluate) ``task`` on this rank: its result, or the record of where a stop left it."""
         from compute_flops import count_flops, count_parameters
-        from utils import seed_everything, set_rng_state
+        from training.training_state import seed_everything
 
         resume = self.in_flight.get(task.individual.id)
         if resume is None and task.stage in ("population", "generations") and self.args.recalibrate_bn:
@@ -462,10 +441,9 @@ class EvolutionRun:
             seed_everything(self.task_seed(task))
         else:
             task.individual.after_mutation = resume["individual"]["after_mutation"]
-            set_rng_state(resume["rng"])
         try:
             model, seconds, rows = self.train(task, stop, resume)
-        except runtime.Preempted:
+        except stops.Preempted:
             return self.stopped
         result = {"individual": task.individual.record(), "state": to_cpu(model.state_dict()), "seconds": seconds,
                   "rows": rows}
@@ -534,7 +512,10 @@ class EvolutionRun:
         from training import engine
 
         training = Training(self, task, stop, resume)
-        engine.fit(training, range(training.start_epoch, task.epochs), partial=training.partial)
+        # Its metrics rows wait until the training is complete (with --parallel individuals: until the round is
+        # in); then rank 0 writes them with its fitness row, in id order, as one process would have.
+        engine.fit(training, range(training.start_epoch, task.epochs), partial=training.partial,
+                   sink=engine.HeldBack())
         return training.model, time.time() - training.started, training.rows
 
     def evaluate(self, model, loader) -> dict:
@@ -572,7 +553,8 @@ class EvolutionRun:
         self.log.info(f"champion: individual {champion.id} ({describe(model)}), {self.data.selection_split} top-1 "
                       f"{champion.fitness:.2f}%; after {task.epochs} epochs on train + validation: test top-1 "
                       f"{test['top1']:.2f}%")
-        self.champion_file = {"args": checkpoint.args_to_dict(self.args), "epoch": self.epochs_done,
+        self.champion_file = {"kind": checkpoint.NETWORK_KIND, "args": checkpoint.args_to_dict(self.args),
+                              "epoch": self.epochs_done,
                               "model_kind": self.search.model_kind, "model_config": model.config(),
                               "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "result": result,
                               "individual": champion.record()}
@@ -593,13 +575,12 @@ class EvolutionRun:
         from training import distributed
         from evolution import plot_lineage, write_lineage
         from evolution.lineage import LINEAGE_FILE
-        from utils import rng_state
 
         if self.ctx.main_process:
             # "epoch": the first one whose metrics rows are not written (a stopped round's trainings hold theirs).
-            state = {"args": checkpoint.args_to_dict(self.args), "epoch": self.epochs_done,
+            state = {"kind": EVOLVE_KIND, "args": checkpoint.args_to_dict(self.args), "epoch": self.epochs_done,
                      "epochs_done": self.epochs_done, "search": self.search.state_dict(),
-                     "rng": rng_state(), "in_flight": self.in_flight, "finished": self.finished,
+                     **training_state(None, None, None), "in_flight": self.in_flight, "finished": self.finished,
                      "champion": self.champion_file}
             checkpoint.save_checkpoint(state, os.path.join(self.run_dir, checkpoint.LATEST_NAME), keep_previous=True)
             records = self.search.records()

@@ -27,7 +27,8 @@ import math
 import os
 import time
 
-from training import flags
+from training import checkpoint, command_line, engine, flags, stops
+from training.training_state import restore_training_state, training_state
 from training import runtime
 from utils import ConfigError
 
@@ -37,6 +38,8 @@ FUSED_NAME = "fused.pth"
 FUSED_INITIAL_NAME = "fused_initial.pth"  # right after fusion, before fine-tuning
 FUSED_RECALIBRATED_NAME = "fused_recalibrated.pth"  # the same with re-estimated BatchNorm statistics
 BEST_NAME = "best.pth"  # the fine-tuning epoch with the best validation top-1 so far
+FUSE_KIND = checkpoint.register_kind("fuse", "a fusion run checkpoint (written by fuse.py)",
+                                   lambda state: "record" in state)
 MAX_MEMBERS = 64  # fusion holds every member and their k-times-wide concatenation at once
 EXAMPLE_INPUTS = 2  # images (zeros) that torch-pruning traces the network with; only their shape matters
 
@@ -49,9 +52,9 @@ RUN_FIELDS = ("dataset", "val_split", "train_subset", "batch_size", "checkpoints
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = runtime.new_parser("Model fusion (Neuron Transplantation and baselines): fuse k trained networks into "
+    parser = command_line.new_parser("Model fusion (Neuron Transplantation and baselines): fuse k trained networks into "
                                 "one of a member's size, fine-tune it, select on a validation split, test once.")
-    runtime.add_run_arguments(parser)
+    command_line.add_run_arguments(parser)
     parser.set_defaults(tag="fuse", val_split=0.1, batch_size=256)
 
     g = parser.add_argument_group("Members (give --checkpoints, or train them with --train_members)")
@@ -161,7 +164,7 @@ def fine_tunes(args: argparse.Namespace) -> bool:
 
 def cli(argv: list[str] | None = None) -> int:
     """``python fuse.py``: parse, run, and turn expected failures into one sentence and an exit status."""
-    return runtime.cli("fuse.py", get_args_parser, main, argv)
+    return command_line.cli("fuse.py", get_args_parser, main, argv)
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -247,7 +250,7 @@ def check_members_learned(members: list, member_val: list[dict], num_classes: in
                 log.info(f"warning: member {index} is no better than chance on the validation split "
                          f"({val['top1']:.2f}% top-1, chance {chance:.2f}%); fusing it anyway")
             continue
-        raise engine.NonFiniteLossError(f"member {index} diverged: {broken} not finite, so it cannot be fused "
+        raise stops.NonFiniteLossError(f"member {index} diverged: {broken} not finite, so it cannot be fused "
                                         "(lower --member_lr, or give other --checkpoints)")
 
 
@@ -271,7 +274,7 @@ class Training:
         self.phase, self.name, self.epochs, self.lr_of = phase, name, epochs, lr_of
         self.select, self.max_steps = select, max_steps
         self.ctx, self.run_dir, self.stop = run.ctx, run.run_dir, stop
-        self.net = runtime.wrap_for_training(network, run.ctx)
+        self.net = engine.wrap_for_training(network, run.ctx)
         self.per_epoch = len(loader)  # steps of a whole epoch (a resumed one skips its first steps)
 
     def begin_epoch(self, epoch: int):
@@ -280,14 +283,13 @@ class Training:
         args = self.run.args
         steps = None if self.max_steps is None else min(self.per_epoch, self.max_steps - epoch * self.per_epoch)
         return engine.EpochSpec(net=self.net, model=self.network, optimizer=self.optimizer, loader=self.loader,
-                                phase=self.phase, batch_size=args.batch_size, lr=self.lr_of(epoch), steps=steps,
-                                row_epoch=self.run.record["epoch"] + 1, amp=args.amp,
-                                batch_transform=self.run.data.train_transform, row={"phase_epoch": epoch})
+                                phase=self.phase, lr=self.lr_of(epoch), steps=steps,
+                                row_epoch=self.run.record["epoch"] + 1, row={"phase_epoch": epoch},
+                                step=engine.StepOptions(amp=args.amp, batch_transform=self.run.data.train_transform))
 
     def checkpoint(self, epoch: int, spec, partial: dict | None) -> None:
-        if partial is not None:  # between epochs, end_epoch has written it
-            self.run.checkpoint_progress({"training": self.name, "training_epoch": epoch, "network": self.network,
-                                          "optimizer": self.optimizer, "partial": partial})
+        self.run.checkpoint_progress({"training": self.name, "training_epoch": epoch, "network": self.network,
+                                      "optimizer": self.optimizer, "partial": partial})
 
     def evaluate(self, epoch: int, spec):
         return None if self.run.data.val_loader is None else ("val", self.run.evaluate(self.network, "val"))
@@ -317,12 +319,12 @@ class FusionRun:
 
     ``checkpoint.pth`` holds the training in progress (a member, or the fine-tuning) and what
     is done; a SIGTERM in the middle of an epoch writes it with the step reached and raises
-    ``runtime.Preempted``; ``--resume auto`` continues exactly there.
+    ``stops.Preempted``; ``--resume auto`` continues exactly there.
     """
 
     def __init__(self, args: argparse.Namespace, ctx: runtime.Context) -> None:
         from training import checkpoint
-        from utils import seed_everything
+        from training.training_state import seed_everything
 
         self.args, self.ctx = args, ctx
         self.run_dir = runtime.claim_run_folder(args, ctx)  # locked before the data loads
@@ -379,7 +381,7 @@ class FusionRun:
         if path is None:
             return None, None
         state = checkpoint.load_checkpoint(path)
-        checkpoint.require_kind(state, path, ("fuse",))  # names the program that wrote it
+        checkpoint.require_kind(state, path, (FUSE_KIND,))  # names the program that wrote it
         checkpoint.check_compatible(state["args"], checkpoint.args_to_dict(args), RUN_FIELDS)
         return path, state
 
@@ -398,7 +400,8 @@ class FusionRun:
         import models
 
         kind, config = models.model_config(network)
-        return {"args": checkpoint.args_to_dict(self.args), "model_kind": kind, "model_config": config,
+        return {"kind": checkpoint.NETWORK_KIND, "args": checkpoint.args_to_dict(self.args), "model_kind": kind,
+                "model_config": config,
                 "model": network.state_dict(), "grown": False, **extra}
 
     def load_network(self, name: str):
@@ -450,7 +453,7 @@ class FusionRun:
         """The networks to fuse, on the device: given, or trained (and saved as member_<i>.pth) one by one."""
         if not self.args.train_members:
             return [net.to(self.ctx.device).eval() for nets, _ in self.given for net in nets]
-        from utils import seed_everything
+        from training.training_state import seed_everything
 
         members = []
         for index in range(self.args.train_members):
@@ -545,18 +548,14 @@ class FusionRun:
         """Train ``network`` in place for ``epochs`` (``engine.fit``), checkpointing every epoch; ``max_steps``:
         the last epoch stops once that many steps are done in all."""
         from training import engine
-        from utils import set_rng_state
 
         optimizer = engine.build_optimizer(network, lr=lr_of(0), momentum=momentum, nesterov=False,
                                            weight_decay=weight_decay)
         start, partial = 0, None
         if resumed is not None:
             network.load_state_dict(resumed["model"])
-            engine.load_optimizer_state_by_name(optimizer, network, resumed["optimizer"])
-            if self.ctx.scaler is not None and resumed.get("scaler"):
-                self.ctx.scaler.load_state_dict(resumed["scaler"])
+            restore_training_state(resumed, network, optimizer, self.ctx.scaler)
             start, partial = resumed["training_epoch"], resumed.get("partial")
-            set_rng_state(resumed["rng"])
         training = Training(self, network, optimizer, self.data.train_loader(seed), stop, phase=phase, name=name,
                             epochs=epochs, lr_of=lr_of, select=select, max_steps=max_steps)
         engine.fit(training, range(start, epochs), partial=partial)
@@ -564,16 +563,14 @@ class FusionRun:
     def checkpoint_progress(self, training: dict | None) -> None:
         """Write checkpoint.pth: what is done (``record``) and the training in progress, if any."""
         from training import checkpoint
-        from training import engine
-        from utils import rng_state
 
-        state = {"args": checkpoint.args_to_dict(self.args), "epoch": self.record["epoch"], "record": self.record,
-                 "rng": rng_state()}
-        if training is not None:
-            network = training.pop("network")
-            state.update(training, model=network.state_dict(),
-                         optimizer=engine.optimizer_state_by_name(training.pop("optimizer"), network),
-                         scaler=self.ctx.scaler.state_dict() if self.ctx.scaler is not None else None)
+        state = {"kind": FUSE_KIND, "args": checkpoint.args_to_dict(self.args), "epoch": self.record["epoch"],
+                 "record": self.record}
+        if training is None:
+            state.update(training_state(None, None, None))
+        else:
+            network, optimizer = training.pop("network"), training.pop("optimizer")
+            state.update(training, model=network.state_dict(), **training_state(network, optimizer, self.ctx.scaler))
         self.save(checkpoint.LATEST_NAME, state)
 
     def evaluate(self, network, split: str) -> dict:

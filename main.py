@@ -21,23 +21,27 @@ import math
 import os
 import time
 
-from training import flags
+from training import checkpoint, command_line, engine, flags
+from training.training_state import (load_optimizer_state_by_name, optimizer_state_by_name, restore_training_state,
+                                     training_state)
 from training import runtime
-from training.runtime import EXIT_NON_FINITE, EXIT_PREEMPTED, EXIT_USAGE, Context, Preempted, run_directory  # noqa: F401
-from training import schedule
+from training.runtime import Context, run_directory  # noqa: F401
+from training.stops import EXIT_NON_FINITE, EXIT_PREEMPTED, EXIT_USAGE, Preempted  # noqa: F401
+from mixturegrowth import plan as schedule
 from utils import ConfigError
 
 ARCHS = ("wrn", "normalwrn", "wrn_imagenet", "wrn_imagenet_bank", "normal_wrn_imagenet")
 PLAIN_ARCHS = ("normalwrn", "normal_wrn_imagenet")
 MAX_EPOCHS = 100_000  # the plan holds every epoch and is printed and saved whole (~5 s to build at this size)
 COEF_GROWTH_MODES = ("orthogonal", "copy", "zero", "random", "none", "random_blocks")
+MAIN_KIND = checkpoint.register_kind("main", "a main.py training checkpoint", lambda state: "metrics" in state)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = runtime.new_parser("MixtureGrowth: grow a network by recombining learned templates.")
+    parser = command_line.new_parser("MixtureGrowth: grow a network by recombining learned templates.")
 
     g = parser.add_argument_group("Data and model")
-    runtime.add_data_arguments(parser, g)
+    command_line.add_data_arguments(parser, g)
     g.add_argument("--arch", default="wrn", choices=ARCHS,
                    help="wrn: template-mixed Wide-ResNet; normalwrn: plain Wide-ResNet; wrn_imagenet / "
                         "normal_wrn_imagenet: template-mixed / plain ResNet-50-style bottleneck net; "
@@ -193,7 +197,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    "as the operator left it; 0 = off")
 
     g = parser.add_argument_group("Optimization")
-    runtime.add_batch_arguments(g)
+    command_line.add_batch_arguments(g)
     g.add_argument("--drop_last", action="store_true", help="drop the last incomplete training batch")
     flags.add(g, "--learning_rate", flags.number(low=0.0, low_open=True), default=0.1,
               help="peak learning rate before growth")
@@ -222,7 +226,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "network anneals before widening and the widened one runs one cycle from --lr_growing)")
 
     g = parser.add_argument_group("Checkpoints, evaluation and logging")
-    runtime.add_run_folder_arguments(g)
+    command_line.add_run_folder_arguments(g)
     g.add_argument("--evaluate", action="store_true",
                    help="only evaluate the --resume checkpoint (members if pre-growth, else the grown net)")
     g.add_argument("--skip_final_test", action="store_true",
@@ -235,7 +239,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="accepted for the paper's scripts; logging is TensorBoard, never wandb")
 
     g = parser.add_argument_group("Hardware and reproducibility")
-    runtime.add_hardware_arguments(g)
+    command_line.add_hardware_arguments(g)
     g.add_argument("--channels_last", action="store_true",
                    help="keep activations in channels-last memory format (faster convolutions on recent GPUs)")
     g.add_argument("--compile", action="store_true",
@@ -310,7 +314,7 @@ def validate_args(args: argparse.Namespace) -> None:
 
 def cli(argv: list[str] | None = None) -> int:
     """``python main.py``: parse, run, and turn expected failures into one sentence and an exit status."""
-    return runtime.cli("main.py", get_args_parser, main, argv)
+    return command_line.cli("main.py", get_args_parser, main, argv)
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -482,7 +486,7 @@ def run_training(args: argparse.Namespace, plan=None) -> dict:
     ``plan`` defaults to ``schedule.build_plan(args)``; a caller may pass a plan it changed (e.g.
     with an operator of its own at some epoch).
     """
-    from training.schedule import build_plan
+    from mixturegrowth.plan import build_plan
 
     # Everything wrong with the command line fails in build_plan, before anything is written.
     from training import engine
@@ -511,7 +515,7 @@ class TrainingRun:
     def __init__(self, args: argparse.Namespace, plan, ctx: Context) -> None:
         from training import engine
         import models
-        from utils import seed_everything, set_rng_state
+        from training.training_state import seed_everything
 
         self.args, self.plan, self.ctx = args, plan, ctx
         self.run_dir = runtime.claim_run_folder(args, ctx)  # locked before the data loads
@@ -550,15 +554,12 @@ class TrainingRun:
         if resumed is not None:
             self.model.load_state_dict(resumed["model"])
             self.optimizer = self.new_optimizer()
-            engine.load_optimizer_state_by_name(self.optimizer, self.model, resumed["optimizer"])
-            if ctx.scaler is not None and resumed.get("scaler"):
-                ctx.scaler.load_state_dict(resumed["scaler"])
+            restore_training_state(resumed, self.model, self.optimizer, ctx.scaler)
             self.history, self.summary = list(resumed["metrics"]), list(resumed["summary"])
             self.events, self.best_top1 = list(resumed.get("events", [])), resumed["best_top1"]
             self.partial = resumed.get("partial")
             self.start_epoch = self.partial["epoch"] if self.partial else resumed["epoch"] + 1
             log.continue_at(self.start_epoch)
-            set_rng_state(resumed["rng"])
             where = (f"epoch {self.partial['epoch']} step {self.partial['step']}" if self.partial
                      else f"epoch {self.start_epoch}")
             log.info(f"resumed from {resume_path}: continuing at {where}")
@@ -664,14 +665,14 @@ class TrainingRun:
                                           batch_transform=self.data.train_transform, epoch=entry.epoch)
         keep_state = not entry.new_optimizer
         for name in entry.operators:
-            saved = engine.optimizer_state_by_name(self.optimizer, self.model)
+            saved = optimizer_state_by_name(self.optimizer, self.model)
             began = time.time()
             result = operators.apply(name, self.model, inputs)
             seconds = time.time() - began
             self.model = self.on_device(result.model)
             self.optimizer = self.new_optimizer()  # the parameter set may have changed: carry state by name
             if keep_state and result.keep_optimizer_state:
-                engine.load_optimizer_state_by_name(self.optimizer, self.model, saved)
+                load_optimizer_state_by_name(self.optimizer, self.model, saved)
             self.net = None  # rebuild the trainable set, FLOPs and the DDP wrapper
             # Choosing the new weights from training data is training cost (GradMax's, Firefly's passes).
             self.cumulative_flops += result.analysis_flops
@@ -730,15 +731,15 @@ class TrainingRun:
                 only_coefficients_01=entry.only_member_01_coefficients)
             n_trainable = engine.set_trainable(self.model, trainable[0] + trainable[1])
             self.step_flops = 3.0 * sum(count_flops(self.model, self.data.input_size, m) for m in members)
-            self.net = runtime.wrap_for_training(self.model, self.ctx, compile=args.compile)
+            self.net = engine.wrap_for_training(self.model, self.ctx, compile=args.compile)
             self.log.info(f"phase {entry.phase}: {n_trainable:,} trainable parameters, "
                           f"{self.step_flops / 3 / 1e9:.4f} GFLOPs per image and forward")
         return engine.EpochSpec(
             net=self.net, model=self.model, optimizer=self.optimizer, loader=self.train_loader, phase=entry.phase,
-            batch_size=args.batch_size, lr=entry.lr, steps=self.steps_within_budget(epoch),
-            members=members, loss_weights=entry.loss_weights or (1.0,),
-            label_smoothing=args.label_smoothing, amp=args.amp, channels_last=args.channels_last,
-            batch_transform=self.data.train_transform, row={"phase_index": entry.phase_index})
+            lr=entry.lr, steps=self.steps_within_budget(epoch), row={"phase_index": entry.phase_index},
+            step=engine.StepOptions(members=members, loss_weights=entry.loss_weights or (1.0,),
+                                    label_smoothing=args.label_smoothing, amp=args.amp,
+                                    channels_last=args.channels_last, batch_transform=self.data.train_transform))
 
     def steps_within_budget(self, epoch: int) -> int | None:
         """``--analysis_within_budget``: the last epoch's batches less those that cost what the growth's analysis
@@ -765,7 +766,7 @@ class TrainingRun:
         ``end_epoch`` has written it)."""
         from training import checkpoint
 
-        if partial is not None and self.ctx.main_process:
+        if self.ctx.main_process:
             self.save(checkpoint.LATEST_NAME, self.state(epoch - 1, self.plan[epoch], {"partial": {"epoch": epoch,
                                                                                                    **partial}}))
 
@@ -818,20 +819,16 @@ class TrainingRun:
 
     def state(self, epoch: int, entry, extra: dict | None = None) -> dict:
         """Everything a resumed run needs, as tensors and plain types (``weights_only`` loadable)."""
-        from training import checkpoint
-        from training import engine
         import models
-        from utils import rng_state
 
         described = models.model_config(self.model)
         kind, config = described if described is not None else ("args", None)
-        return {"args": checkpoint.args_to_dict(self.args), "epoch": epoch, "phase": entry.phase,
+        return {"kind": MAIN_KIND, "args": checkpoint.args_to_dict(self.args), "epoch": epoch, "phase": entry.phase,
                 "grown": models.is_grown(self.model) or (config is not None and entry.phase == "grown"),
                 "model_kind": kind, "model_config": config, "model": self.model.state_dict(),
-                "optimizer": engine.optimizer_state_by_name(self.optimizer, self.model),
-                "scaler": self.ctx.scaler.state_dict() if self.ctx.scaler is not None else None,
+                **training_state(self.model, self.optimizer, self.ctx.scaler),
                 "best_top1": self.best_top1, "metrics": self.history, "summary": self.summary,
-                "events": self.events, "rng": rng_state(), **(extra or {})}
+                "events": self.events, **(extra or {})}
 
     def finish(self) -> dict:
         """With a validation split, the test set once; then the summary table, summary.json and plots."""
@@ -886,7 +883,7 @@ def run_evaluation(args: argparse.Namespace) -> dict:
     from training import engine
     import models
     from custom_log import format_table
-    from utils import seed_everything
+    from training.training_state import seed_everything
 
     ctx = Context(args)
     try:

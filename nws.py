@@ -24,11 +24,13 @@ import os
 import sys
 import time
 
-from training import flags
+from training import checkpoint, command_line, flags
 from training import runtime
 from utils import ConfigError
 
 COMMANDS = ("pretrain", "tasks", "evaluate")
+PRETRAIN_KIND = checkpoint.register_kind("nws_pretrain", "a Neural Weight Search pretraining checkpoint (written by "
+                                        "nws.py pretrain)", lambda state: "pool_learner" in state)
 NETWORK_FIELDS = ("arch", "widths", "depth", "wide", "gs", "n_emb", "plain_head")
 # What decides the tasks a resumed run appends: the network, the method, the recipe, the data.
 TASK_FIELDS = ("dataset", "method") + NETWORK_FIELDS + (
@@ -87,15 +89,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     from weight_search.protocol import METHODS
     from weight_search.pools import DEFAULT_DECAY, DEFAULT_EPS
 
-    parser = runtime.new_parser("Neural Weight Search: task-incremental learning with weights searched in "
+    parser = command_line.new_parser("Neural Weight Search: task-incremental learning with weights searched in "
                                 "frozen layer-wise pools and stored as indices.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, text in (("pretrain", "learn the layer-wise pools by EMA k-means on a source data set"),
                        ("tasks", "train the tasks of a split one after the other and store each as pool indices"),
                        ("evaluate", "rebuild every stored task's network from its files alone and test it")):
         sub = commands.add_parser(name, help=text, description=text, allow_abbrev=False,
-                                  formatter_class=runtime.HelpFormatter)
-        runtime.add_run_arguments(sub, training=name != "evaluate")
+                                  formatter_class=command_line.HelpFormatter)
+        command_line.add_run_arguments(sub, training=name != "evaluate")
         if name != "evaluate":
             add_network_arguments(sub)
             add_training_arguments(sub, min_epochs=0 if name == "pretrain" else 1)
@@ -180,7 +182,7 @@ def main(args: argparse.Namespace) -> dict:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    return runtime.cli("nws.py", get_args_parser, main, argv)
+    return command_line.cli("nws.py", get_args_parser, main, argv)
 
 
 def _write_args(run_dir: str, args: argparse.Namespace, name: str = "args.json") -> None:
@@ -210,7 +212,7 @@ def _recipe(args: argparse.Namespace):
 def pretrain(args: argparse.Namespace) -> dict:
     """Train an NWS network on the source data set while EMA k-means learns every layer's pool."""
     from training import checkpoint
-    import utils
+    from training.training_state import seed_everything
     from models.nws import build_network
     from weight_search.pools import POOLS_NAME, PoolLearner, pools_state, read_pools
     from weight_search.protocol import Training
@@ -225,7 +227,7 @@ def pretrain(args: argparse.Namespace) -> dict:
                            else args.resume)
             if resume_path is not None:
                 resume_state = checkpoint.load_checkpoint(resume_path)
-                checkpoint.require_kind(resume_state, resume_path, ("nws_pretrain",))
+                checkpoint.require_kind(resume_state, resume_path, (PRETRAIN_KIND,))
                 checkpoint.check_compatible(resume_state["args"], checkpoint.args_to_dict(args), PRETRAIN_FIELDS)
         pools_path = os.path.join(run_dir, POOLS_NAME)
         if (resume_state is not None and not resume_state.get("partial")
@@ -235,13 +237,13 @@ def pretrain(args: argparse.Namespace) -> dict:
         runtime.open_run_folder(args, ctx, run_dir, resumed=resume_state is not None)
         if ctx.main_process:
             _write_args(run_dir, args)
-        utils.seed_everything(args.manualSeed)
+        seed_everything(args.manualSeed)
         model = build_network(config).to(ctx.device)
         learner = PoolLearner(model, args.decay, args.kmeans_eps)
         training = Training(model, data.train_set, data.val_set if data.val_set is not None else data.test_set,
                             _recipe(args), _loops(args, ctx), seed=args.manualSeed, phase="pretrain", epoch_offset=0,
                             nws=True, run_dir=run_dir, test_every=args.test_every, split=data.selection_split,
-                            extra_state=lambda: {"args": checkpoint.args_to_dict(args),
+                            extra_state=lambda: {"kind": PRETRAIN_KIND, "args": checkpoint.args_to_dict(args),
                                                  "pool_learner": learner.state_dict()})
         if resume_state is not None:
             training.resume(resume_state)
@@ -334,7 +336,7 @@ def run_tasks(args: argparse.Namespace) -> dict:
     """Train every task of the split in order (from the first one not stored), then re-measure them all."""
     from training import checkpoint
     from training import distributed
-    import utils
+    from training.training_state import seed_everything
     from weight_search.pools import POOLS_NAME
     from weight_search.protocol import (TASK_IN_FLIGHT_KIND, Training, nws_task_state, new_task_network,
                                         plain_task_state, rebuild, task_seed)
@@ -383,7 +385,7 @@ def run_tasks(args: argparse.Namespace) -> dict:
             for t in range(len(stored), num_tasks):
                 task_data = split[t]
                 seed = task_seed(args.manualSeed, t)
-                utils.seed_everything(seed)
+                seed_everything(seed)
                 previous = read_task(run_dir, t - 1) if t > 0 else None
                 model = new_task_network(config, task_data, ctx.device, pools, previous)
                 phase = f"task {t}"

@@ -49,7 +49,7 @@ import os
 import sys
 
 import compare
-from training import flags
+from training import command_line, flags, stops
 from training import runtime
 from utils import ConfigError, atomic_write_text, parse_list
 
@@ -483,7 +483,7 @@ def main(argv: list[str] | None = None) -> dict:
     check_options(opts)
     try:
         runs, budgets = collect(opts)
-    except (runtime.Preempted, KeyboardInterrupt) as error:  # the runs' own advice names main.py / fuse.py
+    except (stops.Preempted, KeyboardInterrupt) as error:  # the runs' own advice names main.py / fuse.py
         raise compare.stopped("systems.py", error, "the report's runs") from None
     budget = budgets[opts.seeds[0]]
     rows = aggregate(runs)
@@ -522,4 +522,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    return runtime.exit_status("systems.py", lambda: main(argv))
+    return command_line.exit_status("systems.py", lambda: main(argv))

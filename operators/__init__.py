@@ -3,7 +3,7 @@
 An operator is one function ``fn(model, inputs) -> OperatorResult`` registered under a name
 (``@register("name")``). It takes the network and what it may need (``OperatorInputs``) and
 returns the network to train on from then on, and whether the optimizer state (momentum)
-carries over by parameter name. The training plan (``training/schedule.py``) says which operators run
+carries over by parameter name. The training plan (``mixturegrowth/plan.py``) says which operators run
 before which epoch; the loop applies them, evaluates the "right after" accuracy, logs it and
 goes on, without knowing what any operator does. Adding an operator is one function in its
 own module, registered here by importing that module below.

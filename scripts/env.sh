@@ -4,7 +4,7 @@
 # the experiment scripts can source this on every call without reinstalling anything.
 # DRY_RUN=1: the scripts only print their command, so nothing is created or installed; PYTHON is
 # then the .venv interpreter's path, as a real run would use.
-# Also sets OMP_WAIT_POLICY=PASSIVE unless given (as training/runtime.py does for the entry points): idle
+# Also sets OMP_WAIT_POLICY=PASSIVE unless given (as training/__init__.py does for the entry points): idle
 # OpenMP threads sleep instead of spinning, which keeps a CPU shared with other processes fast
 # (benchmarks/bench_omp_wait.py).
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"

@@ -28,7 +28,8 @@ from training.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from utils import ConfigError, rng_state, set_rng_state
+from training.training_state import rng_state, set_rng_state
+from utils import ConfigError
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 

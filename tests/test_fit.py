@@ -12,6 +12,8 @@ from torch import nn
 
 from training import data
 from training import engine
+from training import stops
+from training import training_state
 from training import runtime
 
 STEPS_PER_EPOCH = 4  # 64 samples, batches of 16
@@ -19,6 +21,8 @@ STEPS_PER_EPOCH = 4  # 64 samples, batches of 16
 
 class Toy:
     """A Trainee over a tiny MLP on random images: what a system gives engine.fit, and nothing more."""
+
+    saves_each_epoch = False  # its end_epoch saves nothing: checkpoint() records every stop
 
     def __init__(self, ctx, lr: float = 0.1) -> None:
         torch.manual_seed(0)
@@ -29,16 +33,16 @@ class Toy:
                                    nn.Linear(8, 3))
         self.optimizer = engine.build_optimizer(self.model, lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
         self.ctx, self.run_dir, self.stop = ctx, ".", None
-        self.net = runtime.wrap_for_training(self.model, ctx)
+        self.net = engine.wrap_for_training(self.model, ctx)
         self.saved, self.ended = None, []
 
     def begin_epoch(self, epoch: int) -> engine.EpochSpec:
         return engine.EpochSpec(net=self.net, model=self.model, optimizer=self.optimizer, loader=self.loader,
-                                phase="toy", batch_size=16, lr=0.1 / (epoch + 1), row={"extra": 0.5})
+                                phase="toy", lr=0.1 / (epoch + 1), row={"extra": 0.5})
 
     def checkpoint(self, epoch: int, spec, partial) -> None:
         self.saved = {"epoch": epoch, "partial": partial, "model": copy.deepcopy(self.model.state_dict()),
-                      "optimizer": engine.optimizer_state_by_name(self.optimizer, self.model)}
+                      "optimizer": training_state.optimizer_state_by_name(self.optimizer, self.model)}
 
     def end_epoch(self, epoch: int, spec, row: dict) -> None:
         self.ended.append(epoch)
@@ -74,14 +78,14 @@ def test_a_stopped_fit_continues_to_the_weights_of_an_uninterrupted_one(ctx, che
 
     stopped = Toy(ctx)
     stop_after(stopped, checks)
-    with pytest.raises(runtime.Preempted, match="--resume auto"):
+    with pytest.raises(stops.Preempted, match="--resume auto"):
         engine.fit(stopped, range(3))
     saved = stopped.saved
     assert saved["epoch"] == epoch and (saved["partial"] or {"step": 0})["step"] == step
 
     resumed = Toy(ctx)
     resumed.model.load_state_dict(saved["model"])
-    engine.load_optimizer_state_by_name(resumed.optimizer, resumed.model, saved["optimizer"])
+    training_state.load_optimizer_state_by_name(resumed.optimizer, resumed.model, saved["optimizer"])
     engine.fit(resumed, range(saved["epoch"], 3), partial=saved["partial"])
     for name, value in whole.model.state_dict().items():
         assert torch.allclose(resumed.model.state_dict()[name].float(), value.float(), atol=1e-6), name
@@ -91,7 +95,7 @@ def test_non_finite_weights_stop_before_the_epoch_is_logged_or_saved(ctx):
     toy = Toy(ctx)
     # a weight the forward does not use: the loss stays finite, the weights are not
     toy.model.register_parameter("unused", nn.Parameter(torch.tensor([float("inf")]), requires_grad=False))
-    with pytest.raises(engine.NonFiniteLossError, match="non-finite during epoch 0 .*last good checkpoint is kept"):
+    with pytest.raises(stops.NonFiniteLossError, match="non-finite during epoch 0 .*last good checkpoint is kept"):
         engine.fit(toy, range(2))
     assert toy.ended == [] and toy.saved is None
 

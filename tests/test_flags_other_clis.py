@@ -16,7 +16,7 @@ from training import flags
 import fuse
 import main
 from test_flags import assert_refused_while_parsing, outside_cases, refused_while_parsing, unchecked_numeric_flags
-from utils import seed_everything
+from training.training_state import seed_everything
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OTHER_CLIS = {f"{name}.py": importlib.import_module(name).get_args_parser

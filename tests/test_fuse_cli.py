@@ -11,6 +11,7 @@ from training import engine
 import fuse
 import main
 import models
+from training import stops
 from training import runtime
 from models.mlp import MLP
 
@@ -278,6 +279,6 @@ def test_a_fine_tuning_that_goes_non_finite_exits_3_in_one_sentence_keeping_the_
     status = run_fuse(tmp_path, "--checkpoints", *members, "--method", "average", "--finetune_epochs", "2",
                       "--finetune_lr", "1e30")
     err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("warning: ")]
-    assert status == runtime.EXIT_NON_FINITE
+    assert status == stops.EXIT_NON_FINITE
     assert len(err) == 1 and "non-finite" in err[0] and "finetune" in err[0], err
     assert os.path.exists(os.path.join(run_dir(tmp_path), checkpoint.LATEST_NAME))  # what was done before is kept

@@ -17,6 +17,7 @@ import pytest
 from conftest import ROOT, crash_once
 from training import checkpoint
 from training import engine
+from training import stops
 from training import runtime
 import compare
 import custom_log
@@ -109,7 +110,7 @@ def disk_full_after(monkeypatch, saves: int) -> None:
 def test_a_full_disk_before_the_first_checkpoint_says_none_exists_and_resume_auto_starts_over(
         tmp_path, monkeypatch, capsys):
     disk_full_after(monkeypatch, saves=0)
-    assert status_of(main, SHORT + ["--save_path", tmp_path]) == runtime.EXIT_NO_SPACE
+    assert status_of(main, SHORT + ["--save_path", tmp_path]) == stops.EXIT_NO_SPACE
     err = capsys.readouterr().err.strip().splitlines()
     run_dir = tmp_path / SHORT_RUN
     assert len(err) == 1 and "first checkpoint" in err[0] and "intact" not in err[0], err
@@ -124,7 +125,7 @@ def test_a_full_disk_before_the_first_checkpoint_says_none_exists_and_resume_aut
 @pytest.mark.slow
 def test_a_full_disk_after_a_checkpoint_names_the_whole_checkpoint_to_resume_from(tmp_path, monkeypatch, capsys):
     disk_full_after(monkeypatch, saves=1)  # epoch 0's checkpoint.pth is written, its best.pth is not
-    assert status_of(main, SHORT + ["--save_path", tmp_path]) == runtime.EXIT_NO_SPACE
+    assert status_of(main, SHORT + ["--save_path", tmp_path]) == stops.EXIT_NO_SPACE
     err = capsys.readouterr().err.strip().splitlines()
     latest = os.path.join(tmp_path, SHORT_RUN, checkpoint.LATEST_NAME)
     assert len(err) == 1 and f"{latest}, is whole" in err[0] and "--resume auto" in err[0], err
@@ -209,7 +210,7 @@ def test_ctrl_c_while_the_data_loads_ends_in_one_sentence_and_exit_130(case, tmp
 
 def test_ctrl_c_after_the_run_wrote_its_first_files_ends_in_one_sentence_and_exit_75(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(main.TrainingRun, "new_train_loader", interrupted)  # after args.json and the log
-    assert status_of(main, SHORT + ["--save_path", tmp_path]) == runtime.EXIT_PREEMPTED
+    assert status_of(main, SHORT + ["--save_path", tmp_path]) == stops.EXIT_PREEMPTED
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "interrupted by SIGINT" in err[0] and "--resume auto" in err[0], err
     assert os.path.isfile(tmp_path / SHORT_RUN / "args.json")
@@ -235,7 +236,7 @@ def stop_at_the_first_step(monkeypatch) -> None:
 def test_systems_stop_message_advises_a_command_that_continues_the_report(tmp_path, monkeypatch, capsys):
     argv = [*COMMANDS["systems.py"], "--out", str(tmp_path / "report")]
     stop_at_the_first_step(monkeypatch)
-    assert systems.cli(argv) == runtime.EXIT_PREEMPTED
+    assert systems.cli(argv) == stops.EXIT_PREEMPTED
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "run the same systems.py command again" in err[0], err
     monkeypatch.undo()

@@ -11,7 +11,7 @@ from training import checkpoint
 from training import engine
 import main
 from conftest import tiny_args
-from training.schedule import build_plan
+from mixturegrowth.plan import build_plan
 
 def test_phases_switch_at_the_planned_epochs(full_run):
     _, result = full_run

@@ -18,8 +18,9 @@ import evolve
 import fuse
 import main
 import nws
+from training import stops
 from training import runtime
-from training.schedule import build_plan
+from mixturegrowth.plan import build_plan
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -147,7 +148,7 @@ def test_a_full_disk_stops_the_run_with_one_sentence_and_the_last_checkpoint_res
 
     monkeypatch.setattr(torch, "save", save_until_epoch_1)
     argv = one_epoch(tmp_path, "--epochs", "2")
-    assert main.cli(argv) == runtime.EXIT_NO_SPACE == 74
+    assert main.cli(argv) == stops.EXIT_NO_SPACE == 74
     sentence = one_sentence(capsys)
     assert "no space left on the device" in sentence and "--resume auto" in sentence
     run_dir = tmp_path / "digits" / "one" / "seed_4"

@@ -17,7 +17,7 @@ from training import engine
 import main
 import operators
 from conftest import tiny_args
-from training.schedule import build_plan
+from mixturegrowth.plan import build_plan
 
 SEEN = []
 

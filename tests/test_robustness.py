@@ -140,10 +140,10 @@ def test_sigterm_to_the_whole_process_group_with_loader_workers_still_stops_in_o
 def test_a_crash_with_loader_workers_alive_still_exits():
     # Workers ignore stop signals from others, but must still end when the main process exits
     # without shutting its loader down (an uncaught exception keeps the iterator alive until exit).
-    code = ("import torch, utils\n"
+    code = ("import torch\nfrom training.training_state import init_worker\n"
             "data = torch.utils.data.TensorDataset(torch.arange(64.0))\n"
             "loader = torch.utils.data.DataLoader(data, batch_size=8, num_workers=2, persistent_workers=True,\n"
-            "                                     worker_init_fn=utils.init_worker)\n"
+            "                                     worker_init_fn=init_worker)\n"
             "batches = iter(loader)\n"
             "next(batches)\n"
             "raise RuntimeError('a bug')\n")

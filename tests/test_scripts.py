@@ -18,7 +18,7 @@ import sys
 import pytest
 
 import main
-from training.schedule import build_plan
+from mixturegrowth.plan import build_plan
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OURS = "scripts/cifar/template_mixing/ours.sh"

@@ -14,14 +14,16 @@ Run folder ``<save_path>/<dataset>/<tag>/seed_<seed>/`` holds:
 Every file is a dict written by the training loop (only on the main process):
 
 - ``format_version`` (int): ``FORMAT_VERSION`` of the code that wrote it.
+- ``kind`` (str): what the file is, a kind the writing system registered (``register_kind``), and
+  ``kind_description``, its words, so that any program can name a file it cannot use.
 - ``args`` (dict): the whole command line as plain values (``args_to_dict``),
   so the model can be rebuilt from the file alone.
 - ``epoch`` (int): the last *completed* epoch; resuming starts at ``epoch + 1``.
 - ``phase`` (str), ``grown`` (bool): where the schedule was.
 - ``model``: ``state_dict()`` of the unwrapped model (never the DDP wrapper).
-- ``optimizer``, ``scaler`` (optional): their ``state_dict()``.
+- ``optimizer`` (by parameter name), ``scaler`` (optional), ``rng`` (Python, NumPy, torch, CUDA
+  generators): ``training_state.training_state()``.
 - ``best_top1`` (float), ``metrics`` (list of per-epoch dicts).
-- ``rng``: ``utils.rng_state()`` (Python, NumPy, torch, CUDA generators).
 
 Loading uses ``torch.load(weights_only=True)``: a checkpoint cannot run code
 when opened, even one copied from elsewhere. That rules out arbitrary Python
@@ -42,6 +44,8 @@ import pickle
 import shutil
 import sys
 import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -153,6 +157,8 @@ def save_checkpoint(state: dict, path, keep_previous: bool = False) -> None:
     os.makedirs(folder, exist_ok=True)
     if "format_version" not in state:
         state = {"format_version": FORMAT_VERSION, **state}
+    if state.get("kind") in KINDS and "kind_description" not in state:  # readable by programs that don't know it
+        state = {**state, "kind_description": KINDS[state["kind"]].description}
 
     tmp = os.path.join(folder, f".{name}.tmp-{os.getpid()}")
     try:
@@ -266,42 +272,56 @@ def load_checkpoint(path, map_location="cpu", flag: str = "--resume") -> dict:
     return _load(path, map_location, flag, mmap=False, verify=True)
 
 
-KIND_DESCRIPTIONS = {
-    "main": "a main.py training checkpoint",
-    "network": "a single network without a training state (such as fuse.py's fused.pth or evolve.py's champion.pth)",
-    "fuse": "a fusion run checkpoint (written by fuse.py)",
-    "evolve": "an evolution search checkpoint (written by evolve.py)",
-    "nws_pretrain": "a Neural Weight Search pretraining checkpoint (written by nws.py pretrain)",
-    "nws_pools": "a set of Neural Weight Search pools (written by nws.py pretrain)",
-    "nws_task": "a Neural Weight Search task (written by nws.py tasks)",
-    "nws_task_in_flight": "the checkpoint of a Neural Weight Search task in training (written by nws.py tasks)",
-}
+@dataclass(frozen=True)
+class Kind:
+    description: str  # completes "<path> is ...", e.g. "a fusion run checkpoint (written by fuse.py)"
+    recognise: Callable[[dict], bool] | None  # tells a file of this kind written before files named their kind
+
+
+# Every kind of checkpoint file, registered by the system that writes it (``register_kind``); the shared
+# layer knows none of them but the network alone.
+KINDS: dict[str, Kind] = {}
+NETWORK_KIND = "network"
+
+
+def register_kind(kind: str, description: str, recognise: Callable[[dict], bool] | None = None) -> str:
+    """A system names a kind of checkpoint it writes (the ``"kind"`` entry of its files); returns ``kind``.
+
+    ``description`` completes "<path> is ..." in the sentence refusing a file of this kind where another is
+    wanted; ``save_checkpoint`` copies it into the file, so a program that does not know the kind can still
+    name it. ``recognise`` tells this kind's files written before files named their kind (by their entries).
+    """
+    KINDS[kind] = Kind(description, recognise)
+    return kind
+
+
+register_kind(NETWORK_KIND, "a single network without a training state (such as a fused or an evolved network)",
+              lambda state: "model" in state and "metrics" not in state)
 
 
 def kind_of(state: dict) -> str:
-    """Which CLI wrote a checkpoint, from the entries each one writes: a key of ``KIND_DESCRIPTIONS``."""
-    from weight_search.pools import POOLS_KIND
-    from weight_search.protocol import NWS_TASK_KIND, PLAIN_TASK_KIND, TASK_IN_FLIGHT_KIND
+    """The kind of a checkpoint: its ``"kind"`` entry, or for an older file the first registered kind that
+    recognises it ("" when none does)."""
+    if "kind" in state:
+        return str(state["kind"])
+    recognisers = sorted(KINDS.items(), key=lambda item: item[0] == NETWORK_KIND)  # the most general last
+    return next((kind for kind, known in recognisers if known.recognise is not None and known.recognise(state)), "")
 
-    if state.get("kind") in (NWS_TASK_KIND, PLAIN_TASK_KIND):
-        return "nws_task"
-    if state.get("kind") == TASK_IN_FLIGHT_KIND:
-        return "nws_task_in_flight"
-    if state.get("kind") == POOLS_KIND:
-        return "nws_pools"
-    for entry, kind in (("pool_learner", "nws_pretrain"), ("search", "evolve"), ("record", "fuse")):
-        if entry in state:
-            return kind
-    return "main" if "metrics" in state or "model" not in state else "network"
+
+def describe_kind(state: dict) -> str:
+    """What a checkpoint is, in words: its registered description, else the one it carries."""
+    kind = kind_of(state)
+    if kind in KINDS:
+        return KINDS[kind].description
+    return str(state.get("kind_description") or (f"a checkpoint of kind '{kind}'" if kind else
+                                                 "a checkpoint of unknown kind"))
 
 
 def require_kind(state: dict, path, accepted: tuple[str, ...], flag: str = "--resume") -> None:
     """Refuse a checkpoint another CLI wrote, in one sentence: "<path> is <what it is>, not <what is wanted>"."""
-    kind = kind_of(state)
-    if kind not in accepted:
-        wanted = " or ".join(KIND_DESCRIPTIONS[k] for k in accepted)
-        raise CheckpointError(f"{flag}: {os.path.abspath(os.fspath(path))} is {KIND_DESCRIPTIONS[kind]}, "
-                              f"not {wanted}")
+    if kind_of(state) not in accepted:
+        wanted = " or ".join(KINDS[k].description for k in accepted)
+        raise CheckpointError(f"{flag}: {os.path.abspath(os.fspath(path))} is {describe_kind(state)}, not {wanted}")
 
 
 def resume_candidates(run_dir: str) -> list[str]:

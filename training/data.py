@@ -27,11 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
-from utils import ConfigError, init_worker
+from training.datasets import DATASETS, FASHION_DEFAULT_PATH, IMAGE_SIZE, NUM_CLASSES  # noqa: F401
+from training.training_state import init_worker
+from utils import ConfigError
 
-NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000, "digits": 10, "fashion_mnist": 10}
-IMAGE_SIZE = {"cifar10": 32, "cifar100": 32, "imagenet": 224, "digits": 32, "fashion_mnist": 32}
-DATASETS = tuple(NUM_CLASSES)
 
 CIFAR_MEAN = {
     "cifar10": tuple(v / 255 for v in (125.3, 123.0, 113.9)),
@@ -62,7 +61,6 @@ HOLDOUT_SPLIT_SEED = 0
 DIGITS_SPLIT_SEED = 0
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_MAX_SHIFT = 4  # pixels of random translation at 32x32, i.e. one original 8x8 pixel
-FASHION_DEFAULT_PATH = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
 FASHION_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
                  "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 FASHION_MAX_SHIFT = 4  # random crop 32 with padding 4, as for CIFAR

@@ -9,6 +9,7 @@ with a checkpoint, refuse non-finite weights, one metrics row schema and one log
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import signal
@@ -21,13 +22,34 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training import distributed
 from custom_log import progress
-from utils import AverageMeter, correct_topk
+from training import distributed
+from training.stops import NonFiniteLossError, Preempted
 
 
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite: training stops rather than learn from garbage."""
+class AverageMeter:
+    """Running weighted average (e.g. of a loss over a data set)."""
+
+    def __init__(self) -> None:
+        self.sum = 0.0
+        self.count = 0
+
+    def update(self, value: float, n: int = 1) -> None:
+        self.sum += float(value) * n
+        self.count += n
+
+    @property
+    def avg(self) -> float:
+        return self.sum / max(self.count, 1)
+
+
+@torch.no_grad()
+def correct_topk(logits: torch.Tensor, target: torch.Tensor, ks=(1, 5)) -> list[int]:
+    """Number of samples whose label is among the top-k predictions, for each k."""
+    max_k = min(max(ks), logits.size(1))
+    top = logits.topk(max_k, dim=1).indices
+    hits = top.eq(target.unsqueeze(1))
+    return [int(hits[:, : min(k, max_k)].any(dim=1).sum()) for k in ks]
 
 
 class StopRequest:
@@ -84,6 +106,18 @@ def run_member(model: nn.Module, x: torch.Tensor, member) -> torch.Tensor:
     return model(x) if member is None else model(x, member)
 
 
+def wrap_for_training(model: nn.Module, ctx, compile: bool = False) -> nn.Module:
+    """The module the training step calls: ``MembersForward`` (+ ``torch.compile``) (+ DDP), for the device and
+    processes of ``ctx`` (a ``runtime.Context``)."""
+    net = MembersForward(model)
+    if compile:
+        net = torch.compile(net)
+    if ctx.dist.enabled:
+        net = nn.parallel.DistributedDataParallel(net, device_ids=[ctx.device.index] if ctx.device.type == "cuda"
+                                                  else None)
+    return net
+
+
 def autocast_context(device: torch.device, enabled: bool):
     """bf16 autocast on CPU, fp16 on CUDA (with a GradScaler), nothing when off."""
     if not enabled:
@@ -118,36 +152,6 @@ def _unique(params):
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
-
-
-def optimizer_state_by_name(optimizer: torch.optim.Optimizer, model: nn.Module) -> dict:
-    """The optimizer state keyed by parameter *name*, so it survives changes of the parameter set."""
-    names = {id(p): n for n, p in model.named_parameters()}
-    return {
-        "state": {names[id(p)]: {k: v for k, v in state.items()} for p, state in optimizer.state.items()},
-        "hyper": [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups],
-    }
-
-
-def load_optimizer_state_by_name(optimizer: torch.optim.Optimizer, model: nn.Module, saved: dict) -> int:
-    """Restore what ``optimizer_state_by_name`` saved; entries whose shape changed are dropped.
-
-    Returns how many parameters got their state back.
-    """
-    for group, hyper in zip(optimizer.param_groups, saved["hyper"]):
-        group.update(hyper)
-    restored = 0
-    optimizer.state.clear()
-    for name, param in model.named_parameters():
-        state = saved["state"].get(name)
-        if state is None:
-            continue
-        buffer = state.get("momentum_buffer")
-        if buffer is not None and buffer.shape != param.shape:
-            continue
-        optimizer.state[param] = {k: (v.to(param.device) if torch.is_tensor(v) else v) for k, v in state.items()}
-        restored += 1
-    return restored
 
 
 def set_trainable(model: nn.Module, trainable: list[nn.Parameter]) -> int:
@@ -328,27 +332,32 @@ def evaluate(model: nn.Module, loader, device: torch.device, members: tuple = (N
 
 
 @dataclass
+class StepOptions:
+    """How every step of an epoch computes its loss (``train_one_epoch``'s keywords of the same names)."""
+
+    members: tuple = (None,)  # the template members trained together (None: a plain network)
+    loss_weights: tuple = (1.0,)
+    label_smoothing: float = 0.0
+    amp: bool = False
+    channels_last: bool = False
+    batch_transform: Callable | None = None  # augmentation on the device (ImageNet)
+    auxiliary_loss: Callable | None = None  # a term added to the loss (NWS's commitment)
+
+
+@dataclass
 class EpochSpec:
     """What ``fit`` trains in one epoch: the system's ``Trainee.begin_epoch`` returns it."""
 
     net: nn.Module  # what a step calls: a ``MembersForward`` (maybe compiled, maybe DDP-wrapped)
     model: nn.Module  # the network itself: its buffers are broadcast and its weights checked after the epoch
     optimizer: torch.optim.Optimizer
-    loader: object  # the training loader; its sampler is set to the epoch (and the steps a resume skips)
+    loader: object  # the training loader; its sampler is set to the epoch (a resume skips step x batch_size samples)
     phase: str  # the phase's name in the log line and the metrics row
-    batch_size: int  # samples per step: a resumed epoch skips ``step x batch_size`` samples
-    lr: float | None = None  # the epoch's lr, set before it; None when ``step_lr`` sets it every step
-    step_lr: Callable[[int], float] | None = None
-    members: tuple = (None,)
-    loss_weights: tuple = (1.0,)
+    lr: float | Callable[[int], float]  # the epoch's lr, set before it, or the lr of each step (step -> lr)
+    step: StepOptions = field(default_factory=StepOptions)
     loader_epoch: int | None = None  # the shuffle's epoch (default: the epoch)
     row_epoch: int | None = None  # the metrics row's "epoch" (default: the epoch)
     steps: int | None = None  # train only the first ``steps`` batches of the epoch (a budget that ends mid-epoch)
-    label_smoothing: float = 0.0
-    amp: bool = False
-    channels_last: bool = False
-    batch_transform: Callable | None = None
-    auxiliary_loss: Callable | None = None
     row: dict = field(default_factory=dict)  # the system's own columns of the metrics row (written and shown)
     where: str = ""  # what trains, in the log line and the sentences ("individual 3 ", "task 2 ")
 
@@ -358,13 +367,15 @@ class Trainee:
 
     ``run_dir`` (the run folder, named in the stop sentence), ``ctx`` (``runtime.Context``) and
     ``stop`` (a ``StopRequest``, or None) are set by the system. ``fit`` needs only ``begin_epoch``
-    and ``checkpoint``; an object with these hooks need not subclass this (main.py's ``TrainingRun``
-    does not, so that its flags are checked before torch is imported).
+    and ``checkpoint``; an object with these hooks need not subclass this.
     """
 
     run_dir: str
     ctx = None
     stop: StopRequest | None = None
+    # ``end_epoch`` writes the checkpoint that continues after the epoch, so a stop between epochs needs no
+    # other; False: ``checkpoint`` is called then too (with ``partial`` None).
+    saves_each_epoch: bool = True
 
     def begin_epoch(self, epoch: int) -> EpochSpec:
         """Everything before ``epoch`` trains (operators, a new optimizer, the trainable set) and its spec."""
@@ -372,7 +383,7 @@ class Trainee:
 
     def checkpoint(self, epoch: int, spec: EpochSpec, partial: dict | None) -> None:
         """A signal stops training: write what continues at ``epoch`` (``partial``: the steps of it done,
-        None: none). At an epoch's end ``end_epoch`` has usually written it already."""
+        None: none, only called so when not ``saves_each_epoch``)."""
         raise NotImplementedError
 
     def evaluate(self, epoch: int, spec: EpochSpec) -> tuple[str, dict] | None:
@@ -386,40 +397,48 @@ class Trainee:
         """After the row is logged: select the best, save the epoch's checkpoint."""
 
 
-def fit(trainee: Trainee, epochs: range, *, partial: dict | None = None, show_progress: bool = True) -> list[dict]:
-    """Train ``trainee`` for ``epochs``; its metrics rows (also in metrics.jsonl, TensorBoard and the log).
+class HeldBack:
+    """A sink of metrics rows that keeps them back: the system writes them itself later (evolution, once an
+    individual's training is complete, in id order), from what ``fit`` returns."""
+
+    def log_epoch(self, row: dict) -> None:
+        pass
+
+
+def fit(trainee: Trainee, epochs: range, *, partial: dict | None = None, show_progress: bool = True,
+        sink=None) -> list[dict]:
+    """Train ``trainee`` for ``epochs``; its metrics rows, also written to ``sink`` (default: the run's logger,
+    i.e. metrics.jsonl and TensorBoard; ``HeldBack()``: nowhere yet) and shown in the log.
 
     ``partial``: the record of an epoch stopped mid-way (``train_one_epoch``'s), continued at its step
     with the same numbers as an uninterrupted epoch. A SIGTERM / SIGINT (``trainee.stop``) ends training
-    after the current step: ``trainee.checkpoint`` writes where it stopped, then ``runtime.Preempted``
+    after the current step: ``trainee.checkpoint`` writes where it stopped, then ``stops.Preempted``
     (exit 75). Weights that become NaN / inf raise ``NonFiniteLossError`` (exit 3) before anything of
     the epoch is saved, so the last good checkpoint stays the newest.
     """
-    from training import runtime
-
     ctx, stop = trainee.ctx, trainee.stop
+    sink = ctx.logger if sink is None else sink
     rows = []
     for epoch in epochs:
         spec = trainee.begin_epoch(epoch)
         loader_epoch = epoch if spec.loader_epoch is None else spec.loader_epoch
-        if spec.lr is not None:
+        step_lr = spec.lr if callable(spec.lr) else None
+        if step_lr is None:
             set_lr(spec.optimizer, spec.lr)
         done = partial["step"] if partial else 0
-        spec.loader.sampler.set_epoch(loader_epoch, skip=done * spec.batch_size)
+        spec.loader.sampler.set_epoch(loader_epoch, skip=done * spec.loader.batch_size)
         loader = spec.loader
         if spec.steps is not None and spec.steps - done < len(loader):
             loader = FirstBatches(loader, spec.steps - done)
         started = time.time()
         metrics = train_one_epoch(
-            spec.net, loader, spec.optimizer, ctx.device, members=spec.members, loss_weights=spec.loss_weights,
-            epoch=loader_epoch, phase=spec.phase, label_smoothing=spec.label_smoothing, amp=spec.amp,
+            spec.net, loader, spec.optimizer, ctx.device, **vars(spec.step), epoch=loader_epoch, phase=spec.phase,
             scaler=ctx.scaler, show_progress=show_progress and ctx.main_process, stop=stop, resume_from=partial,
-            channels_last=spec.channels_last, batch_transform=spec.batch_transform,
-            auxiliary_loss=spec.auxiliary_loss, step_lr=spec.step_lr)
+            step_lr=step_lr)
         partial = None
         if not metrics["completed"]:
             trainee.checkpoint(epoch, spec, metrics["partial"])
-            raise runtime.Preempted(
+            raise Preempted(
                 f"stopped by {stop.signal_name} at {spec.where}epoch {epoch}, step {metrics['partial']['step']} "
                 f"({spec.phase}); checkpoint written to {os.path.abspath(trainee.run_dir)}; resume with the same "
                 "command plus --resume auto")
@@ -431,13 +450,14 @@ def fit(trainee: Trainee, epochs: range, *, partial: dict | None = None, show_pr
         row = epoch_row(epoch if spec.row_epoch is None else spec.row_epoch, spec, metrics, evaluation,
                         time.time() - started)
         _hook(trainee, "add_columns")(epoch, spec, row)
-        ctx.logger.log_epoch(row)
+        sink.log_epoch(row)
         ctx.logger.info(epoch_line(row, spec, evaluation))
         _hook(trainee, "end_epoch")(epoch, spec, row)
         rows.append(row)
         if stop is not None and epoch + 1 < epochs.stop and stop.requested(ctx.device):
-            trainee.checkpoint(epoch + 1, spec, None)
-            raise runtime.Preempted(
+            if not getattr(trainee, "saves_each_epoch", True):
+                trainee.checkpoint(epoch + 1, spec, None)
+            raise Preempted(
                 f"stopped by {stop.signal_name} after {spec.where}epoch {epoch} ({spec.phase}); checkpoint written "
                 f"to {os.path.abspath(trainee.run_dir)}; resume with the same command plus --resume auto")
     return rows
@@ -453,7 +473,7 @@ def epoch_row(row_epoch: int, spec: EpochSpec, metrics: dict, evaluation: tuple[
               seconds: float) -> dict:
     """The metrics row of every system: epoch, phase, lr, the training figures, the evaluated split's figures,
     the epoch's time, then the system's own columns."""
-    row = {"epoch": row_epoch, "phase": spec.phase, "lr": spec.lr if spec.lr is not None else spec.step_lr(0),
+    row = {"epoch": row_epoch, "phase": spec.phase, "lr": spec.lr(0) if callable(spec.lr) else spec.lr,
            **{k: v for k, v in metrics.items() if k != "completed"}}
     if evaluation is not None:
         split, result = evaluation
@@ -483,6 +503,4 @@ class FirstBatches:
         return self.steps
 
     def __iter__(self):
-        import itertools
-
         return itertools.islice(iter(self.loader), self.steps)

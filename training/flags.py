@@ -26,7 +26,7 @@ from utils import EmptyList, parse_list
 
 # The largest seed: torch accepts seeds up to 2**64 - 1, but the code adds offsets to a seed (the
 # sampler seeds with seed + epoch, fuse.py's members with seed + 1000 (i + 1)); half the range
-# leaves room for them. NumPy takes seed % 2**32 (``utils.seed_everything``, ``utils.init_worker``).
+# leaves room for them. NumPy takes seed % 2**32 (``training_state.seed_everything``, ``training_state.init_worker``).
 SEED_MAX = 2**63 - 1
 
 

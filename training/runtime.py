@@ -1,203 +1,35 @@
-"""What every entry point of the toolkit shares (main.py, fuse.py, evolve.py, nws.py).
+"""The run every system shares, on the device: its context, its folder and its data.
 
-- ``new_parser`` and the ``add_*_arguments`` groups: the same flags, names and defaults in
-  every CLI (data set, run folder, hardware);
-- ``cli``: parse, run, and turn expected failures into one sentence and an exit status;
 - ``Context``: the device, this process's rank, the logger; ``session``: a Context and its stop
-  request for the length of a run;
+  request for the length of a run, turning a late Ctrl-C or a full disk into ``stops`` exceptions;
 - ``run_directory`` / ``claim_run_folder`` / ``open_run_folder``: ``<save_path>/<dataset>/<tag>/seed_<seed>``,
   locked for the run before anything is loaded, then logged into;
 - ``check_network_fits``: refuse a network too large for the device before it is allocated;
-- ``load_data``: training, validation and test data with their loaders;
-- ``wrap_for_training``: the network as the training step calls it (members, compile, DDP).
+- ``load_data``: training, validation and test data with their loaders.
+
+The command line they read is ``training.cli``'s; the lifecycle that calls them in order, ``training.run``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import glob
+import json
 import os
 import random
+import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
 
-from training import flags
-from training.entry import EXIT_INTERRUPTED, interrupted
+import torch
+
+from custom_log import METRICS_FILE, RunLogger, humanize
+from training import checkpoint, data, distributed, runlock
+from training.engine import StopRequest
+from training.stops import DISK_FULL, Interrupted, NoSpace, Preempted
 from utils import ConfigError
-
-EXIT_USAGE = 2  # a mistake in the command line or the files it names
-EXIT_NON_FINITE = 3  # the loss or the weights became NaN / inf
-EXIT_NO_SPACE = 74  # the disk filled up while writing (EX_IOERR); the last whole checkpoint is kept
-EXIT_PREEMPTED = 75  # stopped by SIGTERM / SIGINT after writing something (EX_TEMPFAIL: run it again)
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
-
-
-class Preempted(Exception):
-    """SIGTERM / SIGINT arrived after the run wrote something; the same command continues it."""
-
-
-class Interrupted(Preempted, KeyboardInterrupt):
-    """Ctrl-C after the run wrote something, before its stop handler was installed (or a second one while it
-    stops): exit 75 like a preemption, and still a KeyboardInterrupt to a Python caller of ``main``."""
-
-
-class NoSpace(OSError):
-    """The disk filled up while a run wrote into ``run_dir`` (``session``): exit 74, saying what the folder holds."""
-
-    def __init__(self, error: OSError, run_dir: str) -> None:
-        super().__init__(error.errno, error.strerror, error.filename)
-        self.run_dir = run_dir
-
-
-# --------------------------------------------------------------------------- flags
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Defaults as users type them: lists comma-separated (``0.5,0.5,1``), none stated for ``None`` or off switches."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        default = action.default
-        if default is None or default is False or default is argparse.SUPPRESS or "%(default)" in (action.help or ""):
-            return action.help or ""
-        return f"{action.help or ''} (default: {format_default(default)})".lstrip()
-
-
-def format_default(value) -> str:
-    """``[0.5, 0.5, 1.0]`` -> ``0.5,0.5,1``; ``[]`` -> ``none``; other values as ``str`` (floats as ``%g``)."""
-    if isinstance(value, (list, tuple)):
-        return ",".join(format_default(item) for item in value) or "none"
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value).replace("%", "%%")
-
-
-def new_parser(description: str, **kwargs) -> argparse.ArgumentParser:
-    """A parser with defaults shown in --help (``HelpFormatter``) and no abbreviations (``--epoch`` is not ``--epochs``)."""
-    return argparse.ArgumentParser(description=description, allow_abbrev=False, formatter_class=HelpFormatter,
-                                   **kwargs)
-
-
-def add_data_arguments(parser: argparse.ArgumentParser, group: argparse._ArgumentGroup, training: bool = True) -> None:
-    """DATA_PATH, --dataset; for training also --val_split, --train_subset."""
-    from training import data
-
-    parser.add_argument("data_path", nargs="?", default=None, metavar="DATA_PATH",
-                        help="folder holding the data set (not needed for --dataset digits; fashion_mnist "
-                             f"defaults to {data.FASHION_DEFAULT_PATH})")
-    group.add_argument("--dataset", default="digits", choices=data.DATASETS,
-                       help="data set; 'digits' is scikit-learn's bundled handwritten digits (no download), "
-                            "'fashion_mnist' the 70k Fashion-MNIST images (Debian: dataset-fashion-mnist)")
-    if not training:
-        return
-    flags.add(group, "--val_split", flags.number(low=0.0, high=1.0, high_open=True), default=0.0,
-              help="fraction of the training set held out (class-balanced, fixed split) for model selection; "
-                   "the test set is then evaluated once, at the end; 0 = none")
-    flags.add(group, "--train_subset", flags.count(min=0), default=0,
-              help="train on a class-balanced, fixed subset of this many training images (0 = all)")
-
-
-def add_run_folder_arguments(group: argparse._ArgumentGroup, resume: bool = True) -> None:
-    """--save_path, --tag and (``resume``) --resume."""
-    group.add_argument("--save_path", default="./snapshots",
-                       help="root of the run folders <save_path>/<dataset>/<tag>/seed_<seed>/")
-    group.add_argument("--tag", default="run", type=flags.folder_name,
-                       help="name of the run: one folder name, without '/'")
-    if not resume:
-        return
-    group.add_argument("--resume", default="", metavar="PATH",
-                       help="checkpoint to continue from, or 'auto' for the newest valid one of this run")
-
-
-def add_hardware_arguments(group: argparse._ArgumentGroup) -> None:
-    """--ngpu, --workers, --dist, --amp, --manualSeed."""
-    flags.add(group, "--ngpu", flags.count(min=0), default=1, help="GPUs per process; 0 = CPU; without a visible CUDA device the run "
-              "warns and uses the CPU")
-    flags.add(group, "--workers", flags.count(min=0), default=2, help="data-loading worker processes")
-    group.add_argument("--dist", action="store_true",
-                       help="distributed training; launch with torchrun (set automatically under torchrun)")
-    group.add_argument("--amp", action="store_true",
-                       help="automatic mixed precision: fp16 with loss scaling on CUDA, bf16 on CPU")
-    flags.add(group, "--manualSeed", flags.seed(), default=None,
-              help="seed of Python, NumPy, torch and the data loaders; random if not given")
-
-
-def add_batch_arguments(group: argparse._ArgumentGroup, batch_size: int = 128, training: bool = True) -> None:
-    """--batch_size (``training``) and --eval_batch_size."""
-    if training:
-        flags.add(group, "--batch_size", flags.count(min=1), default=batch_size,
-                  help="training batch size (per process)")
-    flags.add(group, "--eval_batch_size", flags.count(min=1), default=256, help="evaluation batch size (per process)")
-
-
-def add_run_arguments(parser: argparse.ArgumentParser, training: bool = True) -> None:
-    """Every shared flag, in the groups a new entry point shows them: data, run folder, hardware.
-
-    ``training=False`` (a command that only evaluates a run): no training data options, no --resume.
-    """
-    group = parser.add_argument_group("Data")
-    add_data_arguments(parser, group, training)
-    add_batch_arguments(group, training=training)
-    add_run_folder_arguments(parser.add_argument_group("Run folder" if not training else "Run folder and checkpoints"),
-                             resume=training)
-    add_hardware_arguments(parser.add_argument_group("Hardware and reproducibility"))
-
-
-# --------------------------------------------------------------------------- running a CLI
-
-
-def cli(prog: str, get_args_parser, main, argv: list[str] | None = None) -> int:
-    """``python <prog>``: parse, run ``main(args)``, map expected failures to one line and an exit status."""
-    args = get_args_parser().parse_args(argv)
-    return exit_status(prog, lambda: main(args))
-
-
-def exit_status(prog: str, call) -> int:
-    """Run ``call()``; a bad command line, a non-finite loss or a stop by signal become one line and a status."""
-    from training.engine import NonFiniteLossError
-
-    try:
-        call()
-    except ConfigError as error:
-        print(f"{prog}: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except NonFiniteLossError as error:
-        print(f"{prog}: stopped: {error}", file=sys.stderr)
-        return EXIT_NON_FINITE
-    except Preempted as error:
-        print(f"{prog}: {error}", file=sys.stderr)
-        return EXIT_PREEMPTED
-    except KeyboardInterrupt:  # before the run wrote anything (``session`` turns a later one into Preempted)
-        print(interrupted(prog), file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except NoSpace as full:
-        print(f"{prog}: stopped: {no_space(full, full.run_dir)}", file=sys.stderr)
-        return EXIT_NO_SPACE
-    except OSError as error:
-        if error.errno not in DISK_FULL:
-            raise
-        print(f"{prog}: stopped: {no_space(error, None)}", file=sys.stderr)
-        return EXIT_NO_SPACE
-    return 0
-
-
-def no_space(error: OSError, run_dir: str | None) -> str:
-    """What a full disk left: the newest whole checkpoint of ``run_dir`` to continue from, or that there is none."""
-    from training import checkpoint
-
-    where = f"no space left on the device while writing {error.filename}" if error.filename else \
-        "no space left on the device"
-    if run_dir is None:
-        return f"{where}; free some space, then run the same command again"
-    latest = checkpoint.latest_checkpoint(run_dir, say=lambda line: None)
-    if latest is None:
-        return (f"{where}, before the run's first checkpoint, so {os.path.abspath(run_dir)} holds none to continue "
-                "from: free some space, then run the same command plus --resume auto (what had no checkpoint "
-                "trains again from its start)")
-    return (f"{where}; the newest checkpoint, {latest}, is whole (checkpoints are written to a temporary file, "
-            "then renamed): free some space, then run the same command plus --resume auto to continue from it")
 
 
 class Context:
@@ -206,11 +38,6 @@ class Context:
     run_lock = None  # the run folder's lock, held by the main process (open_run_folder) until close()
 
     def __init__(self, args: argparse.Namespace) -> None:
-        import torch
-
-        from training import distributed
-        from custom_log import RunLogger
-
         self.dist = distributed.init_distributed(use_cuda=args.ngpu > 0 and torch.cuda.is_available())
         if args.dist and not self.dist.enabled:
             raise ConfigError("--dist needs the processes started by torchrun, e.g. torchrun "
@@ -228,14 +55,10 @@ class Context:
 
     def log_to(self, run_dir: str) -> None:
         """From now on also write the log, metrics and TensorBoard files into ``run_dir``."""
-        from custom_log import RunLogger
-
         self.logger.close()
         self.logger = RunLogger(run_dir, enabled=self.main_process)
 
     def close(self) -> None:
-        from training import distributed
-
         self.logger.close()
         if self.run_lock is not None:
             self.run_lock.release()
@@ -254,10 +77,8 @@ def session(args: argparse.Namespace):
     process as usual). On the way out, whatever happened, the signal handlers are restored and the
     context closed (which releases the run folder's lock and leaves the process group).
     """
-    from training import engine
-
     ctx = Context(args)
-    stop = engine.StopRequest()
+    stop = StopRequest()
     try:
         yield ctx, stop
     except KeyboardInterrupt:  # a Ctrl-C before ``stop`` was installed, or a second one while stopping
@@ -277,8 +98,6 @@ def session(args: argparse.Namespace):
 
 def run_directory(args: argparse.Namespace) -> str:
     """``<save_path>/<dataset>/<tag>/seed_<seed>``; with ``--resume auto`` and no seed, the newest run of the tag."""
-    from training import distributed
-
     tag_dir = os.path.join(args.save_path, args.dataset, args.tag)
     if args.manualSeed is None and args.resume == "auto":
         runs = sorted(glob.glob(os.path.join(glob.escape(tag_dir), "seed_*")), key=os.path.getmtime)
@@ -310,12 +129,9 @@ def refuse_to_restart(args: argparse.Namespace, run_dir: str) -> None:
     Training again without ``--resume`` would overwrite its checkpoints and append a second run's rows
     to its metrics.jsonl.
     """
-    from training.checkpoint import LATEST_NAME, PREVIOUS_NAME
-    from custom_log import METRICS_FILE
-
     if getattr(args, "resume", ""):
         return
-    found = [name for name in (LATEST_NAME, PREVIOUS_NAME, METRICS_FILE)
+    found = [name for name in (checkpoint.LATEST_NAME, checkpoint.PREVIOUS_NAME, METRICS_FILE)
              if os.path.isfile(os.path.join(run_dir, name)) and os.path.getsize(os.path.join(run_dir, name)) > 0]
     if found:
         raise ConfigError(f"{os.path.abspath(run_dir)} already holds a run ({', '.join(found)}); continue it with "
@@ -325,8 +141,6 @@ def refuse_to_restart(args: argparse.Namespace, run_dir: str) -> None:
 
 def ensure_disk_space(folder: str, needed_bytes: int) -> None:
     """Refuse to start a run whose checkpoints would not fit on the disk."""
-    import shutil
-
     free = shutil.disk_usage(folder).free
     if free < needed_bytes:
         raise ConfigError(f"--save_path: {os.path.abspath(folder)} has {free / 2**20:.0f} MiB free but the "
@@ -349,9 +163,6 @@ def claim_run_folder(args: argparse.Namespace, ctx: Context) -> str:
 
 def _lock(args: argparse.Namespace, ctx: Context, run_dir: str, needed_bytes: int = 0) -> None:
     """The main process takes ``run_dir``'s lock, unless it holds it already; every rank stops if it is taken."""
-    from training import distributed
-    from training import runlock
-
     refused = None
     if ctx.main_process:
         try:
@@ -389,8 +200,6 @@ def open_run_folder(args: argparse.Namespace, ctx: Context, run_dir: str, needed
 def finished_report(run_dir: str, ended: bool, report: str = "summary.json"):
     """The report file of a run (its JSON) when its checkpoint says it ``ended`` and the report, written last,
     is there: the run is finished and ``--resume auto`` has nothing to do (``say_finished``). Else None."""
-    import json
-
     path = os.path.join(run_dir, report)
     if not ended or not os.path.isfile(path):
         return None
@@ -409,8 +218,6 @@ def say_finished(ctx: Context, run_dir: str, what: str) -> None:
 def start_over(ctx: Context, run_dir: str) -> None:
     """``--resume auto`` found no checkpoint: the run starts from nothing, so the rows a run before it logged
     (one stopped before its first checkpoint, e.g. by a full disk) leave metrics.jsonl, and the log says so."""
-    from custom_log import METRICS_FILE
-
     metrics = os.path.join(run_dir, METRICS_FILE)
     if not (os.path.isfile(metrics) and os.path.getsize(metrics)):
         return  # a first run: nothing to drop (and no second TensorBoard file to start)
@@ -432,10 +239,6 @@ def check_network_fits(build, args: argparse.Namespace, named: str) -> None:
     a network whose lower bound exceeds the memory available now (the GPU's free memory, else the
     machine's) can never train, and a size no tensor can hold cannot even be built.
     """
-    import torch
-
-    from custom_log import humanize
-
     try:
         with torch.device("meta"):
             network = build()
@@ -457,8 +260,6 @@ def check_network_fits(build, args: argparse.Namespace, named: str) -> None:
 
 def available_memory(args: argparse.Namespace) -> tuple[int, str]:
     """(bytes free now, "the GPU" / "this machine") on the device a run of ``args`` trains on."""
-    import torch
-
     if args.ngpu > 0 and torch.cuda.is_available():
         return torch.cuda.mem_get_info(int(os.environ.get("LOCAL_RANK", 0)))[0], "the GPU"
     try:
@@ -501,8 +302,6 @@ class Data:
     def train_loader(self, seed: int, fraction: float = 1.0, *, batch_size: int | None = None,
                      dataset=None, drop_last: bool = False):
         """Shuffled, seeded, sharded training loader (``data.build_train_loader``)."""
-        from training import data
-
         args, ctx = self._args, self._ctx
         return data.build_train_loader(dataset if dataset is not None else self.train_set,
                                        batch_size=batch_size or args.batch_size, workers=args.workers,
@@ -511,8 +310,6 @@ class Data:
                                        subset_fraction=fraction)
 
     def eval_loader(self, dataset):
-        from training import data
-
         return data.build_eval_loader(dataset, batch_size=self._args.eval_batch_size, workers=self._args.workers,
                                       pin_memory=self._ctx.device.type == "cuda", rank=self._ctx.dist.rank,
                                       world_size=self._ctx.dist.world_size)
@@ -520,8 +317,6 @@ class Data:
 
 def load_data(args: argparse.Namespace, ctx: Context, dataset: str | None = None) -> Data:
     """The data of ``dataset`` (default ``args.dataset``); a missing data set is a ConfigError, nothing written."""
-    from training import data
-
     dataset = dataset or args.dataset
     train_set, val_set, test_set = data.build_splits(
         dataset, args.data_path, val_split=getattr(args, "val_split", 0.0),
@@ -534,21 +329,3 @@ def load_data(args: argparse.Namespace, ctx: Context, dataset: str | None = None
     bundle.test_loader = bundle.eval_loader(test_set)
     bundle.val_loader = bundle.eval_loader(val_set) if val_set is not None else None
     return bundle
-
-
-# --------------------------------------------------------------------------- training step
-
-
-def wrap_for_training(model, ctx: Context, compile: bool = False):
-    """The module the training step calls: ``MembersForward`` (+ ``torch.compile``) (+ DDP)."""
-    import torch
-
-    from training import engine
-
-    net = engine.MembersForward(model)
-    if compile:
-        net = torch.compile(net)
-    if ctx.dist.enabled:
-        net = torch.nn.parallel.DistributedDataParallel(
-            net, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-    return net

@@ -38,7 +38,9 @@ from training import engine
 from training import runtime
 from models.nws import (NetworkConfig, assign_all, build_network, commitment_loss, load_pools, nws_layers,
                         search_all)
-from utils import AverageMeter, ConfigError, rng_state, set_rng_state
+from training.engine import AverageMeter
+from training.training_state import optimizer_state_by_name, restore_training_state, training_state
+from utils import ConfigError
 
 from .splits import Task, TaskData
 from .storage import (as_byte_tensor, batchnorm_state, compress_indices, decompress_indices, load_batchnorm_state,
@@ -46,9 +48,10 @@ from .storage import (as_byte_tensor, batchnorm_state, compress_indices, decompr
 
 METHODS = ("nws", "plain_per_task", "plain_sequential")
 HEAD = "classifier"  # the head's module name in models.resnet18 and models.wrn
-PLAIN_TASK_KIND = "plain_task"
-NWS_TASK_KIND = "nws_task"
-TASK_IN_FLIGHT_KIND = "nws_task_in_flight"  # checkpoint.pth of a task not stored yet
+NWS_TASK_KIND = checkpoint.register_kind("nws_task", "a Neural Weight Search task (written by nws.py tasks)")
+PLAIN_TASK_KIND = checkpoint.register_kind("plain_task", "a Neural Weight Search task (written by nws.py tasks)")
+TASK_IN_FLIGHT_KIND = checkpoint.register_kind(  # checkpoint.pth of a task not stored yet
+    "nws_task_in_flight", "the checkpoint of a Neural Weight Search task in training (written by nws.py tasks)")
 
 
 @dataclass(frozen=True)
@@ -136,7 +139,7 @@ class Training(engine.Trainee):
         self.ctx = loops.ctx
         self.optimizer = engine.build_optimizer(model, lr=recipe.lr, momentum=recipe.momentum, nesterov=False,
                                                 weight_decay=recipe.weight_decay)
-        self.net = runtime.wrap_for_training(model, self.ctx)
+        self.net = engine.wrap_for_training(model, self.ctx)
         self.loader = loops.train_loader(train_set, seed)
         self.rows, self.start_epoch, self.partial = [], 0, None
         self.commitment, self.columns = AverageMeter(), {}
@@ -144,13 +147,10 @@ class Training(engine.Trainee):
     def resume(self, state: dict) -> None:
         """Continue from a checkpoint ``save`` wrote (or a pretraining checkpoint of before ``engine.fit``)."""
         self.model.load_state_dict(state["model"])
-        if "hyper" in state["optimizer"]:
-            engine.load_optimizer_state_by_name(self.optimizer, self.model, state["optimizer"])
-        else:  # pretraining checkpoints written before engine.fit kept torch's own optimizer state
+        if "hyper" not in state["optimizer"]:  # pretraining checkpoints written before engine.fit kept torch's own
             self.optimizer.load_state_dict(state["optimizer"])
-        if self.ctx.scaler is not None and state.get("scaler"):
-            self.ctx.scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
+            state = {**state, "optimizer": optimizer_state_by_name(self.optimizer, self.model)}
+        restore_training_state(state, self.model, self.optimizer, self.ctx.scaler)
         self.rows = list(state["metrics"]) if isinstance(state["metrics"], list) else [state["metrics"]]
         self.start_epoch, self.partial = state["epoch"] - self.epoch_offset + 1, state.get("partial")
         self.commitment.sum, self.commitment.count = state.get("commitment", (0.0, 0))
@@ -178,13 +178,11 @@ class Training(engine.Trainee):
         self.partial, self.columns = None, {}
         auxiliary = commitment_term(self.model, self.recipe.beta, self.commitment, self.columns) if self.nws else None
         return engine.EpochSpec(net=self.net, model=self.model, optimizer=self.optimizer, loader=self.loader,
-                                phase=self.phase, batch_size=self.loops.batch_size, lr=self.recipe.lr_at(epoch),
-                                row_epoch=self.epoch_offset + epoch, amp=self.loops.amp, auxiliary_loss=auxiliary,
-                                row=self.columns)
+                                phase=self.phase, lr=self.recipe.lr_at(epoch), row_epoch=self.epoch_offset + epoch,
+                                step=engine.StepOptions(amp=self.loops.amp, auxiliary_loss=auxiliary), row=self.columns)
 
     def checkpoint(self, epoch: int, spec: engine.EpochSpec, partial: dict | None) -> None:
-        if partial is not None:  # between epochs end_epoch has written it
-            self.save(epoch, partial)
+        self.save(epoch, partial)
 
     def evaluate(self, epoch: int, spec: engine.EpochSpec) -> tuple[str, dict] | None:
         if self.test_every and (epoch + 1) % self.test_every == 0:
@@ -201,9 +199,7 @@ class Training(engine.Trainee):
         if not self.ctx.main_process:
             return
         state = {"epoch": self.epoch_offset + epoch - 1, "model": self.model.state_dict(),
-                 "optimizer": engine.optimizer_state_by_name(self.optimizer, self.model),
-                 "scaler": self.ctx.scaler.state_dict() if self.ctx.scaler is not None else None,
-                 "rng": rng_state(), "metrics": self.rows, "partial": partial,
+                 **training_state(self.model, self.optimizer, self.ctx.scaler), "metrics": self.rows, "partial": partial,
                  "commitment": (self.commitment.sum, self.commitment.count), **self.extra_state()}
         checkpoint.save_checkpoint(state, os.path.join(self.run_dir, checkpoint.LATEST_NAME), keep_previous=True)
 
