@@ -205,7 +205,7 @@ def networks_from_checkpoint(path: str) -> tuple[list, dict]:
     (member 0 only while member 1 had not started; the grown network once grown).
     """
     from training import checkpoint
-    import main as mixturegrowth
+    from models.saved import restore_model
     import models
     import models.mlp  # noqa: F401  (registers the model kind "mlp", which models/__init__ does not import)
 
@@ -213,7 +213,7 @@ def networks_from_checkpoint(path: str) -> tuple[list, dict]:
     if not isinstance(state.get("model"), dict) or not isinstance(state.get("args", {}), dict):
         raise ConfigError(f"--checkpoints: {os.path.abspath(path)} holds no network (no model weights)")
     try:
-        network = mixturegrowth.restore_model(state.get("args", {}), state, "cpu")
+        network = restore_model(state.get("args", {}), state, "cpu")
     except ConfigError:
         raise
     except Exception as error:  # a state dict that does not fit the network its checkpoint describes

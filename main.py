@@ -21,6 +21,7 @@ import math
 import os
 import time
 
+from models.saved import build_saved_network, restore_model  # noqa: F401  (main.restore_model: fuse.py)
 from training import checkpoint, command_line, engine, flags
 from training.training_state import (load_optimizer_state_by_name, optimizer_state_by_name, restore_training_state,
                                      training_state)
@@ -416,31 +417,6 @@ def check_sources_unchanged(args: argparse.Namespace, run_dir: str) -> None:
             raise ConfigError(f"--{flag}: {os.path.abspath(getattr(args, flag))} has changed since the run in "
                               f"{os.path.abspath(run_dir)} started from it; that run no longer follows from it: "
                               "remove its folder to train it again")
-
-
-def build_saved_network(args_dict: dict, state: dict):
-    """A network of the shape saved in ``state`` (fresh weights), grown first when it was grown.
-
-    Checkpoints whose ``model_kind`` is not ``args`` hold a network that an operator replaced
-    mid-run (Net2Net's widened net, random-block growth, a mutated net); it is rebuilt from
-    ``model_config`` alone. Otherwise the network follows from the run's arguments.
-    """
-    import models
-
-    if state.get("model_kind", "args") != "args":
-        return models.build_from_config(state["model_kind"], state["model_config"])
-    model_args = argparse.Namespace(**args_dict)
-    model = models.create_model(model_args, _num_classes(model_args.dataset))
-    if state.get("grown"):
-        models.grow(model, model_args)
-    return model
-
-
-def restore_model(args_dict: dict, state: dict, device):
-    """The network saved in ``state``, with its weights, on ``device``."""
-    model = build_saved_network(args_dict, state)
-    model.load_state_dict(state["model"])
-    return model.to(device)
 
 
 def find_resume(args: argparse.Namespace, run_dir: str, say) -> tuple[str | None, dict | None]:
