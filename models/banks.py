@@ -22,6 +22,8 @@ from typing import Hashable, Sequence
 import torch
 import torch.nn as nn
 
+from custom_log import format_table, humanize
+
 from .layers import SetBatchNorm2d, SharingGroup, TemplateMixed
 
 
@@ -59,8 +61,6 @@ def _count(params) -> int:
 
 def describe_banks(model: nn.Module) -> str:
     """The template banks of ``model`` (which layers share each) and its parameter count vs its plain twin."""
-    from custom_log import format_table, humanize
-
     banks: dict[int, dict] = {}
     for name, module in model.named_modules():
         if isinstance(module, TemplateMixed):

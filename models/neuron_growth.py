@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compute_flops import count_flops
 from utils import ConfigError
 
 from .wrn import WideResNet
@@ -164,8 +165,6 @@ def training_batches(loader, count: int, device: torch.device, batch_transform=N
 
 
 def forward_flops(network: nn.Module, image_shape: tuple[int, ...]) -> float:
-    from compute_flops import count_flops
-
     return float(count_flops(network, tuple(image_shape), None))
 
 

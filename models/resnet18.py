@@ -18,6 +18,8 @@ import torch.nn.functional as F
 
 from utils import ConfigError
 
+from .layers import PlainLayers
+
 STAGE_STRIDES = (1, 2, 2, 2)
 BLOCKS_PER_STAGE = 2
 
@@ -47,8 +49,6 @@ class ResNet18(nn.Module):
     def __init__(self, num_classes: int, layers=None, widths: tuple[int, int, int, int] = (64, 128, 256, 512),
                  in_channels: int = 3) -> None:
         super().__init__()
-        from .layers import PlainLayers
-
         if layers is None:
             layers = PlainLayers()
         self.plain = isinstance(layers, PlainLayers)  # only plain ones are rebuilt from config() alone

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from utils import ConfigError
 
-from .layers import link_template_layers
+from .layers import PlainLayers, link_template_layers
 
 
 class _ReLUPassingZero(torch.autograd.Function):
@@ -148,8 +148,6 @@ class WideResNet(nn.Module):
     @classmethod
     def from_config(cls, config: dict) -> "WideResNet":
         """The plain Wide-ResNet that ``config()`` describes (fresh weights)."""
-        from .layers import PlainLayers
-
         blocks = config.get("blocks_per_stage")
         return cls(config["depth"], tuple(config["channels"]), config["num_classes"], PlainLayers(),
                    use_bn=config["use_bn"], blocks_per_stage=tuple(blocks) if blocks else None,
@@ -158,8 +156,6 @@ class WideResNet(nn.Module):
 
     def plain_twin(self, width_fraction: float = 1.0) -> "WideResNet":
         """The same network built from torch's own layers, widths scaled by ``width_fraction``."""
-        from .layers import PlainLayers
-
         channels = tuple(int(c * width_fraction) for c in self.channels)
         return WideResNet(self.depth, channels, self.num_classes, PlainLayers(), self.use_bn,
                           blocks_per_stage=self.blocks_per_stage, kernel_sizes=self.kernel_sizes,

@@ -18,6 +18,8 @@ Nothing is downloaded: a missing data set is a ``ConfigError`` that says where w
 
 from __future__ import annotations
 
+import copy
+import gzip
 import hashlib
 import os
 from collections.abc import Callable, Iterator, Sized
@@ -474,8 +476,6 @@ def _fashion_file(folder: str, stem: str) -> str | None:
 
 def read_idx(path: str) -> np.ndarray:
     """An IDX file (the MNIST format; gzip or plain) as a NumPy array of its stated shape."""
-    import gzip
-
     opener = gzip.open if path.endswith(".gz") else open
     try:
         with opener(path, "rb") as handle:
@@ -564,8 +564,6 @@ def dataset_targets(dataset: Dataset) -> list[int]:
 
 def _eval_view(dataset_name: str, train: Dataset) -> Dataset:
     """The training images with the evaluation transform: what a validation split is scored on."""
-    import copy
-
     if isinstance(train, TensorImages):
         return train.without_augmentation()
     view = copy.copy(train)
