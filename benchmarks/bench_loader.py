@@ -140,7 +140,7 @@ def main(args: argparse.Namespace) -> dict:
     if device.type != "cuda":
         warnings.filterwarnings("ignore", message=".*pin_memory.*no accelerator")
         print("no accelerator: pin_memory has no effect here")
-    # training/data.py's own builder, reused rather than copied so that the benchmark cannot drift from training
+    # training/data's own builder, reused rather than copied so that the benchmark cannot drift from training
     train_transform, _ = data.cifar_transforms("cifar10", args.cutout)
     dataset = InMemoryCifar(args.images, train_transform)
 
