@@ -46,7 +46,6 @@ from .splits import Task, TaskData
 from .storage import (as_byte_tensor, batchnorm_state, compress_indices, decompress_indices, load_batchnorm_state,
                       nws_task_memory, pools_digest, state_bytes)
 
-METHODS = ("nws", "plain_per_task", "plain_sequential")
 HEAD = "classifier"  # the head's module name in models.resnet18 and models.wrn
 NWS_TASK_KIND = checkpoint.register_kind("nws_task", "a Neural Weight Search task (written by nws.py tasks)")
 PLAIN_TASK_KIND = checkpoint.register_kind("plain_task", "a Neural Weight Search task (written by nws.py tasks)")
