@@ -275,8 +275,8 @@ def test_every_numeric_flag_states_a_range_refused_while_parsing(capsys):
 
 
 def test_the_command_line_is_checked_before_torch_loads():
-    """weight_search.cli (the parser and validate_args) imports no torch: flags are refused before it loads."""
-    code = "import weight_search.cli, sys; assert 'torch' not in sys.modules"
+    """weight_search.cli (the parser and validate_args) and nws.py import no torch: flags are refused first."""
+    code = "import weight_search.cli, nws, sys; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
 
 
