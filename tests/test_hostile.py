@@ -24,6 +24,7 @@ import custom_log
 import main
 import nws
 import systems
+from weight_search.pretrain import pools_written
 
 CPU = ["--dataset", "digits", "--ngpu", "0", "--workers", "0"]
 # A MixtureGrowth run of three epochs (member 0, member 1, grown) on 200 digits: a few seconds.
@@ -363,9 +364,9 @@ def test_a_finished_run_opened_again_with_resume_auto_changes_nothing_on_disk(ca
 
 def test_the_pools_line_names_the_epoch_written_and_the_best_one_when_it_differs():
     rows = [{"epoch": 0, "val_top1": 41.0}, {"epoch": 1, "val_top1": 57.0}, {"epoch": 2, "val_top1": 52.0}]
-    line = nws.pools_written("pools.pth", 3, rows, "val")
+    line = pools_written("pools.pth", 3, rows, "val")
     assert "last epoch, 2" in line and "52.00% at epoch 2" in line and "best, 57.00%, at epoch 1" in line
-    assert "best" not in nws.pools_written("pools.pth", 3, rows[:2], "val")
+    assert "best" not in pools_written("pools.pth", 3, rows[:2], "val")
 
 
 @pytest.mark.slow

@@ -1,11 +1,16 @@
 """nws.py end to end on the digits: pretrain, tasks, evaluate, resume, and bad input (SPEC-nws.md 4)."""
 
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
+import models.nws
 import nws
+from conftest import ROOT
+from weight_search import choices
 
 # A tiny WRN-10-1 (n_emb 16) on split_digits: 40 training images per task, 2 epochs.
 NETWORK = ["--arch", "wrn", "--depth", "10", "--wide", "1", "--n_emb", "16"]
@@ -267,3 +272,13 @@ def test_every_numeric_flag_states_a_range_refused_while_parsing(capsys):
     assert {flag for _, _, flag, _, _ in cases} >= {"--n_emb", "--gs", "--lr", "--decay", "--task", "--num_tasks"}
     for cli, command, flag, value, kind in cases:
         assert_refused_while_parsing(nws.get_args_parser, command, flag, value, kind, capsys)
+
+
+def test_the_command_line_is_checked_before_torch_loads():
+    """weight_search.cli (the parser and validate_args) and nws.py import no torch: flags are refused first."""
+    code = "import weight_search.cli, nws, sys; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
+
+
+def test_the_command_line_offers_the_networks_and_pool_size_of_models_nws():
+    assert choices.ARCHS == models.nws.ARCHS and choices.DEFAULT_POOL_SIZE == models.nws.DEFAULT_POOL_SIZE

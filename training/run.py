@@ -72,11 +72,13 @@ class Run:
         return True
 
     def open(self, *, needed_bytes: int = 0, continue_at: int | None = None, resumed_line: str | None = None,
-             folder_note: str = "", write_args: bool | None = None) -> None:
+             folder_note: str = "", write_args: bool | None = None, continues: bool | None = None) -> None:
         """Log into the folder (``needed_bytes``: checkpoint space it must have). A resumed run drops the metrics
         rows at and after ``continue_at`` and logs ``resumed_line``; a new one (or ``write_args``) writes
-        args.json. Then the line naming the folder, the device and the processes (+ ``folder_note``)."""
-        resumed = self.resumed is not None
+        args.json. Then the line naming the folder, the device and the processes (+ ``folder_note``).
+        ``continues``: whether the run goes on from what one before it left (default: a checkpoint was found to
+        resume), said by a system whose stages done are files of their own rather than its checkpoint."""
+        resumed = self.resumed is not None if continues is None else continues
         runtime.open_run_folder(self.args, self.ctx, self.run_dir, needed_bytes=needed_bytes, resumed=resumed)
         log = self.ctx.logger
         if resumed and continue_at is not None:

@@ -29,10 +29,10 @@ from training import checkpoint
 from models.nws import NetworkConfig, NWSLayer, load_pools, nws_layers, pools_of
 from utils import ConfigError
 
+from .choices import DEFAULT_DECAY, DEFAULT_EPS
+
 POOLS_NAME = "pools.pth"
 POOLS_KIND = checkpoint.register_kind("nws_pools", "a set of Neural Weight Search pools (written by nws.py pretrain)")
-DEFAULT_DECAY = 0.99
-DEFAULT_EPS = 1e-5
 
 
 @torch.no_grad()

@@ -26,32 +26,28 @@ count what each method needs: ``plain_sequential`` one network plus a head per t
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
 from training import checkpoint
+from training import data
 from training import distributed
 from training import engine
 from training import runtime
 from models.nws import (NetworkConfig, assign_all, build_network, commitment_loss, load_pools, nws_layers,
                         search_all)
 from training.engine import AverageMeter
+from training.run import Run
 from training.training_state import optimizer_state_by_name, restore_training_state, training_state
 from utils import ConfigError
 
 from .splits import Task, TaskData
-from .storage import (as_byte_tensor, batchnorm_state, compress_indices, decompress_indices, load_batchnorm_state,
-                      nws_task_memory, pools_digest, state_bytes)
+from .storage import (NWS_TASK_KIND, PLAIN_TASK_KIND, as_byte_tensor, batchnorm_state, compress_indices,
+                      decompress_indices, load_batchnorm_state, nws_task_memory, pools_digest, state_bytes)
 
-METHODS = ("nws", "plain_per_task", "plain_sequential")
 HEAD = "classifier"  # the head's module name in models.resnet18 and models.wrn
-NWS_TASK_KIND = checkpoint.register_kind("nws_task", "a Neural Weight Search task (written by nws.py tasks)")
-PLAIN_TASK_KIND = checkpoint.register_kind("plain_task", "a Neural Weight Search task (written by nws.py tasks)")
-TASK_IN_FLIGHT_KIND = checkpoint.register_kind(  # checkpoint.pth of a task not stored yet
-    "nws_task_in_flight", "the checkpoint of a Neural Weight Search task in training (written by nws.py tasks)")
 
 
 @dataclass(frozen=True)
@@ -84,15 +80,11 @@ class Loops:
     show_progress: bool = True
 
     def train_loader(self, dataset, seed: int):
-        from training import data
-
         return data.build_train_loader(dataset, batch_size=self.batch_size, workers=self.workers, seed=seed,
                                        pin_memory=self.ctx.device.type == "cuda", rank=self.ctx.dist.rank,
                                        world_size=self.ctx.dist.world_size)
 
     def eval_loader(self, dataset):
-        from training import data
-
         return data.build_eval_loader(dataset, batch_size=self.eval_batch_size, workers=self.workers,
                                       pin_memory=self.ctx.device.type == "cuda", rank=self.ctx.dist.rank,
                                       world_size=self.ctx.dist.world_size)
@@ -123,18 +115,19 @@ class Training(engine.Trainee):
     Each epoch trains at ``recipe.lr_at(epoch)`` on cross-entropy (+ beta * the commitment terms with
     ``nws``), measures ``test_set`` after every ``test_every``-th epoch (0: never; the protocol
     measures each task once it is stored anyway) as ``split`` ("val" when it is a held-out part of
-    the training set), and writes the run folder's checkpoint.pth after every epoch and when a signal
-    stops one mid-way: the network, optimizer, rng, rows so far, the steps done of the epoch, plus
-    ``extra_state()`` (what the caller needs to know the training again: its args, task, pool learner).
+    the training set), and writes the run folder's checkpoint.pth (``run.save``, of the run's kind) after
+    every epoch and when a signal stops one mid-way: the network, optimizer, rng, rows so far, the steps
+    done of the epoch, plus ``extra_state()`` (what the caller needs to know the training again: its args,
+    task, pool learner).
     ``resume(state)`` continues from such a checkpoint exactly. Metrics rows count epochs from
     ``epoch_offset`` (the epochs of the tasks before), so a run's rows run on across its tasks.
     """
 
     def __init__(self, model: nn.Module, train_set, test_set, recipe: Recipe, loops: Loops, *, seed: int,
-                 phase: str, epoch_offset: int, nws: bool, run_dir: str, extra_state=dict, test_every: int = 1,
+                 phase: str, epoch_offset: int, nws: bool, run: Run, extra_state=dict, test_every: int = 1,
                  split: str = "test") -> None:
         self.model, self.test_set, self.recipe, self.loops = model, test_set, recipe, loops
-        self.phase, self.epoch_offset, self.nws, self.run_dir = phase, epoch_offset, nws, run_dir
+        self.phase, self.epoch_offset, self.nws, self.run, self.run_dir = phase, epoch_offset, nws, run, run.run_dir
         self.extra_state, self.test_every, self.split = extra_state, test_every, split
         self.ctx = loops.ctx
         self.optimizer = engine.build_optimizer(model, lr=recipe.lr, momentum=recipe.momentum, nesterov=False,
@@ -201,7 +194,7 @@ class Training(engine.Trainee):
         state = {"epoch": self.epoch_offset + epoch - 1, "model": self.model.state_dict(),
                  **training_state(self.model, self.optimizer, self.ctx.scaler), "metrics": self.rows, "partial": partial,
                  "commitment": (self.commitment.sum, self.commitment.count), **self.extra_state()}
-        checkpoint.save_checkpoint(state, os.path.join(self.run_dir, checkpoint.LATEST_NAME), keep_previous=True)
+        self.run.save(checkpoint.LATEST_NAME, state)
 
 
 # --------------------------------------------------------------------------- task states

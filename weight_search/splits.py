@@ -19,10 +19,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from training import data
 from utils import ConfigError
+
+from .choices import CLASSES_PER_TASK, check_splittable
 
 # SPEC 4: the superclass order of Split-CIFAR-100 (also CIFAR-100's coarse label order).
 CIFAR100_SUPERCLASSES = (
@@ -34,9 +37,6 @@ CIFAR100_SUPERCLASSES = (
 )
 FASHION_CLASSES = ("t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
                    "ankle boot")
-SPLIT_NAMES = {"digits": "split_digits", "fashion_mnist": "split_fashion", "cifar100": "split_cifar100"}
-NUM_TASKS = {"digits": 5, "fashion_mnist": 5, "cifar100": 20}
-CLASSES_PER_TASK = {"digits": 2, "fashion_mnist": 2, "cifar100": 5}
 
 
 @dataclass(frozen=True)
@@ -51,12 +51,6 @@ class TaskData:
     task: Task
     train: Dataset
     test: Dataset
-
-
-def check_splittable(dataset: str) -> None:
-    if dataset not in SPLIT_NAMES:
-        raise ConfigError(f"--dataset {dataset} has no task split; choose one of {', '.join(SPLIT_NAMES)} "
-                          f"({', '.join(SPLIT_NAMES.values())})")
 
 
 class TaskSubset(Dataset):
@@ -143,8 +137,6 @@ class CifarImages(Dataset):
         return len(self.targets)
 
     def __getitem__(self, index: int):
-        from PIL import Image
-
         return self.transform(Image.fromarray(self.images[index])), self.targets[index]
 
 

@@ -34,7 +34,8 @@ import torch.nn as nn
 from training import checkpoint
 from utils import ConfigError
 
-TASK_KIND = "nws_task"
+NWS_TASK_KIND = checkpoint.register_kind("nws_task", "a Neural Weight Search task (written by nws.py tasks)")
+PLAIN_TASK_KIND = checkpoint.register_kind("plain_task", "a Neural Weight Search task (written by nws.py tasks)")
 TASK_PATTERN = "task_{:02d}.pth"
 _TASK_RE = re.compile(r"task_(\d+)\.pth$")
 INT16_BYTES = 2  # what the reference stores each index as, before LZMA
@@ -124,6 +125,15 @@ def stored_tasks(run_dir: str) -> list[int]:
         if match:
             found.append(int(match.group(1)))
     return sorted(found)
+
+
+def stored_prefix(run_dir: str) -> list[int]:
+    """The tasks stored in ``run_dir``, which must be tasks 0, 1, ... in order (a ConfigError names the strays)."""
+    stored = stored_tasks(run_dir)
+    if stored != list(range(len(stored))):
+        raise ConfigError(f"{run_dir} holds task files {stored}, not tasks 0 to {len(stored) - 1} in order; "
+                          "remove the stray ones")
+    return stored
 
 
 def save_task(run_dir: str, task: int, state: dict) -> str:
