@@ -21,7 +21,6 @@ import math
 import os
 import time
 
-from models.saved import build_saved_network, restore_model  # noqa: F401  (main.restore_model: fuse.py)
 from training import checkpoint, command_line, engine, flags
 from training.training_state import (load_optimizer_state_by_name, optimizer_state_by_name, restore_training_state,
                                      training_state)
@@ -29,6 +28,7 @@ from training import runtime
 from training.runtime import Context, run_directory  # noqa: F401
 from training.stops import EXIT_NON_FINITE, EXIT_PREEMPTED, EXIT_USAGE, Preempted  # noqa: F401
 from mixturegrowth import plan as schedule
+from models.saved import build_saved_network, restore_model  # noqa: F401  (after training/: see training/__init__)
 from utils import ConfigError
 
 ARCHS = ("wrn", "normalwrn", "wrn_imagenet", "wrn_imagenet_bank", "normal_wrn_imagenet")
