@@ -274,6 +274,30 @@ def available_memory(args: argparse.Namespace) -> tuple[int, str]:
 
 
 @dataclass
+class Loaders:
+    """The loaders of this process for any data set: seeded, shuffled, sharded training loaders
+    (``data.build_train_loader``) and evaluation loaders, at the run's batch sizes and workers."""
+
+    ctx: Context
+    batch_size: int
+    eval_batch_size: int
+    workers: int
+
+    def train_loader(self, dataset, seed: int, *, fraction: float = 1.0, batch_size: int | None = None,
+                     drop_last: bool = False):
+        ctx = self.ctx
+        return data.build_train_loader(dataset, batch_size=batch_size or self.batch_size, workers=self.workers,
+                                       seed=seed, drop_last=drop_last, pin_memory=ctx.device.type == "cuda",
+                                       rank=ctx.dist.rank, world_size=ctx.dist.world_size, subset_fraction=fraction)
+
+    def eval_loader(self, dataset):
+        ctx = self.ctx
+        return data.build_eval_loader(dataset, batch_size=self.eval_batch_size, workers=self.workers,
+                                      pin_memory=ctx.device.type == "cuda", rank=ctx.dist.rank,
+                                      world_size=ctx.dist.world_size)
+
+
+@dataclass
 class Data:
     """A run's data: the sets, their loaders, and what the networks must be built for."""
 
@@ -287,8 +311,7 @@ class Data:
     input_size: tuple[int, int, int]
     train_transform: object | None  # per-batch transforms on the device (ImageNet), else None
     eval_transform: object | None
-    _args: argparse.Namespace
-    _ctx: Context
+    loaders: Loaders
 
     @property
     def selection_loader(self):
@@ -301,18 +324,12 @@ class Data:
 
     def train_loader(self, seed: int, fraction: float = 1.0, *, batch_size: int | None = None,
                      dataset=None, drop_last: bool = False):
-        """Shuffled, seeded, sharded training loader (``data.build_train_loader``)."""
-        args, ctx = self._args, self._ctx
-        return data.build_train_loader(dataset if dataset is not None else self.train_set,
-                                       batch_size=batch_size or args.batch_size, workers=args.workers,
-                                       seed=seed, drop_last=drop_last, pin_memory=ctx.device.type == "cuda",
-                                       rank=ctx.dist.rank, world_size=ctx.dist.world_size,
-                                       subset_fraction=fraction)
+        """Shuffled, seeded, sharded training loader of the training set (or ``dataset``)."""
+        return self.loaders.train_loader(dataset if dataset is not None else self.train_set, seed, fraction=fraction,
+                                         batch_size=batch_size, drop_last=drop_last)
 
     def eval_loader(self, dataset):
-        return data.build_eval_loader(dataset, batch_size=self._args.eval_batch_size, workers=self._args.workers,
-                                      pin_memory=self._ctx.device.type == "cuda", rank=self._ctx.dist.rank,
-                                      world_size=self._ctx.dist.world_size)
+        return self.loaders.eval_loader(dataset)
 
 
 def load_data(args: argparse.Namespace, ctx: Context, dataset: str | None = None) -> Data:
@@ -325,7 +342,7 @@ def load_data(args: argparse.Namespace, ctx: Context, dataset: str | None = None
     size = data.IMAGE_SIZE[dataset]
     train_transform, eval_transform = data.batch_transforms(dataset, args.manualSeed, ctx.dist.rank)
     bundle = Data(dataset, train_set, val_set, test_set, None, None, data.NUM_CLASSES[dataset], (3, size, size),
-                  train_transform, eval_transform, args, ctx)
+                  train_transform, eval_transform, Loaders(ctx, args.batch_size, args.eval_batch_size, args.workers))
     bundle.test_loader = bundle.eval_loader(test_set)
     bundle.val_loader = bundle.eval_loader(val_set) if val_set is not None else None
     return bundle

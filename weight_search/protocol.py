@@ -32,7 +32,6 @@ import torch
 import torch.nn as nn
 
 from training import checkpoint
-from training import data
 from training import distributed
 from training import engine
 from training import runtime
@@ -69,25 +68,11 @@ class Recipe:
 
 
 @dataclass
-class Loops:
-    """How the loops run: the run's context (device, ranks, logger, scaler) and batch settings."""
+class Loops(runtime.Loaders):
+    """How the loops run: the run's loaders (context, batch sizes, workers), mixed precision, progress bars."""
 
-    ctx: runtime.Context
-    batch_size: int
-    eval_batch_size: int
-    workers: int
-    amp: bool
+    amp: bool = False
     show_progress: bool = True
-
-    def train_loader(self, dataset, seed: int):
-        return data.build_train_loader(dataset, batch_size=self.batch_size, workers=self.workers, seed=seed,
-                                       pin_memory=self.ctx.device.type == "cuda", rank=self.ctx.dist.rank,
-                                       world_size=self.ctx.dist.world_size)
-
-    def eval_loader(self, dataset):
-        return data.build_eval_loader(dataset, batch_size=self.eval_batch_size, workers=self.workers,
-                                      pin_memory=self.ctx.device.type == "cuda", rank=self.ctx.dist.rank,
-                                      world_size=self.ctx.dist.world_size)
 
     def evaluate(self, model: nn.Module, dataset) -> dict:
         return engine.evaluate(model, self.eval_loader(dataset), self.ctx.device, amp=self.amp)[None]
