@@ -620,7 +620,7 @@ class EvolutionRun:
         final = search.final or {}
         if search.ended_early is not None:
             self.log.info(f"the search ended after generation {search.ended_early} of {self.args.generations}: "
-                          f"no child fitted the budget ({search.budget_text()}) in {MAX_DRAWS} draws")
+                          f"no child fitted the budget ({search.breeder.budget.text()}) in {MAX_DRAWS} draws")
         if final:
             rows.append({"network": f"champion ({final['champion']}) after final training", "split": "test",
                          "top1": final["test_top1"], "params": final["params"], "flops": final["flops"]})

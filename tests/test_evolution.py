@@ -379,7 +379,7 @@ def test_under_aging_the_champion_is_the_best_ever_trained_with_its_weights_kept
 def test_random_search_draws_parents_without_a_tournament():
     search = tiny_search(strategy="random", generations=4)
     run_fake(search, tasks=5)
-    assert len(search.last_tournament) == 1
+    assert len(search.breeder.last_tournament) == 1
 
 
 def test_a_finished_search_resumed_into_a_new_folder_writes_champion_lineage_and_args(uninterrupted, tmp_path):
