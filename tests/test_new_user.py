@@ -15,6 +15,7 @@ import torch
 
 from training import checkpoint
 import evolve
+import evolution.run  # noqa: F401  (registers the evolution checkpoint kind, as evolve.py's run does)
 import fuse
 import main
 import nws
@@ -278,7 +279,7 @@ print(seen[0])
 """
 
 
-@pytest.mark.parametrize("module", ["main", "fuse", "evolve", "nws", "compare"])
+@pytest.mark.parametrize("module", ["main", "fuse", "evolve, evolution.run", "nws", "compare"])
 def test_every_entry_point_sets_the_passive_wait_policy_before_torch_loads(module):
     environment = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     result = subprocess.run([sys.executable, "-c", _WAIT_POLICY_AT_TORCH_IMPORT.format(module=module)], cwd=ROOT,
