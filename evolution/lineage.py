@@ -14,6 +14,10 @@ import math
 import os
 from pathlib import Path
 
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
 from utils import atomic_write_text
 
 LINEAGE_FILE = "lineage.jsonl"
@@ -61,8 +65,6 @@ def plot_lineage(records: list[dict], folder: str | os.PathLike, title: str = ""
     parent -> child lines. fitness_vs_flops.png: by FLOPs, with the Pareto front.
     population: ids in the population now (default: every individual never evicted).
     """
-    from matplotlib.ticker import MaxNLocator
-
     folder = Path(folder)
     alive = set(population) if population is not None else {r["id"] for r in records if r["evicted_in"] is None}
     paths = []
@@ -131,9 +133,6 @@ def _scatter(axes, records: list[dict], x: str, alive: set, champion: int | None
 
 def _figure(rows: int = 1):
     # Figure + Agg canvas without pyplot: no global backend switch, no figure kept alive.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     figure = Figure(figsize=(8.5, 4.5 if rows == 1 else 7.5), dpi=100)
     FigureCanvasAgg(figure)
     if rows == 1:

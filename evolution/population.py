@@ -29,6 +29,8 @@ import torch
 
 from utils import ConfigError
 
+from .choices import OBJECTIVES
+
 
 @dataclass(eq=False)  # two individuals are the same only if they are the same object
 class Individual:
@@ -58,6 +60,18 @@ class Individual:
 
     def to_dict(self) -> dict:
         return {**self.record(), "state": self.state}
+
+    def retrained(self, description: str) -> Individual:
+        """The same network under ``description``, to train again: no weights, no figures yet (the lineage keeps
+        this one's)."""
+        return Individual(id=self.id, parent=self.parent, generation=self.generation, mutation=self.mutation,
+                          description=description, config=self.config)
+
+    def set_trained(self, model, *, fitness: float, params: int, flops: int, epochs: int, seconds: float) -> None:
+        """What its training left: the trained network's weights (a CPU copy) and its figures."""
+        self.state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        self.fitness, self.params, self.flops = float(fitness), int(params), int(flops)
+        self.epochs, self.seconds = int(epochs), float(seconds)
 
     @classmethod
     def from_dict(cls, saved: dict) -> Individual:
@@ -102,7 +116,6 @@ def crowding_distances(front: list[Individual]) -> dict[int, float]:
     return distance
 
 
-OBJECTIVES = ("accuracy", "pareto")
 EVICTIONS = ("worst", "oldest")
 
 

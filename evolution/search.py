@@ -21,7 +21,7 @@ handing out one task at a time and one handing out many make the same draws, ids
 
 A drawn child is drawn again (parent, mutation and its arguments) when it is the same network as
 one already trained from the same parent (same config), or when it is over the budget
-(``max_params`` / ``max_flops``); when no draw fits the budget, the search ends there and the
+(``max_params`` / ``max_flops``; ``breeding``); when no draw fits the budget, the search ends there and the
 champion trains. Strategies (``STRATEGIES``): ``tournament`` (the paper's, the
 least fit leaves), ``aging`` (tournament, the oldest leaves: regularized evolution) and
 ``random`` (a uniformly drawn parent, the oldest leaves: random search over the same mutations).
@@ -37,14 +37,13 @@ import torch
 from torch import nn
 
 import models
-from operators.mutations import applicable_kinds, check_kinds, mutate_with_record
 from utils import ConfigError
 
-from .population import Individual, Population, check_fraction
+from .breeding import MAX_DRAWS, Breeder, Budget, check_settings
+from .choices import STRATEGIES
+from .population import Individual, Population
 
 STAGES = ("base", "population", "generations", "final", "done")
-STRATEGIES = {"tournament": "worst", "aging": "oldest", "random": "oldest"}  # strategy -> who leaves
-MAX_DRAWS = 50  # children drawn for one place before giving up (budget) or accepting a repeat
 
 
 @dataclass
@@ -58,6 +57,17 @@ class Task:
     epochs: int
     first_epoch: int = 0
 
+    def state_dict(self) -> dict:
+        return {"stage": self.stage, "individual": self.individual.record(), "epochs": self.epochs,
+                "first_epoch": self.first_epoch, "model": self.model.state_dict()}
+
+    @classmethod
+    def from_state_dict(cls, saved: dict, model_kind: str) -> Task:
+        individual = Individual.from_dict(saved["individual"])
+        model = models.build_from_config(model_kind, individual.config)
+        model.load_state_dict(saved["model"])
+        return cls(saved["stage"], individual, model, saved["epochs"], saved["first_epoch"])
+
 
 class Search:
     def __init__(self, model_kind: str, base_config: dict, *, population_size: int, tournament_fraction: float,
@@ -65,31 +75,19 @@ class Search:
                  final_epochs: int, seed: int, base_only: bool = False, strategy: str = "tournament",
                  objective: str = "accuracy", max_params: int | None = None, max_flops: int | None = None,
                  input_size: tuple[int, int, int] | None = None, children_per_generation: int = 1) -> None:
-        check_fraction(tournament_fraction)
-        check_kinds(mutations)
-        if not mutations:
-            raise ConfigError("--mutations must name at least one mutation")
-        if strategy not in STRATEGIES:
-            raise ConfigError(f"unknown --strategy {strategy!r}; the strategies are {', '.join(STRATEGIES)}")
-        if children_per_generation < 1:
-            raise ConfigError(f"--children_per_generation must be at least 1, got {children_per_generation}")
-        if max_flops is not None and input_size is None:
-            raise ValueError("a FLOPs budget needs the input size")
+        check_settings(tournament_fraction, mutations, strategy, children_per_generation)
         self.model_kind, self.base_config = model_kind, base_config
-        self.strategy, self.max_params, self.max_flops, self.input_size = strategy, max_params, max_flops, input_size
         self.population = Population(population_size, objective=objective, eviction=STRATEGIES[strategy])
-        self.tournament_fraction, self.generations = tournament_fraction, generations
-        self.children_per_generation, self.seed = children_per_generation, seed
-        self.mutations, self.noise = list(mutations), noise
+        self.breeder = Breeder(mutations, noise, strategy=strategy, tournament_fraction=tournament_fraction,
+                               budget=Budget(max_params, max_flops, input_size), seed=seed)
+        self.generations, self.children_per_generation, self.seed = generations, children_per_generation, seed
         self.base_only = base_only  # the control: the base network alone goes to the final training
         self.epochs = {"base": base_epochs, "population": mutation_epochs, "generations": mutation_epochs,
                        "final": final_epochs}
-        self.generator = torch.Generator().manual_seed(seed)
         self.stage, self.generation, self.next_id = "base", 0, 0
         self.base: Individual | None = None  # the trained base, until the initial population is complete
         self.lineage: list[Individual] = []  # every individual ever trained (weights only while in the population)
         self.final: dict | None = None  # the champion's test result
-        self.last_tournament: list[int] = []
         self.ended_early: int | None = None  # the generation after which no child fitted the budget
         self.pending: list[Task] = []  # handed out, not complete yet (in id order)
         self.arrived: list[Individual] = []  # children of the generation in training that are complete
@@ -137,18 +135,16 @@ class Search:
             return self._child_task() if room > 0 and self.ended_early is None else None
         if self.stage == "final" and not self.pending:
             champion = self.champion()
-            model = self.build(champion)
-            individual = Individual(id=champion.id, parent=champion.parent, generation=champion.generation,
-                                    mutation=champion.mutation, description="champion trained on train + validation",
-                                    config=champion.config)
-            return Task("final", individual, model, self.epochs["final"])
+            return Task("final", champion.retrained("champion trained on train + validation"), self.build(champion),
+                        self.epochs["final"])
         return None
 
     def _child_task(self) -> Task | None:
-        drawn = self._draw_child()
+        trained = self.lineage + [task.individual for task in self.pending]  # in training counts as trained
+        drawn = self.breeder.child(self._draw_parent, self.build, trained)
         if drawn is None:  # the budget is reached: the search ends here (after the children in training)
             if not self.population.members and not self.pending:
-                raise ConfigError(f"no child of the base network fits the budget ({self.budget_text()}) in "
+                raise ConfigError(f"no child of the base network fits the budget ({self.breeder.budget.text()}) in "
                                   f"{MAX_DRAWS} draws; raise it")
             self.ended_early = self.generation
             if not self.pending:
@@ -156,63 +152,13 @@ class Search:
                 self.stage = "final"
                 return self._new_task()
             return None
-        parent, kind, description, child = drawn
         if self.stage == "generations":
             self.drawn += 1
-        return Task(self.stage, self._newborn(parent, kind, description, child), child, self.epochs[self.stage])
+        return Task(self.stage, self._newborn(drawn.parent, drawn.kind, drawn.description, drawn.model), drawn.model,
+                    self.epochs[self.stage])
 
     def _draw_parent(self) -> Individual:
-        if self.stage == "population":
-            return self.base
-        if self.strategy == "random":
-            parent, self.last_tournament = self.population.select_uniform(self.generator)
-        else:
-            parent, self.last_tournament = self.population.select(self.tournament_fraction, self.generator)
-        return parent
-
-    def _draw_child(self) -> tuple[Individual, str, str, nn.Module] | None:
-        """(parent, mutation, description, child): a new network within the budget, redrawn up to MAX_DRAWS times;
-        None when no draw fits the budget."""
-        repeat = None
-        for _ in range(MAX_DRAWS):
-            parent = self._draw_parent()
-            parent_model = self.build(parent)
-            kinds = applicable_kinds(parent_model, self.mutations)
-            if not kinds:
-                raise ConfigError(f"none of the mutations {', '.join(self.mutations)} can change individual "
-                                  f"{parent.id} any more; allow more --mutations")
-            kind = kinds[int(torch.randint(len(kinds), (1,), generator=self.generator))]
-            child, record = mutate_with_record(parent_model, kind, self.generator, self.noise)
-            if self.over_budget(child):
-                continue
-            drawn = (parent, kind, record.description, child)
-            config = child.config()
-            trained = self.lineage + [task.individual for task in self.pending]  # in training counts as trained
-            if not any(ind.parent == parent.id and ind.config == config for ind in trained):
-                return drawn
-            repeat = repeat or drawn
-        if repeat is not None:  # every child that fits was trained before: a small search space, train it again
-            return repeat
-        return None
-
-    def cost(self, model: nn.Module) -> dict:
-        """Parameters (from the config) and, when a FLOPs budget is set, FLOPs per image of ``model``."""
-        from compute_flops import count_flops
-        from operators.mutations import predicted_parameters
-
-        flops = count_flops(model, self.input_size) if self.max_flops is not None else None
-        return {"params": predicted_parameters(model), "flops": flops}
-
-    def over_budget(self, model: nn.Module) -> bool:
-        if self.max_params is None and self.max_flops is None:
-            return False
-        cost = self.cost(model)
-        return ((self.max_params is not None and cost["params"] > self.max_params)
-                or (self.max_flops is not None and cost["flops"] > self.max_flops))
-
-    def budget_text(self) -> str:
-        return ", ".join(f"{name} {value:,}" for name, value in (("--max_params", self.max_params),
-                                                               ("--max_flops", self.max_flops)) if value is not None)
+        return self.base if self.stage == "population" else self.breeder.parent(self.population)
 
     def _newborn(self, parent: Individual | None, kind: str | None, description: str, model: nn.Module) -> Individual:
         generation = self.generation + 1 if self.stage == "generations" else 0
@@ -232,9 +178,7 @@ class Search:
             raise ValueError("tasks are completed in the order they were handed out")
         self.pending.pop(0)
         individual = task.individual
-        individual.state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        individual.fitness, individual.params, individual.flops = float(fitness), int(params), int(flops)
-        individual.epochs, individual.seconds = int(epochs), float(seconds)
+        individual.set_trained(model, fitness=fitness, params=params, flops=flops, epochs=epochs, seconds=seconds)
         self.lineage.append(individual)
         evicted = []
         if task.stage == "base":
@@ -299,33 +243,27 @@ class Search:
         """Plain values and tensors only (``torch.load(weights_only=True)`` reads it)."""
         return {
             "stage": self.stage, "generation": self.generation, "next_id": self.next_id,
-            "generator": self.generator.get_state(),
+            "generator": self.breeder.generator.get_state(),
             "base_id": None if self.base is None else self.base.id,
             "lineage": [ind.to_dict() for ind in self.lineage],
             "population": [ind.id for ind in self.population.members],
-            "final": self.final, "last_tournament": list(self.last_tournament), "ended_early": self.ended_early,
-            "pending": [{"stage": task.stage, "individual": task.individual.record(), "epochs": task.epochs,
-                         "first_epoch": task.first_epoch, "model": task.model.state_dict()} for task in self.pending],
+            "final": self.final, "last_tournament": list(self.breeder.last_tournament), "ended_early": self.ended_early,
+            "pending": [task.state_dict() for task in self.pending],
             "arrived": [ind.id for ind in self.arrived], "drawn": self.drawn, "epochs_planned": self.epochs_planned,
         }
 
     def load_state_dict(self, saved: dict) -> None:
         self.stage, self.generation, self.next_id = saved["stage"], saved["generation"], saved["next_id"]
-        self.generator.set_state(saved["generator"])
+        self.breeder.generator.set_state(saved["generator"])
+        self.breeder.last_tournament = list(saved["last_tournament"])
         self.lineage = [Individual.from_dict(entry) for entry in saved["lineage"]]
         by_id = {ind.id: ind for ind in self.lineage}
         self.base = None if saved["base_id"] is None else by_id[saved["base_id"]]
         self.population.members = [by_id[i] for i in saved["population"]]
-        self.final, self.last_tournament = saved["final"], list(saved["last_tournament"])
-        self.ended_early = saved.get("ended_early")
+        self.final, self.ended_early = saved["final"], saved.get("ended_early")
         self.arrived = [by_id[i] for i in saved.get("arrived", [])]
         self.drawn, self.epochs_planned = saved.get("drawn", 0), saved.get("epochs_planned", 0)
-        self.pending = []
-        for entry in saved.get("pending", []):
-            individual = Individual.from_dict(entry["individual"])
-            model = models.build_from_config(self.model_kind, individual.config)
-            model.load_state_dict(entry["model"])
-            self.pending.append(Task(entry["stage"], individual, model, entry["epochs"], entry["first_epoch"]))
+        self.pending = [Task.from_state_dict(entry, self.model_kind) for entry in saved.get("pending", [])]
 
     def records(self) -> list[dict]:
         """The lineage as plain dicts (one JSON line each)."""

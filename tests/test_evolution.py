@@ -3,6 +3,8 @@
 import json
 import math
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -11,10 +13,17 @@ from training import checkpoint
 from training import engine
 import evolve
 import models
-from evolution import SGDR, Individual, Population, Search, cycle_lengths, read_lineage, tournament_size
-from evolution.lineage import FITNESS_PLOT, LINEAGE_FILE, PARAMS_PLOT, PARETO_PLOT
+from evolution import choices
+from evolution.lineage import FITNESS_PLOT, LINEAGE_FILE, PARAMS_PLOT, PARETO_PLOT, read_lineage
+from evolution.population import Individual, Population, tournament_size
+from evolution.report import CHAMPION_NAME
+from evolution.search import Search
+from evolution.sgdr import SGDR, cycle_lengths
 from models.cellnet import base_config
+from operators.mutations import MUTATIONS
 from utils import ConfigError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def individual(id_: int, fitness: float) -> Individual:
@@ -207,7 +216,7 @@ def test_a_search_writes_its_lineage_plots_and_a_champion_that_rebuilds_from_its
     assert sorted(kept) == sorted(uninterrupted["population"])
     for name in (FITNESS_PLOT, PARAMS_PLOT):
         assert os.path.getsize(os.path.join(run_dir, name)) > 1000
-    saved = torch.load(os.path.join(run_dir, evolve.CHAMPION_NAME), map_location="cpu", weights_only=True)
+    saved = torch.load(os.path.join(run_dir, CHAMPION_NAME), map_location="cpu", weights_only=True)
     network = models.build_from_config(saved["model_kind"], saved["model_config"])
     network.load_state_dict(saved["model"])
     assert saved["result"]["champion"] in uninterrupted["population"]
@@ -257,8 +266,8 @@ def test_a_stopped_search_resumes_to_the_same_final_population(uninterrupted, tm
             == [{k: v for k, v in r.items() if k not in strip} for r in uninterrupted["lineage"]])
     assert {k: v for k, v in resumed["final"].items() if k != "final_seconds"} == \
         {k: v for k, v in uninterrupted["final"].items() if k != "final_seconds"}
-    final_a = torch.load(os.path.join(resumed["run_dir"], evolve.CHAMPION_NAME), weights_only=True)["model"]
-    final_b = torch.load(os.path.join(uninterrupted["run_dir"], evolve.CHAMPION_NAME), weights_only=True)["model"]
+    final_a = torch.load(os.path.join(resumed["run_dir"], CHAMPION_NAME), weights_only=True)["model"]
+    final_b = torch.load(os.path.join(uninterrupted["run_dir"], CHAMPION_NAME), weights_only=True)["model"]
     assert all(torch.equal(final_a[k], final_b[k]) for k in final_b)
 
 
@@ -289,6 +298,16 @@ def test_bad_input_exits_2_with_one_sentence_and_writes_nothing(tmp_path, capsys
 
 def test_individuals_report_finite_fitness(uninterrupted):
     assert all(math.isfinite(r["fitness"]) and 0 <= r["fitness"] <= 100 for r in uninterrupted["lineage"])
+
+
+def test_the_command_line_is_checked_before_torch_loads():
+    code = "import sys, evolution.cli, evolve; assert 'torch' not in sys.modules, sorted(sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_parser_offers_the_mutations_operators_define():
+    assert choices.MUTATIONS == MUTATIONS
 
 
 def test_every_numeric_flag_of_evolve_states_a_checked_range():
@@ -379,19 +398,19 @@ def test_under_aging_the_champion_is_the_best_ever_trained_with_its_weights_kept
 def test_random_search_draws_parents_without_a_tournament():
     search = tiny_search(strategy="random", generations=4)
     run_fake(search, tasks=5)
-    assert len(search.last_tournament) == 1
+    assert len(search.breeder.last_tournament) == 1
 
 
 def test_a_finished_search_resumed_into_a_new_folder_writes_champion_lineage_and_args(uninterrupted, tmp_path):
     latest = os.path.join(uninterrupted["run_dir"], "checkpoint.pth")
     resumed = evolve.main(evolve.get_args_parser().parse_args(tiny_argv(tmp_path, "--resume", latest)))
     assert resumed["run_dir"] != uninterrupted["run_dir"]
-    for name in (evolve.CHAMPION_NAME, LINEAGE_FILE, "args.json", "checkpoint.pth"):
+    for name in (CHAMPION_NAME, LINEAGE_FILE, "args.json", "checkpoint.pth"):
         assert os.path.isfile(os.path.join(resumed["run_dir"], name)), name
     assert read_lineage(os.path.join(resumed["run_dir"], LINEAGE_FILE)) == \
         read_lineage(os.path.join(uninterrupted["run_dir"], LINEAGE_FILE))
-    new = torch.load(os.path.join(resumed["run_dir"], evolve.CHAMPION_NAME), weights_only=True)
-    old = torch.load(os.path.join(uninterrupted["run_dir"], evolve.CHAMPION_NAME), weights_only=True)
+    new = torch.load(os.path.join(resumed["run_dir"], CHAMPION_NAME), weights_only=True)
+    old = torch.load(os.path.join(uninterrupted["run_dir"], CHAMPION_NAME), weights_only=True)
     assert new["result"] == old["result"] and all(torch.equal(new["model"][k], old["model"][k]) for k in old["model"])
 
 
@@ -409,7 +428,7 @@ def wrn_search(tmp_path_factory):
 
 
 def test_a_plain_wide_resnet_is_a_searchable_base(wrn_search):
-    saved = torch.load(os.path.join(wrn_search["run_dir"], evolve.CHAMPION_NAME), weights_only=True)
+    saved = torch.load(os.path.join(wrn_search["run_dir"], CHAMPION_NAME), weights_only=True)
     assert saved["model_kind"] == "plain_wrn"
     models.build_from_config(saved["model_kind"], saved["model_config"]).load_state_dict(saved["model"])
     assert {r["mutation"] for r in wrn_search["lineage"][1:]} <= {"wider", "deeper", "wider_kernel"}

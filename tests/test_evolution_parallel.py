@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from training import checkpoint
-import evolve
+from evolution.report import CHAMPION_NAME
 from test_evolution import tiny_argv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -61,7 +61,7 @@ def outcome(run_dir: str) -> dict:
     summary = json.load(open(os.path.join(run_dir, "summary.json")))
     lineage = [json.loads(line) for line in open(os.path.join(run_dir, "lineage.jsonl"))]
     rows = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
-    champion = torch.load(os.path.join(run_dir, evolve.CHAMPION_NAME), map_location="cpu", weights_only=True)
+    champion = torch.load(os.path.join(run_dir, CHAMPION_NAME), map_location="cpu", weights_only=True)
     timeless = ("seconds", "final_seconds", "epoch_time")
     return {"population": summary["population"], "final": {k: v for k, v in summary["final"].items() if k not in timeless},
             "lineage": [{k: v for k, v in r.items() if k not in timeless} for r in lineage],

@@ -15,6 +15,7 @@ import torch
 
 from training import checkpoint
 import evolve
+import evolution.run  # noqa: F401  (registers the evolution checkpoint kind, as evolve.py's run does)
 import fuse
 import main
 import nws
@@ -279,9 +280,10 @@ print(seen[0])
 """
 
 
-# nws.py imports no torch (its flags are checked first): torch loads with the run its main() imports.
-@pytest.mark.parametrize("module", ["main", "fuse", "evolve", pytest.param("nws, weight_search.run", id="nws"),
-                                    "compare"])
+# An entry point whose flags are checked before torch loads imports no torch: torch loads with the run its
+# main() imports, as ``python <entry point>`` does.
+@pytest.mark.parametrize("module", ["main", "fuse", pytest.param("evolve, evolution.run", id="evolve"),
+                                    pytest.param("nws, weight_search.run", id="nws"), "compare"])
 def test_every_entry_point_sets_the_passive_wait_policy_before_torch_loads(module):
     environment = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     result = subprocess.run([sys.executable, "-c", _WAIT_POLICY_AT_TORCH_IMPORT.format(module=module)], cwd=ROOT,

@@ -18,8 +18,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
-from evolution import read_lineage  # noqa: E402
-from evolution.lineage import LINEAGE_FILE  # noqa: E402
+from evolution.lineage import LINEAGE_FILE, read_lineage  # noqa: E402
 
 
 def best_by_epochs(records: list[dict]) -> list[tuple[int, float]]:
