@@ -345,12 +345,12 @@ class FusionRun:
             runtime.check_network_fits(lambda: member_network(args, self.data.num_classes, self.data.input_size), args,
                                        f"--arch {args.arch}'s size (--wide, --resnet_width or --hidden)")
         else:
-            import fusion
+            from fusion.architectures import check_members, describe
 
             networks = [net for nets, _ in self.given for net in nets]
             if len(networks) > 1 or args.method != "best_member":  # one network: fine-tuned alone
-                fusion.check_members(networks, f"--method {args.method}" if len(networks) > 1 else "fusion")
-            classes = fusion.describe(networks[0])[1]["num_classes"]
+                check_members(networks, f"--method {args.method}" if len(networks) > 1 else "fusion")
+            classes = describe(networks[0])[1]["num_classes"]
             if classes != self.data.num_classes:
                 raise ConfigError(f"--checkpoints: the networks predict {classes} classes, but --dataset "
                                   f"{args.dataset} has {self.data.num_classes}")
@@ -491,7 +491,7 @@ class FusionRun:
         """The fused network and the seconds fusion took (0 for best_member)."""
         import torch
 
-        import fusion
+        from fusion.methods import fuse
 
         args = self.args
         if args.method == "best_member":
@@ -500,12 +500,10 @@ class FusionRun:
             return copy.deepcopy(members[best]), 0.0
         device = self.ctx.device
         example_inputs = torch.zeros(EXAMPLE_INPUTS, *self.data.input_size, device=device)
-        if args.method == "ot":
-            import ot  # noqa: F401  (POT takes seconds to import: not part of the fusion's time)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
-        fused = fusion.fuse(args.method, members, example_inputs)
+        fused = fuse(args.method, members, example_inputs)  # POT loaded with it: not the fusion's time
         if device.type == "cuda":
             torch.cuda.synchronize(device)  # the clock stops when the work is done, not queued
         seconds = time.perf_counter() - start
@@ -586,15 +584,15 @@ class FusionRun:
 
     def finish(self, members: list, member_val: list[dict], initial, recalibrated, final, fine_tuned: bool) -> dict:
         """Test every network of the summary once, write fused.pth, summary.json and the accuracy plot."""
-        import fusion
         from custom_log import format_table, humanize, plot_accuracy
+        from fusion.concat import Ensemble, concat
         from utils import atomic_write_text
 
         args, input_size = self.args, self.data.input_size
         member_size = size_of(members[0], input_size)
         rows = [{"network": f"member {i}", **self.scores(net, val), **member_size}
                 for i, (net, val) in enumerate(zip(members, member_val))]
-        rows.append({"network": f"ensemble of {len(members)}", **self.scores(fusion.Ensemble(members)),
+        rows.append({"network": f"ensemble of {len(members)}", **self.scores(Ensemble(members)),
                      "params": member_size["params"] * len(members), "flops": member_size["flops"] * len(members)})
         if args.method != "ensemble":
             seconds = self.record["fusion_seconds"] if args.method != "best_member" else None
@@ -608,7 +606,7 @@ class FusionRun:
                          **size_of(final, input_size), "epoch": self.record["best_epoch"]})
         table = format_table(rows, ["network", "val_top1", "test_top1", "params", "flops", "seconds", "epoch"],
                              formats={"params": humanize, "flops": humanize, "seconds": lambda s: f"{s:.3f}"})
-        fused = fusion.concat(members) if args.method == "ensemble" else final
+        fused = concat(members) if args.method == "ensemble" else final
         self.save(FUSED_NAME, self.network_state(fused, phase="fused", epoch=self.record["epoch"], summary=rows,
                                                  method=args.method, fusion_seconds=self.record["fusion_seconds"]))
         self.checkpoint_progress(None)
