@@ -11,6 +11,7 @@ import torch
 from training import checkpoint
 from training import engine
 import fuse
+import fusion.run
 import main
 import models
 from training import stops
@@ -65,6 +66,18 @@ def test_the_command_line_is_parsed_and_checked_before_torch_loads():
     done = subprocess.run([sys.executable, "-c", "import fusion.cli, sys; assert 'torch' not in sys.modules"],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_checkpoint_of_a_finished_run_has_every_stage_done(trained):
+    state = torch.load(os.path.join(run_dir(trained), "checkpoint.pth"), map_location="cpu", weights_only=True)
+    assert state["stages"] == {"done": ["member_0", "member_1", "fusion", "finetune", "report"], "in_flight": None}
+
+
+def test_a_checkpoint_written_before_the_ledger_continues_from_its_stage():
+    saved = {"record": {"stage": "members", "members_trained": 1}, "training": "member_1.pth"}
+    assert fusion.run.stages_of(saved).state() == {"done": ["member_0"], "in_flight": "member_1"}
+    saved = {"record": {"stage": "finetune", "members_trained": 0}}
+    assert fusion.run.stages_of(saved).state() == {"done": ["fusion"], "in_flight": None}
 
 
 def test_fused_checkpoint_holds_a_member_sized_network_of_our_class(trained):

@@ -16,6 +16,7 @@ import torch
 from training import checkpoint
 import evolve
 import fuse
+import fusion.run  # noqa: F401  (registers the fusion run's checkpoint kind, as fuse.py's run does)
 import main
 import nws
 from training import stops
@@ -274,6 +275,7 @@ class Finder:
         return None
 sys.meta_path.insert(0, Finder())
 import {module}
+import torch  # an entry point that loads torch only once its flags are checked (fuse.py) loads it after its import
 print(seen[0])
 """
 
