@@ -83,7 +83,7 @@ def _status_kib(field: str) -> int:
 def _measure(case: str, method: str, repeats: int, device_name: str, threads: int | None,
              memory: bool) -> dict:
     """Runs in a fresh process: seconds per fusion (median of ``repeats``), or the peak memory of one."""
-    import fusion
+    from fusion.methods import fuse
     from models.mlp import MLP
 
     if threads:
@@ -97,7 +97,7 @@ def _measure(case: str, method: str, repeats: int, device_name: str, threads: in
         for _ in range(1 + repeats):  # the first one is cold
             synchronize(device)
             start, cpu_start = time.perf_counter(), time.process_time()
-            fusion.fuse(method, members, example_inputs)
+            fuse(method, members, example_inputs)
             synchronize(device)
             seconds.append(time.perf_counter() - start)
             cpu_seconds.append(time.process_time() - cpu_start)
@@ -105,17 +105,17 @@ def _measure(case: str, method: str, repeats: int, device_name: str, threads: in
         return {"cold_seconds": cold, "cold_cpu_seconds": cold_cpu, "seconds": median(seconds),
                 "seconds_min": min(seconds), "cpu_seconds": median(cpu_seconds), "repeats": repeats}
     tiny = [MLP(12, (4,), 3).to(device) for _ in range(2)]
-    fusion.fuse(method, tiny, torch.randn(2, 12, device=device))  # first-call costs (imports, caches)
+    fuse(method, tiny, torch.randn(2, 12, device=device))  # first-call costs (imports, caches)
     if device.type == "cuda":
         before = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
-        fusion.fuse(method, members, example_inputs)
+        fuse(method, members, example_inputs)
         synchronize(device)
         return {"extra_mib": (torch.cuda.max_memory_allocated(device) - before) / 2**20, "process_peak_mib": None}
     before = _status_kib("VmRSS")
     with open("/proc/self/clear_refs", "w") as clear_refs:
         clear_refs.write("5")  # resets VmHWM to the current resident set
-    fusion.fuse(method, members, example_inputs)
+    fuse(method, members, example_inputs)
     extra = (_status_kib("VmHWM") - before) / 1024
     return {"extra_mib": extra, "process_peak_mib": _status_kib("VmHWM") / 1024}
 

@@ -20,6 +20,7 @@ writes into the stream) does not enter that stream's cost but is aligned like an
 from __future__ import annotations
 
 import numpy as np
+import ot as pot  # POT (Python Optimal Transport)
 import torch
 import torch.nn as nn
 
@@ -58,8 +59,6 @@ def _neuron_features(state: dict, group: NeuronGroup, owner: dict, plans: dict,
 @torch.no_grad()
 def align_state(state: dict, reference: dict, groups: list[NeuronGroup]) -> dict:
     """``state`` with every neuron group reordered (transported) onto ``reference``'s neurons."""
-    import ot as pot  # POT; imported here, as it takes seconds and only this method needs it
-
     owner = {entry: index for index, group in enumerate(groups) for entry in group.entries}
     plans = {}
     for index, group in enumerate(groups):

@@ -26,6 +26,7 @@ from torch.overrides import TorchFunctionMode
 import models
 import models.mlp  # noqa: F401  (registers the "mlp" kind)
 from models.layers import TemplateMixed
+from models.resnet18 import BLOCKS_PER_STAGE, STAGE_STRIDES
 from utils import ConfigError
 
 BN_KEYS = ("weight", "bias", "running_mean", "running_var")
@@ -107,8 +108,6 @@ def _wrn_groups(config: dict) -> list[NeuronGroup]:
 
 def _resnet18_groups(config: dict) -> list[NeuronGroup]:
     """Post-activation ResNet-18: one group per residual stream and one inside each block."""
-    from models.resnet18 import BLOCKS_PER_STAGE, STAGE_STRIDES
-
     stream = NeuronGroup("stem")
     stream.add("conv1.weight")
     stream.add_batchnorm("bn1")

@@ -13,8 +13,8 @@ import torch
 import compare
 from training import data
 from training import flags
-import fuse
 import main
+from fusion.cli import MAX_MEMBERS
 from test_flags import assert_refused_while_parsing, outside_cases, refused_while_parsing, unchecked_numeric_flags
 from training.training_state import seed_everything
 
@@ -61,7 +61,7 @@ def test_a_seed_beyond_what_torch_accepts_exits_2_while_parsing_in_every_cli(get
 def test_the_largest_seed_and_its_offsets_seed_everything_and_a_loader_with_a_worker():
     seed_everything(flags.SEED_MAX)
     images = torch.utils.data.TensorDataset(torch.arange(8.0))
-    for seed in (flags.SEED_MAX, flags.SEED_MAX + 1000 * (fuse.MAX_MEMBERS + 1)):  # fuse.py's last member's seed
+    for seed in (flags.SEED_MAX, flags.SEED_MAX + 1000 * (MAX_MEMBERS + 1)):  # fuse.py's last member's seed
         loader = data.build_train_loader(images, batch_size=4, workers=1, seed=seed)
         loader.sampler.set_epoch(main.MAX_EPOCHS)  # the sampler seeds with seed + epoch
         assert sorted(torch.cat([batch for (batch,) in loader]).tolist()) == list(range(8))

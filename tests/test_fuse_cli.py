@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -9,12 +11,14 @@ import torch
 from training import checkpoint
 from training import engine
 import fuse
+import fusion.run
 import main
 import models
 from training import stops
 from training import runtime
 from models.mlp import MLP
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Tiny WRN-10-1 members on a 100-image digits subset (80 to train, 20 to validate): seconds a run.
 TINY = ["--dataset", "digits", "--ngpu", "0", "--workers", "0", "--train_subset", "100", "--val_split", "0.2",
         "--batch_size", "32", "--eval_batch_size", "512", "--manualSeed", "4"]
@@ -56,6 +60,24 @@ def test_a_run_reports_members_ensemble_and_the_fused_network_before_and_after_f
     assert rows["nt before fine-tuning"]["params"] == rows["member 0"]["params"]
     assert rows["nt before fine-tuning"]["seconds"] > 0
     assert [row["phase"] for row in epochs(trained)] == ["member_0", "member_1", "finetune", "finetune"]
+
+
+def test_the_command_line_is_parsed_and_checked_before_torch_loads():
+    done = subprocess.run([sys.executable, "-c", "import fusion.cli, sys; assert 'torch' not in sys.modules"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_checkpoint_of_a_finished_run_has_every_stage_done(trained):
+    state = torch.load(os.path.join(run_dir(trained), "checkpoint.pth"), map_location="cpu", weights_only=True)
+    assert state["stages"] == {"done": ["member_0", "member_1", "fusion", "finetune", "report"], "in_flight": None}
+
+
+def test_a_checkpoint_written_before_the_ledger_continues_from_its_stage():
+    saved = {"record": {"stage": "members", "members_trained": 1}, "training": "member_1.pth"}
+    assert fusion.run.stages_of(saved).state() == {"done": ["member_0"], "in_flight": "member_1"}
+    saved = {"record": {"stage": "finetune", "members_trained": 0}}
+    assert fusion.run.stages_of(saved).state() == {"done": ["fusion"], "in_flight": None}
 
 
 def test_fused_checkpoint_holds_a_member_sized_network_of_our_class(trained):

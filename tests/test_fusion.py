@@ -4,9 +4,13 @@ import pytest
 import torch
 import torch.nn as nn
 
-import fusion
 import models
-from fusion.transplant import prune_to_member_width
+from fusion.align import ot
+from fusion.architectures import describe, permute_neurons
+from fusion.average import average
+from fusion.concat import Ensemble, concat
+from fusion.methods import METHODS, fuse
+from fusion.transplant import prune_to_member_width, transplant, transplant_hierarchical, transplant_iterative
 from models.layers import PlainLayers
 from models.mlp import MLP
 from models.resnet18 import ResNet18
@@ -79,21 +83,21 @@ def assert_same_function(a, b, x, atol=1e-5):
 def test_concatenation_computes_the_average_of_the_members_logits(architecture, k):
     networks = architecture(k)
     x = images()
-    wide = fusion.concat(networks)
+    wide = concat(networks)
     expected = torch.stack([logits(net, x) for net in networks]).mean(0)
     torch.testing.assert_close(logits(wide, x), expected, rtol=0, atol=1e-5)
-    torch.testing.assert_close(logits(fusion.Ensemble(networks), x), expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(logits(Ensemble(networks), x), expected, rtol=0, atol=1e-6)
     assert type(wide) is type(networks[0])
 
 
 def test_concatenation_of_copies_of_one_network_is_that_network(architecture):
     network = architecture(1)[0]
-    assert_same_function(fusion.concat([network, network, network]), network, images())
+    assert_same_function(concat([network, network, network]), network, images())
 
 
 def test_averaging_copies_of_one_network_returns_it(architecture):
     network = architecture(1)[0]
-    averaged = fusion.average([network, network])
+    averaged = average([network, network])
     for key, value in network.state_dict().items():
         torch.testing.assert_close(averaged.state_dict()[key], value, rtol=0, atol=0)
 
@@ -103,7 +107,7 @@ def test_averaging_copies_of_one_network_returns_it(architecture):
 def test_fused_network_has_the_members_shapes_and_loads_into_a_fresh_member(architecture, method, k):
     networks = architecture(k)
     before = [{key: v.clone() for key, v in net.state_dict().items()} for net in networks]
-    fused = fusion.fuse(method, networks, images(2))
+    fused = fuse(method, networks, images(2))
     member_state = networks[0].state_dict()
     assert {key: v.shape for key, v in fused.state_dict().items()} == {key: v.shape for key, v in member_state.items()}
     kind, config = models.model_config(networks[0])
@@ -127,7 +131,7 @@ def test_neuron_transplantation_keeps_the_largest_neurons_of_each_member():
             member.hidden_layers[0].weight[keep] *= 10
             member.hidden_layers[0].bias[keep] *= 10
             member.classifier.weight[:, keep] *= 10
-    fused = fusion.transplant(members, torch.randn(2, 6))
+    fused = transplant(members, torch.randn(2, 6))
     first = [m.hidden_layers[0] for m in members]
     torch.testing.assert_close(fused.hidden_layers[0].weight,
                                torch.cat([layer.weight[keep] for layer, keep in zip(first, large)]))
@@ -142,8 +146,8 @@ def test_neuron_transplantation_keeps_the_largest_neurons_of_each_member():
 def test_two_members_fuse_the_same_with_every_neuron_transplantation_variant(architecture):
     networks = architecture(2)
     x = images(2)
-    once = fusion.transplant(networks, x).state_dict()
-    for variant in (fusion.transplant_iterative, fusion.transplant_hierarchical):
+    once = transplant(networks, x).state_dict()
+    for variant in (transplant_iterative, transplant_hierarchical):
         for key, value in variant(networks, x).state_dict().items():
             torch.testing.assert_close(value, once[key], rtol=0, atol=0)
 
@@ -153,9 +157,9 @@ def test_neuron_transplantation_traces_its_smallest_input_into_the_fusion_of_the
     # graph, hence the fused network, must be the one the whole example batch gives.
     networks = architecture(2)
     x = images(4)
-    smallest = fusion.describe(networks[0])[0].trace_inputs(x)
+    smallest = describe(networks[0])[0].trace_inputs(x)
     assert smallest.shape[0] == 1
-    traced = [prune_to_member_width(fusion.concat(networks), 2, inputs).state_dict() for inputs in (smallest, x)]
+    traced = [prune_to_member_width(concat(networks), 2, inputs).state_dict() for inputs in (smallest, x)]
     assert traced[0].keys() == traced[1].keys()
     for key, value in traced[1].items():
         torch.testing.assert_close(traced[0][key], value, rtol=0, atol=0)
@@ -163,7 +167,7 @@ def test_neuron_transplantation_traces_its_smallest_input_into_the_fusion_of_the
 
 def test_permuting_neurons_changes_the_tensors_but_not_the_function(architecture):
     network = architecture(1)[0]
-    permuted = fusion.permute_neurons(network, torch.Generator().manual_seed(5))
+    permuted = permute_neurons(network, torch.Generator().manual_seed(5))
     assert_same_function(permuted, network, images())
     moved = [k for k, v in network.state_dict().items() if v.is_floating_point()
              and not torch.equal(v, permuted.state_dict()[k])]
@@ -172,8 +176,8 @@ def test_permuting_neurons_changes_the_tensors_but_not_the_function(architecture
 
 def test_optimal_transport_of_a_network_and_its_permuted_copy_gives_back_the_network(architecture):
     network = architecture(1)[0]
-    permuted = fusion.permute_neurons(network, torch.Generator().manual_seed(7))
-    fused = fusion.ot([network, permuted])
+    permuted = permute_neurons(network, torch.Generator().manual_seed(7))
+    fused = ot([network, permuted])
     assert_same_function(fused, network, images())
     for key, value in network.state_dict().items():
         torch.testing.assert_close(fused.state_dict()[key], value.to(fused.state_dict()[key].dtype))
@@ -182,11 +186,11 @@ def test_optimal_transport_of_a_network_and_its_permuted_copy_gives_back_the_net
 def test_fusion_keeps_the_members_dtype_and_mode():
     networks = [MLP(48 * 16, (8,), 4).double().train() for _ in range(2)]
     for method in ("nt", "average", "ot", "ensemble"):
-        fused = fusion.fuse(method, networks, images(2).double())
+        fused = fuse(method, networks, images(2).double())
         assert next(fused.parameters()).dtype == torch.float64 and fused.training
 
 
-@pytest.mark.parametrize("method", sorted(fusion.METHODS))
+@pytest.mark.parametrize("method", sorted(METHODS))
 def test_bad_input_is_one_sentence(method, parse):
     x = images(2)
     cases = {
@@ -201,5 +205,5 @@ def test_bad_input_is_one_sentence(method, parse):
     for expected, networks in cases.items():
         with pytest.raises(ConfigError, match=expected.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")
                            .replace("]", r"\]")) as error:
-            fusion.fuse(method, networks, x)
+            fuse(method, networks, x)
         assert "\n" not in str(error.value)

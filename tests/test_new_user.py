@@ -17,6 +17,7 @@ from training import checkpoint
 import evolve
 import evolution.run  # noqa: F401  (registers the evolution checkpoint kind, as evolve.py's run does)
 import fuse
+import fusion.run  # noqa: F401  (registers the fusion run's checkpoint kind, as fuse.py's run does)
 import main
 import nws
 import weight_search.run  # noqa: F401  (registers the checkpoint kinds nws.py writes, as running it does)
@@ -276,6 +277,7 @@ class Finder:
         return None
 sys.meta_path.insert(0, Finder())
 import {module}
+import torch  # an entry point that loads torch only once its flags are checked (fuse.py) loads it after its import
 print(seen[0])
 """
 

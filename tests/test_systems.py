@@ -16,6 +16,7 @@ import fuse
 import main
 import models
 import systems
+from fusion.networks import networks_from_checkpoint
 
 TINY = ["--dataset", "digits", "--seeds", "0", "--member_epochs", "1", "--grown_epochs", "1", "--depth", "10",
         "--wide", "0.5", "--train_subset", "300", "--val_split", "0.2", "--grown_lr_grid", "0.05",
@@ -44,7 +45,7 @@ def test_every_method_starts_from_byte_identical_member_weights(report):
     for slot in (0, 1):  # the plain member fuse.py reads = the member main.py's file holds, materialized
         source, source_member, _ = main.load_member_checkpoint(member_files[slot], "test")
         expected = models.materialize(source, source_member).state_dict()
-        (plain,), _ = fuse.networks_from_checkpoint(plain_files[slot])
+        (plain,), _ = networks_from_checkpoint(plain_files[slot])
         given = plain.state_dict()
         assert list(given) == list(expected)
         assert all(torch.equal(given[key], expected[key]) for key in expected), slot
@@ -59,7 +60,7 @@ def test_every_method_starts_from_byte_identical_member_weights(report):
 
 def test_the_ensemble_row_is_the_average_of_the_members_logits(report):
     members_dir = run_of(report, "ensemble")["run_dir"]
-    networks = [fuse.networks_from_checkpoint(os.path.join(members_dir, systems.PLAIN_MEMBER.format(m)))[0][0].eval()
+    networks = [networks_from_checkpoint(os.path.join(members_dir, systems.PLAIN_MEMBER.format(m)))[0][0].eval()
                 for m in (0, 1)]
     _, test_set = data.build_datasets("digits", None)
     images = torch.stack([test_set[i][0] for i in range(len(test_set))])
