@@ -590,7 +590,8 @@ class FusionRun:
     def finish(self, members: list, member_val: list[dict], initial, recalibrated, final, fine_tuned: bool) -> dict:
         """Test every network of the summary once, write fused.pth, summary.json and the accuracy plot."""
         import fusion
-        from custom_log import format_table, humanize, plot_accuracy
+        from custom_log import format_table, humanize
+        from reports.plots import plot_accuracy
         from utils import atomic_write_text
 
         args, input_size = self.args, self.data.input_size

@@ -859,7 +859,8 @@ def finish(args, run_dir: str, plan, history: list, summary: list, ctx: Context,
     """The end-of-run report: summary table, summary.json, accuracy PNGs."""
     if not ctx.main_process:
         return
-    from custom_log import format_seconds, format_table, humanize, plot_accuracy
+    from custom_log import format_seconds, format_table, humanize
+    from reports.plots import plot_accuracy
     from utils import atomic_write_text
 
     boundaries = {e.epoch: ", ".join(e.operators) for e in plan if e.operators and not e.grow_before}

@@ -421,7 +421,8 @@ def run_tasks(args: argparse.Namespace) -> dict:
 
 
 def _plot(run_dir: str, epochs: int, num_tasks: int) -> None:
-    from custom_log import plot_accuracy, read_metrics
+    from custom_log import read_metrics
+    from reports.plots import plot_accuracy
 
     metrics = read_metrics(os.path.join(run_dir, "metrics.jsonl"))
     plot_accuracy(metrics, os.path.join(run_dir, "accuracy.png"),

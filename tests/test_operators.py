@@ -125,7 +125,7 @@ def test_recalibration_is_the_plain_mean_of_the_batch_statistics_and_leaves_unus
 
 
 def test_accuracy_png_marks_each_right_after_point(tmp_path):
-    from custom_log import plot_accuracy
+    from reports.plots import plot_accuracy
 
     rows = [{"epoch": e, "phase": "member_0" if e < 3 else "grown", "test_top1": 50.0 + e} for e in range(6)]
     plain = plot_accuracy(rows, tmp_path / "plain.png", growth_epochs=[3])

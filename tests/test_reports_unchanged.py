@@ -29,6 +29,7 @@ import compare
 import fuse
 import main
 import systems
+from reports import systems_runs
 
 EXPECTED = os.path.join(ROOT, "tests", "fixtures", "reports")
 COMMON = ["--dataset", "digits", "--depth", "10", "--wide", "0.5"]
@@ -149,7 +150,7 @@ class MadeUpRuns:
         with open(os.path.join(run_dir, "metrics.jsonl"), "w") as handle:
             handle.writelines(json.dumps(row) + "\n" for row in history)
         write_json(os.path.join(run_dir, "summary.json"), summary)
-        names = ([checkpoint.member_checkpoint_name(m) for m in (0, 1)] + [systems.PLAIN_MEMBER.format(m)
+        names = ([checkpoint.member_checkpoint_name(m) for m in (0, 1)] + [systems_runs.PLAIN_MEMBER.format(m)
                  for m in (0, 1)] if args.members_only else [checkpoint.GROWN_FINAL_NAME])
         for name in names:  # the networks other runs name (never loaded: every run here is read back)
             with open(os.path.join(run_dir, name), "w") as handle:
