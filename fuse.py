@@ -596,20 +596,22 @@ class FusionRun:
 
         args, input_size = self.args, self.data.input_size
         member_size = size_of(members[0], input_size)
-        rows = [{"network": f"member {i}", **self.scores(net, val), **member_size}
+        rows = [{"network": f"member {i}", **self.scores(net, val), **member_size, "role": "member", "member": i}
                 for i, (net, val) in enumerate(zip(members, member_val))]
         rows.append({"network": f"ensemble of {len(members)}", **self.scores(fusion.Ensemble(members)),
-                     "params": member_size["params"] * len(members), "flops": member_size["flops"] * len(members)})
+                     "params": member_size["params"] * len(members), "flops": member_size["flops"] * len(members),
+                     "role": "ensemble"})
         if args.method != "ensemble":
             seconds = self.record["fusion_seconds"] if args.method != "best_member" else None
             rows.append({"network": f"{args.method} before fine-tuning", **self.scores(initial),
-                         **size_of(initial, input_size), "seconds": seconds})
+                         **size_of(initial, input_size), "seconds": seconds, "role": "before_finetuning",
+                         "bn_recalibrated": False})
         if recalibrated is not None:
             rows.append({"network": f"{args.method} before fine-tuning, BN recalibrated", **self.scores(recalibrated),
-                         **size_of(recalibrated, input_size)})
+                         **size_of(recalibrated, input_size), "role": "before_finetuning", "bn_recalibrated": True})
         if fine_tuned:
             rows.append({"network": f"{args.method} after fine-tuning", **self.scores(final),
-                         **size_of(final, input_size), "epoch": self.record["best_epoch"]})
+                         **size_of(final, input_size), "epoch": self.record["best_epoch"], "role": "after_finetuning"})
         table = format_table(rows, ["network", "val_top1", "test_top1", "params", "flops", "seconds", "epoch"],
                              formats={"params": humanize, "flops": humanize, "seconds": lambda s: f"{s:.3f}"})
         fused = fusion.concat(members) if args.method == "ensemble" else final

@@ -13,6 +13,7 @@ import main
 import models
 from training import runtime
 from models.mlp import MLP
+from reports import records
 
 # Tiny WRN-10-1 members on a 100-image digits subset (80 to train, 20 to validate): seconds a run.
 TINY = ["--dataset", "digits", "--ngpu", "0", "--workers", "0", "--train_subset", "100", "--val_split", "0.2",
@@ -55,6 +56,15 @@ def test_a_run_reports_members_ensemble_and_the_fused_network_before_and_after_f
     assert rows["nt before fine-tuning"]["params"] == rows["member 0"]["params"]
     assert rows["nt before fine-tuning"]["seconds"] > 0
     assert [row["phase"] for row in epochs(trained)] == ["member_0", "member_1", "finetune", "finetune"]
+
+
+def test_every_summary_row_says_what_it_is_in_fields_and_the_older_reader_agrees(trained):
+    rows = list(summary(trained).values())
+    assert [(row["role"], row.get("member"), row.get("bn_recalibrated")) for row in rows] == [
+        ("member", 0, None), ("member", 1, None), ("ensemble", None, None), ("before_finetuning", None, False),
+        ("after_finetuning", None, None)]
+    for row in rows:  # what a row written before the fields gets from its name
+        assert all(row[key] == value for key, value in records.older_fuse_fields(row["network"]).items())
 
 
 def test_fused_checkpoint_holds_a_member_sized_network_of_our_class(trained):
@@ -250,6 +260,7 @@ def test_recalibrate_bn_reports_the_fused_network_raw_and_with_re_estimated_stat
     assert run_fuse(tmp_path, "--checkpoints", *members, "--recalibrate_bn", "2", "--finetune_epochs", "1") == 0
     rows = summary(tmp_path)
     assert list(rows)[3:] == ["nt before fine-tuning", "nt before fine-tuning, BN recalibrated", "nt after fine-tuning"]
+    assert [rows[name]["bn_recalibrated"] for name in list(rows)[3:5]] == [False, True]
     # the raw row is the fused network as the run without recalibration has it
     assert rows["nt before fine-tuning"]["val_top1"] == summary(trained)["nt before fine-tuning"]["val_top1"]
     raw, recalibrated = (torch.load(os.path.join(run_dir(tmp_path), name), map_location="cpu", weights_only=True)

@@ -17,6 +17,7 @@ from training import engine
 import main
 import operators
 from conftest import tiny_args
+from reports import records
 from training.schedule import build_plan
 
 SEEN = []
@@ -72,6 +73,21 @@ def test_val_split_selects_on_validation_and_touches_the_test_set_once_at_the_en
     assert [row["split"] for row in result["summary"]].count("test") == 1
     assert result["summary"][-1]["network"] == "grown final (test)"
     assert result["summary"][-1]["split"] == "test"
+
+
+def test_every_summary_row_says_what_it_is_in_fields_and_the_older_reader_agrees(operator_run):
+    args, result = operator_run
+    fields = [(row["role"], row.get("operator"), row.get("bn_recalibrated"), row["phase"], row["member"])
+              for row in result["summary"]]
+    assert fields == [("phase_end", None, None, "member_0", 0), ("phase_end", None, None, "member_1", 1),
+                      ("right_after", "mixturegrowth", False, "grown", None),
+                      ("right_after", "mixturegrowth", True, "grown", None),
+                      ("right_after", "test_reset_classifier", False, "grown", None),
+                      ("right_after", "test_reset_classifier", True, "grown", None),
+                      ("phase_end", None, None, "grown", None), ("final_test", None, None, "grown", None)]
+    for row in result["summary"]:  # what a row written before the fields gets from its name (if it is known)
+        older = records.older_main_fields(row["network"], vars(args))
+        assert all(row[key] == value for key, value in older.items() if value is not None), row["network"]
 
 
 def test_the_loop_names_no_method():
