@@ -623,7 +623,7 @@ class TrainingRun:
         size_model = models.materialize(self.model, member) if models.is_template_model(self.model) else self.model
         return {"network": name, "top1": result["top1"], "top5": result["top5"],
                 "params": count_parameters(size_model), "flops": count_flops(self.model, self.data.input_size, member),
-                "epoch": entry.epoch, "split": self.data.selection_split}
+                "epoch": entry.epoch, "split": self.data.selection_split, "phase": entry.phase, "member": member}
 
     # ----------------------------------------------------------------- the steps
 
@@ -661,7 +661,8 @@ class TrainingRun:
         """Evaluate the network an operator returned (and again after BN recalibration, if asked)."""
         _, primary = self.evaluate_entry(entry)
         self.summary.append({**self.summary_row(label, entry, primary, None), "analysis_flops": analysis_flops,
-                             "operator_seconds": seconds})
+                             "operator_seconds": seconds, "role": "right_after", "operator": operator,
+                             "bn_recalibrated": False})
         self.events.append({"epoch": entry.epoch, "operator": operator, "label": label, "top1": primary["top1"],
                             "train_flops_cumulative": self.cumulative_flops, "analysis_flops": analysis_flops})
         self.log.info(f"{label}: top-1 {primary['top1']:.2f}% right after {operator}, before epoch {entry.epoch} "
@@ -680,7 +681,8 @@ class TrainingRun:
                                                    epoch=entry.epoch)
             _, primary = self.evaluate_entry(entry, model=probed)
             name = f"{label}, BN recalibrated"
-            self.summary.append(self.summary_row(name, entry, primary, None))
+            self.summary.append({**self.summary_row(name, entry, primary, None), "role": "right_after",
+                                 "operator": operator, "bn_recalibrated": True})
             self.events.append({"epoch": entry.epoch, "operator": operator, "label": name, "top1": primary["top1"],
                                 "train_flops_cumulative": self.cumulative_flops})
             self.log.info(f"{name} ({batches} batches): top-1 {primary['top1']:.2f}%")
@@ -773,9 +775,9 @@ class TrainingRun:
         if phase_ends:
             primary = {key: row[f"{self.data.selection_split}_{key}"] for key in ("top1", "top5")}
             if entry.phase == "member_1" and 0 in results:
-                self.summary.append(self.summary_row("member 0", entry, results[0], 0))
-            self.summary.append(self.summary_row(PHASE_SUMMARY_NAMES[entry.phase], entry, primary,
-                                                 entry.forward_member))
+                self.summary.append({**self.summary_row("member 0", entry, results[0], 0), "role": "phase_end"})
+            self.summary.append({**self.summary_row(PHASE_SUMMARY_NAMES[entry.phase], entry, primary,
+                                                    entry.forward_member), "role": "phase_end"})
         if self.ctx.main_process:
             state = self.state(epoch, entry)
             self.save(checkpoint.LATEST_NAME, state)
@@ -812,7 +814,7 @@ class TrainingRun:
             last = self.plan[len(self.plan) - 1]
             _, primary = self.evaluate_entry(last, self.data.test_loader)
             row = self.summary_row(f"{PHASE_SUMMARY_NAMES[last.phase]} (test)", last, primary, last.forward_member)
-            self.summary.append({**row, "split": "test"})
+            self.summary.append({**row, "split": "test", "role": "final_test"})
         if self.history:
             finish(self.args, self.run_dir, self.plan, self.history, self.summary, self.ctx,
                    time.time() - self.started, self.events)
@@ -832,7 +834,8 @@ def finish(args, run_dir: str, plan, history: list, summary: list, ctx: Context,
     """The end-of-run report: summary table, summary.json, accuracy PNGs."""
     if not ctx.main_process:
         return
-    from custom_log import format_seconds, format_table, humanize, plot_accuracy
+    from custom_log import format_seconds, format_table, humanize
+    from reports.plots import plot_accuracy
     from utils import atomic_write_text
 
     boundaries = {e.epoch: ", ".join(e.operators) for e in plan if e.operators and not e.grow_before}

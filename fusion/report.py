@@ -24,20 +24,22 @@ def summary_rows(scores, args: argparse.Namespace, input_size, members: list, me
     """The rows of summary.json; ``scores(network, val=None)``: its val and test top-1; ``recalibrated`` /
     ``tuned``: None when the run did not recalibrate / fine-tune; ``record``: the run's numbers."""
     member_size = size_of(members[0], input_size)
-    rows = [{"network": f"member {i}", **scores(net, val), **member_size}
+    rows = [{"network": f"member {i}", **scores(net, val), **member_size, "role": "member", "member": i}
             for i, (net, val) in enumerate(zip(members, member_val))]
     rows.append({"network": f"ensemble of {len(members)}", **scores(Ensemble(members)),
-                 "params": member_size["params"] * len(members), "flops": member_size["flops"] * len(members)})
+                 "params": member_size["params"] * len(members), "flops": member_size["flops"] * len(members),
+                 "role": "ensemble"})
     if args.method != "ensemble":
         seconds = record["fusion_seconds"] if args.method != "best_member" else None
         rows.append({"network": f"{args.method} before fine-tuning", **scores(initial),
-                     **size_of(initial, input_size), "seconds": seconds})
+                     **size_of(initial, input_size), "seconds": seconds, "role": "before_finetuning",
+                     "bn_recalibrated": False})
     if recalibrated is not None:
         rows.append({"network": f"{args.method} before fine-tuning, BN recalibrated", **scores(recalibrated),
-                     **size_of(recalibrated, input_size)})
+                     **size_of(recalibrated, input_size), "role": "before_finetuning", "bn_recalibrated": True})
     if tuned is not None:
         rows.append({"network": f"{args.method} after fine-tuning", **scores(tuned),
-                     **size_of(tuned, input_size), "epoch": record["best_epoch"]})
+                     **size_of(tuned, input_size), "epoch": record["best_epoch"], "role": "after_finetuning"})
     return rows
 
 

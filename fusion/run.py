@@ -50,7 +50,7 @@ def stages_of(saved: dict | None) -> Ledger:
     if saved is None or "stages" in saved:
         return Ledger((saved or {}).get("stages"))
     record = saved["record"]
-    done = [stages.member_stage(index) for index in range(record["members_trained"])]
+    done = [stages.member_stage(index) for index in range(record.get("members_trained", 0))]
     done += {"members": [], "finetune": [FUSION], "done": [FUSION, FINETUNE, REPORT]}[record["stage"]]
     return Ledger({"done": done, "in_flight": saved.get("training", "").removesuffix(".pth") or None})
 

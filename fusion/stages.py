@@ -17,7 +17,7 @@ import time
 import torch
 import torch.nn as nn
 
-from custom_log import plot_accuracy
+from reports.plots import plot_accuracy
 from training import engine
 from training.run import SUMMARY_NAME
 from training.training_state import seed_everything

@@ -62,11 +62,11 @@ def torch_threads(count: int):
 def parallel_and_alone(entry, run: list[str], out, capsys) -> tuple[dict, list[str], dict]:
     """``entry`` (compare.main or systems.main) on ``run`` with ``--jobs 2``, the lines it printed, and the same
     run in one process with the threads each of those processes had: two results that must hold the same numbers."""
-    import compare
+    from reports.jobs import threads_per_job
 
     parallel = entry(run + ["--jobs", "2", "--out", str(out / "parallel")])
     printed = capsys.readouterr().out.splitlines()
-    with torch_threads(compare.threads_per_job(2)):
+    with torch_threads(threads_per_job(2)):
         alone = entry(run + ["--jobs", "1", "--out", str(out / "alone")])
     return parallel, printed, alone
 

@@ -13,6 +13,8 @@ import pytest
 import compare
 import main
 from conftest import ROOT, sigterm_group_at
+from reports import methods
+from reports import stats
 
 
 def options(*flags):
@@ -21,7 +23,7 @@ def options(*flags):
     return opts
 
 
-def planned_cost(method: str, phases: compare.Phases, flops: dict) -> float:
+def planned_cost(method: str, phases: methods.Phases, flops: dict) -> float:
     if method == "scratch_small":
         return phases.total * flops["small"]
     if method == "scratch_large":
@@ -32,30 +34,30 @@ def planned_cost(method: str, phases: compare.Phases, flops: dict) -> float:
 
 def test_flops_budget_gives_every_method_scratch_larges_training_flops():
     opts = options("--budget", "flops", "--epochs", "10", "--wide", "2")
-    flops = compare.training_flops_per_image(opts)
+    flops = methods.training_flops_per_image(opts)
     reference = 10 * flops["large"]
     for method in ("scratch_small", "scratch_large", "net2net", "random_growth", "mixturegrowth_orthogonal"):
-        phases = compare.allocate(method, opts, flops)
+        phases = methods.allocate(method, opts, flops)
         assert planned_cost(method, phases, flops) == pytest.approx(reference, rel=0.06), method
-    grown = compare.allocate("mixturegrowth_orthogonal", opts, flops)
+    grown = methods.allocate("mixturegrowth_orthogonal", opts, flops)
     # The paper's 200:200:40: members get far more epochs than the grown network, equally many each.
     assert grown.member_0 == grown.member_1 and grown.member_0 > 3 * grown.grown
-    assert compare.allocate("scratch_small", opts, flops).total > 3 * 10
+    assert methods.allocate("scratch_small", opts, flops).total > 3 * 10
 
 
 def test_epochs_budget_keeps_every_method_at_the_same_epochs():
     opts = options("--epochs", "9", "--member_epochs", "3")
-    assert compare.allocate("scratch_large", opts, None) == compare.Phases(0, 0, 9)
-    assert compare.allocate("mixturegrowth_zero+bn", opts, None) == compare.Phases(3, 3, 3)
+    assert methods.allocate("scratch_large", opts, None) == methods.Phases(0, 0, 9)
+    assert methods.allocate("mixturegrowth_zero+bn", opts, None) == methods.Phases(3, 3, 3)
 
 
 def test_the_annealed_recipe_anneals_every_phase_and_scratch_runs_once():
     opts = options("--recipe", "short,annealed", "--methods", "scratch_large,mixturegrowth_zero+bn")
     assert compare.jobs(opts) == [("scratch_large", "-"), ("mixturegrowth_zero+bn", "short"),
                                   ("mixturegrowth_zero+bn", "annealed")]
-    phases = compare.Phases(3, 3, 3)
-    short = compare.run_command("mixturegrowth_zero+bn", "short", 0, opts, phases, [])
-    annealed = compare.run_command("mixturegrowth_zero+bn", "annealed", 0, opts, phases, [])
+    phases = methods.Phases(3, 3, 3)
+    short = methods.run_command("mixturegrowth_zero+bn", "short", 0, opts, phases, [])
+    annealed = methods.run_command("mixturegrowth_zero+bn", "annealed", 0, opts, phases, [])
     assert "--anneal_each_phase" in annealed and "--anneal_each_phase" not in short
     assert annealed[annealed.index("--recalibrate_bn") + 1] == "20"
 
@@ -63,7 +65,7 @@ def test_the_annealed_recipe_anneals_every_phase_and_scratch_runs_once():
 def test_paired_difference_is_the_mean_with_a_95_percent_t_interval():
     runs = [{"name": "a", "seed": s, "top1": v} for s, v in enumerate((91.0, 92.0, 93.0))]
     runs += [{"name": "b", "seed": s, "top1": v} for s, v in enumerate((90.0, 90.0, 90.0))]
-    difference = compare.paired_difference(runs, "a", "b")
+    difference = stats.paired_difference(runs, "a", "b")
     half = 4.302652729911275 * 1.0 / 3 ** 0.5  # t(0.975, 2) x std of (1, 2, 3) / sqrt(3)
     assert difference["mean"] == pytest.approx(2.0)
     assert (difference["low"], difference["high"]) == pytest.approx((2.0 - half, 2.0 + half))

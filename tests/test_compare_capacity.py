@@ -11,6 +11,10 @@ import torch
 import compare
 import main
 import models
+from reports import methods
+from reports import stats
+from reports.comparison import Comparison
+from reports.runs import run_directory_of
 from compute_flops import count_parameters
 from models.net2net import small_plain_wrn
 from test_models import randomize_batchnorm_statistics
@@ -29,14 +33,14 @@ def flag(command: list[str], name: str) -> str:
 def test_net2net_gradmax_and_firefly_widen_one_shared_small_network_per_seed(tmp_path):
     opts = options("--preset", "fashion_mnist_capacity", "--seeds", "0,1", "--out", str(tmp_path))
     flops = {"small": 1.0, "large": 4.0, "member": 1.0, "grown": 4.0}
-    plans = {(m, r): compare.allocate(m if m != "ensemble" else "mixturegrowth_orthogonal", opts, flops)
+    plans = {(m, r): methods.allocate(m if m != "ensemble" else "mixturegrowth_orthogonal", opts, flops)
              for m, r in compare.jobs(opts) + [("mixturegrowth_orthogonal", "fair")]}
-    jobs = compare.Comparison(opts, [], plans, flops).planned()
+    jobs = Comparison(opts, [], plans, flops).planned()
     for seed in (0, 1):
         small = [j for j in jobs if j.key.startswith(f"small network seed {seed} ")]
         assert len(small) == 1  # trained once per seed
-        small_dir = compare.run_directory_of(small[0].command)
-        widened = [j for j in jobs if j.key.split()[0] in compare.FROM_SMALL and f" seed {seed} " in j.key]
+        small_dir = run_directory_of(small[0].command)
+        widened = [j for j in jobs if j.key.split()[0] in methods.FROM_SMALL and f" seed {seed} " in j.key]
         assert {j.key.split()[0] for j in widened} == {"net2net", "gradmax", "firefly"}
         for job in widened:
             assert job.needs == small[0].key
@@ -51,7 +55,7 @@ def test_net2net_gradmax_and_firefly_widen_one_shared_small_network_per_seed(tmp
 
 def test_every_small_network_has_the_members_shape(parse):
     opts = options("--preset", "fashion_mnist_capacity")
-    scratch = compare.method_flags("scratch_small", opts, compare.Phases(0, 0, 20))
+    scratch = methods.method_flags("scratch_small", opts, methods.Phases(0, 0, 20))
     scratch_net = models.create_model(main.get_args_parser().parse_args(["--depth", "10", *scratch]), 10)
     template = models.create_model(parse("--depth", "10", "--arch", "wrn", "--wide", "0.5", "--template_size",
                                          "0.5,0.5,1"), 10)
@@ -60,7 +64,7 @@ def test_every_small_network_has_the_members_shape(parse):
                                   "--template_size", "0.5,0.5,1"), 10)
     assert tuple(scratch_net.channels) == tuple(member.channels) == tuple(start.channels) == (8, 4, 8, 16)
     assert count_parameters(scratch_net) == count_parameters(member) == count_parameters(start)
-    flops = compare.training_flops_per_image(opts)
+    flops = methods.training_flops_per_image(opts)
     assert flops["small"] < flops["large"] / 3  # one small architecture, a quarter-ish of the large one
 
 
@@ -85,12 +89,12 @@ def test_the_report_states_the_premise_first(gap, says):
     runs = [{"name": "scratch_small", "seed": s, "top1": 80.0} for s in range(3)]
     runs += [{"name": "scratch_large", "seed": s, "top1": 80.0 + d} for s, d in enumerate(gap)]
     rows = [{"method": "scratch_small"}, {"method": "scratch_large"}]
-    text = compare.premise(runs, rows)
+    text = stats.premise(runs, rows)
     assert text.startswith("**Premise:** scratch_large - scratch_small = ") and says in text
     assert f"{sum(gap) / 3:+.2f}" in text
 
 
 def test_the_premise_with_one_seed_says_it_is_not_measured():
     runs = [{"name": "scratch_small", "seed": 0, "top1": 80.0}, {"name": "scratch_large", "seed": 0, "top1": 82.0}]
-    text = compare.premise(runs, [{"method": "scratch_small"}, {"method": "scratch_large"}])
+    text = stats.premise(runs, [{"method": "scratch_small"}, {"method": "scratch_large"}])
     assert "not measured" in text and not math.isnan(float(text.split("= ")[1].split()[0]))

@@ -12,6 +12,9 @@ import torch
 from training import checkpoint
 import compare
 import main
+from reports import methods
+from reports import records
+from reports import stats
 
 FAIR_RUN = ["--dataset", "digits", "--seeds", "0", "--epochs", "3", "--member_epochs", "1", "--depth", "10",
             "--wide", "0.5", "--batch_size", "128", "--methods", "ensemble,scratch_small,random_growth,mixturegrowth_zero",
@@ -37,7 +40,7 @@ def test_members_are_trained_once_per_seed_and_every_growth_method_grows_the_sam
     assert fair["trained"].count("members-1+1") == 1
     members_dir = next(r for r in fair["result"]["runs"] if r["method"] == "ensemble")["run_dir"]
     member_files = [os.path.join(members_dir, checkpoint.member_checkpoint_name(m)) for m in (0, 1)]
-    grown_runs = [r for r in fair["result"]["runs"] if r["method"] in compare.FROM_MEMBERS]
+    grown_runs = [r for r in fair["result"]["runs"] if r["method"] in methods.FROM_MEMBERS]
     assert {r["method"] for r in grown_runs} == {"random_growth", "mixturegrowth_zero"}
     for command in fair["result"]["commands"].values():
         if "--coefs_growing" in command:  # every lr of every growing method
@@ -116,7 +119,7 @@ def test_probe_bn_measures_a_copy_so_training_goes_on_from_the_raw_network(fair)
     result = main.main(main.get_args_parser().parse_args(command))
     probed = checkpoint.load_checkpoint(os.path.join(run["run_dir"], checkpoint.GROWN_FINAL_NAME))["model"]
     assert all(torch.equal(probed[key], value) for key, value in result["model"].state_dict().items())
-    assert not any(row["network"].endswith(compare.RECALIBRATED) for row in result["summary"])
+    assert not any(row["network"].endswith(records.OLDER_RECALIBRATED) for row in result["summary"])
 
 
 @pytest.mark.parametrize("flags, sentence", [
@@ -169,8 +172,8 @@ def test_the_report_names_each_row_whose_chosen_lr_lies_at_an_edge_of_its_grid()
             {"name": "random_growth", "seed": 0, "lr": 0.01, "grid": grid},
             {"name": "ensemble", "seed": 0, "lr": None, "grid": None},
             {"name": "one_point", "seed": 0, "lr": 0.1, "grid": {"0.1": 85.0}}]  # no grid to widen
-    text = compare.grid_edges(runs)
+    text = stats.grid_edges(runs)
     assert "scratch_large chose the largest lr of its grid (0.2) on seeds 0, 1 of 2" in text
     assert "random_growth chose the smallest lr of its grid (0.01) on seed 0 of 1" in text
     assert "net2net" not in text and "one_point" not in text and "ensemble" not in text
-    assert compare.grid_edges(runs[2:3]) == ""
+    assert stats.grid_edges(runs[2:3]) == ""

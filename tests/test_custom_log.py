@@ -12,10 +12,10 @@ from custom_log import (
     format_markdown_table,
     format_table,
     humanize,
-    plot_accuracy,
     progress,
     read_metrics,
 )
+from reports.plots import plot_accuracy
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -17,6 +17,7 @@ import models
 from training import stops
 from training import runtime
 from models.mlp import MLP
+from reports import records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Tiny WRN-10-1 members on a 100-image digits subset (80 to train, 20 to validate): seconds a run.
@@ -78,6 +79,15 @@ def test_a_checkpoint_written_before_the_ledger_continues_from_its_stage():
     assert fusion.run.stages_of(saved).state() == {"done": ["member_0"], "in_flight": "member_1"}
     saved = {"record": {"stage": "finetune", "members_trained": 0}}
     assert fusion.run.stages_of(saved).state() == {"done": ["fusion"], "in_flight": None}
+
+
+def test_every_summary_row_says_what_it_is_in_fields_and_the_older_reader_agrees(trained):
+    rows = list(summary(trained).values())
+    assert [(row["role"], row.get("member"), row.get("bn_recalibrated")) for row in rows] == [
+        ("member", 0, None), ("member", 1, None), ("ensemble", None, None), ("before_finetuning", None, False),
+        ("after_finetuning", None, None)]
+    for row in rows:  # what a row written before the fields gets from its name
+        assert all(row[key] == value for key, value in records.older_fuse_fields(row["network"]).items())
 
 
 def test_fused_checkpoint_holds_a_member_sized_network_of_our_class(trained):
@@ -273,6 +283,7 @@ def test_recalibrate_bn_reports_the_fused_network_raw_and_with_re_estimated_stat
     assert run_fuse(tmp_path, "--checkpoints", *members, "--recalibrate_bn", "2", "--finetune_epochs", "1") == 0
     rows = summary(tmp_path)
     assert list(rows)[3:] == ["nt before fine-tuning", "nt before fine-tuning, BN recalibrated", "nt after fine-tuning"]
+    assert [rows[name]["bn_recalibrated"] for name in list(rows)[3:5]] == [False, True]
     # the raw row is the fused network as the run without recalibration has it
     assert rows["nt before fine-tuning"]["val_top1"] == summary(trained)["nt before fine-tuning"]["val_top1"]
     raw, recalibrated = (torch.load(os.path.join(run_dir(tmp_path), name), map_location="cpu", weights_only=True)

@@ -25,6 +25,7 @@ import main
 import nws
 import systems
 from weight_search.pretrain import pools_written
+from reports import tables
 
 CPU = ["--dataset", "digits", "--ngpu", "0", "--workers", "0"]
 # A MixtureGrowth run of three epochs (member 0, member 1, grown) on 200 digits: a few seconds.
@@ -340,9 +341,10 @@ def test_the_reports_print_a_single_seed_without_plus_minus():
     systems_row = {"method": "nt", "chosen": "", "top1_mean": 11.39, "top1_std": 0.0, "vs_best_member": None,
                    "right_after_val_mean": None, "params": 1e5, "inference_flops": 1e7, "finetune_flops": 1e9,
                    "length": "3 steps", "lr": "0.1", "seeds": 1}
-    for table in (compare.markdown([compare_row]), compare.grid_markdown([grid_row]), systems.markdown([systems_row])):
+    for table in (tables.compare_markdown([compare_row]), tables.grid_markdown([grid_row]),
+                  tables.systems_markdown([systems_row])):
         assert "11.39" in table and "±" not in table, table
-    assert "11.39 ± 0.50" in compare.markdown([{**compare_row, "seeds": 2, "top1_std": 0.5}])
+    assert "11.39 ± 0.50" in tables.compare_markdown([{**compare_row, "seeds": 2, "top1_std": 0.5}])
 
 
 # --------------------------------------------------------------------------- 9. a finished run is left alone

@@ -18,6 +18,7 @@ import main
 import operators
 from conftest import tiny_args
 from mixturegrowth.plan import build_plan
+from reports import records
 
 SEEN = []
 
@@ -74,6 +75,21 @@ def test_val_split_selects_on_validation_and_touches_the_test_set_once_at_the_en
     assert result["summary"][-1]["split"] == "test"
 
 
+def test_every_summary_row_says_what_it_is_in_fields_and_the_older_reader_agrees(operator_run):
+    args, result = operator_run
+    fields = [(row["role"], row.get("operator"), row.get("bn_recalibrated"), row["phase"], row["member"])
+              for row in result["summary"]]
+    assert fields == [("phase_end", None, None, "member_0", 0), ("phase_end", None, None, "member_1", 1),
+                      ("right_after", "mixturegrowth", False, "grown", None),
+                      ("right_after", "mixturegrowth", True, "grown", None),
+                      ("right_after", "test_reset_classifier", False, "grown", None),
+                      ("right_after", "test_reset_classifier", True, "grown", None),
+                      ("phase_end", None, None, "grown", None), ("final_test", None, None, "grown", None)]
+    for row in result["summary"]:  # what a row written before the fields gets from its name (if it is known)
+        older = records.older_main_fields(row["network"], vars(args))
+        assert all(row[key] == value for key, value in older.items() if value is not None), row["network"]
+
+
 def test_the_loop_names_no_method():
     source = inspect.getsource(main.run_training) + inspect.getsource(main.TrainingRun)
     for name in operators.names():
@@ -125,7 +141,7 @@ def test_recalibration_is_the_plain_mean_of_the_batch_statistics_and_leaves_unus
 
 
 def test_accuracy_png_marks_each_right_after_point(tmp_path):
-    from custom_log import plot_accuracy
+    from reports.plots import plot_accuracy
 
     rows = [{"epoch": e, "phase": "member_0" if e < 3 else "grown", "test_top1": 50.0 + e} for e in range(6)]
     plain = plot_accuracy(rows, tmp_path / "plain.png", growth_epochs=[3])

@@ -17,6 +17,8 @@ import main
 import models
 import systems
 from fusion.networks import networks_from_checkpoint
+from reports import stats
+from reports import systems_runs
 
 TINY = ["--dataset", "digits", "--seeds", "0", "--member_epochs", "1", "--grown_epochs", "1", "--depth", "10",
         "--wide", "0.5", "--train_subset", "300", "--val_split", "0.2", "--grown_lr_grid", "0.05",
@@ -41,7 +43,7 @@ def args_of(run_dir):
 def test_every_method_starts_from_byte_identical_member_weights(report):
     members_dir = run_of(report, "ensemble")["run_dir"]
     member_files = [os.path.join(members_dir, checkpoint.member_checkpoint_name(m)) for m in (0, 1)]
-    plain_files = [os.path.join(members_dir, systems.PLAIN_MEMBER.format(m)) for m in (0, 1)]
+    plain_files = [os.path.join(members_dir, systems_runs.PLAIN_MEMBER.format(m)) for m in (0, 1)]
     for slot in (0, 1):  # the plain member fuse.py reads = the member main.py's file holds, materialized
         source, source_member, _ = main.load_member_checkpoint(member_files[slot], "test")
         expected = models.materialize(source, source_member).state_dict()
@@ -60,8 +62,8 @@ def test_every_method_starts_from_byte_identical_member_weights(report):
 
 def test_the_ensemble_row_is_the_average_of_the_members_logits(report):
     members_dir = run_of(report, "ensemble")["run_dir"]
-    networks = [networks_from_checkpoint(os.path.join(members_dir, systems.PLAIN_MEMBER.format(m)))[0][0].eval()
-                for m in (0, 1)]
+    plain_files = [os.path.join(members_dir, systems_runs.PLAIN_MEMBER.format(m)) for m in (0, 1)]
+    networks = [networks_from_checkpoint(path)[0][0].eval() for path in plain_files]
     _, test_set = data.build_datasets("digits", None)
     images = torch.stack([test_set[i][0] for i in range(len(test_set))])
     labels = torch.tensor([test_set[i][1] for i in range(len(test_set))])
@@ -83,8 +85,8 @@ def test_every_fine_tuning_budget_equals_the_grown_one_in_flops_within_one_batch
     for method in systems.FUSED + systems.ALONE:
         run = run_of(report, method)
         assert run["inference_flops"] == budget["member_flops"]  # fuse.py's count of what it trained
-        assert run["finetune_images"] == systems.images_seen(budget["member_steps"], budget["epoch_images"],
-                                                             budget["batch_size"])
+        assert run["finetune_images"] == systems_runs.images_seen(budget["member_steps"], budget["epoch_images"],
+                                                                  budget["batch_size"])
         assert abs(run["finetune_flops"] - budget["flops"]) <= batch_flops, method
     assert run_of(report, systems.BEST_MEMBER)["member"] in systems.ALONE
 
@@ -99,12 +101,12 @@ def test_the_report_has_every_row_the_plot_and_intervals_against_the_best_member
 
 def test_the_pareto_front_keeps_the_points_nothing_cheaper_beats():
     points = [(1, 80.0), (2, 79.0), (2, 85.0), (4, 84.0), (8, 90.0)]
-    assert systems.pareto_front(points) == [(1, 80.0), (2, 85.0), (8, 90.0)]
+    assert stats.pareto_front(points) == [(1, 80.0), (2, 85.0), (8, 90.0)]
 
 
 def test_images_seen_counts_the_short_last_batch_of_each_epoch():
-    assert systems.images_seen(4, 100, 32) == 100  # 32 + 32 + 32 + 4
-    assert systems.images_seen(6, 100, 32) == 164
+    assert systems_runs.images_seen(4, 100, 32) == 100  # 32 + 32 + 32 + 4
+    assert systems_runs.images_seen(6, 100, 32) == 164
 
 
 @pytest.mark.parametrize("argv, sentence", [

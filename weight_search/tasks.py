@@ -12,7 +12,8 @@ import argparse
 import os
 import time
 
-from custom_log import plot_accuracy, read_metrics
+from custom_log import read_metrics
+from reports.plots import plot_accuracy
 from models.nws import NetworkConfig, build_network
 from training import checkpoint, distributed, runtime
 from training.engine import StopRequest
