@@ -39,7 +39,8 @@ import torch
 import torch.nn.functional as F
 
 import models.nws
-from models.nws import NetworkConfig, build_network, commitment_loss, nearest_indices, nws_layers, search_all
+from models.nws import NetworkConfig, build_network, commitment_loss, nws_layers, search_all
+from models.nws_search import nearest_indices
 from utils import parse_list
 from weight_search.protocol import float_weight_bytes
 from weight_search.storage import batchnorm_state, compress_indices, state_bytes

@@ -35,7 +35,7 @@ batches, as ``main.py --channels_last`` does.
 
 Also measured: the generation of every template-mixed weight alone, in each of the ways
 ``--generation-variants`` names (``per-layer``: each layer on its own, the pre-batching
-algorithm; ``batched``: ``models.layers.generate_weights`` over all layers, what a forward
+algorithm; ``batched``: ``models.mixing.generate_weights`` over all layers, what a forward
 does; ``compiled``: the same under ``torch.compile``, compile time reported apart); the aten
 operations a training forward + backward dispatches beyond its plain twin's
 (``torch.profiler``, also for WRN-16-2 and WRN-40-2: a count that grows with depth is a
@@ -63,7 +63,8 @@ import torch.nn.functional as F
 import compute_flops
 from training import engine
 import models
-from models.layers import TemplateConfig, TemplateLayers, generate_weights
+from models.layers import TemplateConfig, TemplateLayers
+from models.mixing import generate_weights
 from models.wrn import WideResNet, wrn_channels
 from utils import parse_list
 

@@ -70,7 +70,7 @@ def test_training_forwards_keep_using_exactly_the_nearest_vectors_while_weights_
 
 
 def test_nearest_candidates_are_the_nearest_entries_and_bound_every_other_one():
-    from models.nws import nearest_candidates, nearest_indices
+    from models.nws_search import nearest_candidates, nearest_indices
 
     torch.manual_seed(9)
     pool = torch.randn(40, 9)
@@ -89,7 +89,7 @@ def test_nearest_candidates_are_the_nearest_entries_and_bound_every_other_one():
 
 
 def test_a_vector_moving_to_a_runner_up_candidate_needs_no_new_search():
-    from models.nws import BoundedSearch
+    from models.nws_search import BoundedSearch
 
     far = [[10.0, 10.0], [10.0, -10.0], [-10.0, 10.0], [-10.0, -10.0], [20.0, 0.0], [0.0, 20.0]]
     pool = torch.tensor([[0.0, 0.0], [1.0, 0.0]] + far)
@@ -151,7 +151,7 @@ def test_a_network_searched_by_groups_uses_exactly_the_nearest_vectors_while_wei
 
 
 def test_scalar_pools_use_the_nearest_entry_and_the_lowest_index_among_equals():
-    from models.nws import nearest_indices
+    from models.nws_search import nearest_indices
 
     pool = torch.tensor([[0.5], [-1.0], [0.5], [2.0], [-1.0], [0.0]])
     values = torch.tensor([[0.5], [0.4], [0.25], [-0.75], [-5.0], [9.0], [1.25], [0.1], [-0.5]])
@@ -260,7 +260,7 @@ def test_group_size_must_divide_the_input_channels_and_pools_need_two_vectors():
 
 
 def test_ema_kmeans_step_matches_a_hand_computed_step():
-    from models.nws import nearest_indices
+    from models.nws_search import nearest_indices
     from weight_search.pools import ema_kmeans_step
 
     pool = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
@@ -302,7 +302,7 @@ def test_pool_learner_updates_pools_after_training_forwards_only():
 
 def test_search_and_kmeans_run_in_fp32_on_half_precision_inputs():
     """fp16 squares overflow above 255: the published code's pool pretraining went NaN."""
-    from models.nws import nearest_indices
+    from models.nws_search import nearest_indices
     from weight_search.pools import ema_kmeans_step
 
     torch.manual_seed(7)

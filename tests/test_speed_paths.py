@@ -18,7 +18,7 @@ import torch.nn as nn
 
 import compute_flops
 import models
-import models.layers as layers_module
+import models.mixing as mixing
 from models.layers import TemplateConfig, TemplateConv2d, TemplateLayers, TemplateMixed
 from models.wrn import WideResNet, wrn_channels
 
@@ -88,8 +88,8 @@ def test_no_grad_weight_is_cached_and_equals_the_fresh_weight():
 def test_evaluation_generates_each_weight_once_per_pass(monkeypatch):
     model, x = grown_network_in_eval_mode()
     generated = []
-    original = layers_module._generate_group
-    monkeypatch.setattr(layers_module, "_generate_group",
+    original = mixing._generate_group
+    monkeypatch.setattr(mixing, "_generate_group",
                         lambda group, *args: generated.extend(group) or original(group, *args))
     with torch.no_grad():
         for batch in (x, -x, 2 * x):  # three batches of one pass
