@@ -12,6 +12,7 @@ from training import engine
 import main
 from conftest import tiny_args
 from mixturegrowth.plan import build_plan
+from utils import ConfigError
 
 def test_phases_switch_at_the_planned_epochs(full_run):
     _, result = full_run
@@ -143,5 +144,5 @@ def test_resume_member_slots_take_members_from_other_runs(full_run, tmp_path):
 
 def test_a_grown_checkpoint_is_not_accepted_as_a_member(full_run):
     _, result = full_run
-    with pytest.raises(main.ConfigError, match="--resume_member_0: .* holds a grown network"):
+    with pytest.raises(ConfigError, match="--resume_member_0: .* holds a grown network"):
         main.load_member_checkpoint(os.path.join(result["run_dir"], "grown_final.pth"), "--resume_member_0")
