@@ -3,6 +3,8 @@
 import glob
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -10,7 +12,7 @@ import torch
 from training import checkpoint
 from training import engine
 import main
-from conftest import tiny_args
+from conftest import ROOT, tiny_args
 from mixturegrowth.plan import build_plan
 from utils import ConfigError
 
@@ -146,3 +148,12 @@ def test_a_grown_checkpoint_is_not_accepted_as_a_member(full_run):
     _, result = full_run
     with pytest.raises(ConfigError, match="--resume_member_0: .* holds a grown network"):
         main.load_member_checkpoint(os.path.join(result["run_dir"], "grown_final.pth"), "--resume_member_0")
+
+
+def test_the_command_line_is_parsed_and_checked_before_torch_loads():
+    code = ("import sys, main, mixturegrowth.cli\n"
+            "args = main.get_args_parser().parse_args(['--dataset', 'digits'])\n"
+            "main.validate_args(args)\n"
+            "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
