@@ -241,7 +241,7 @@ def _describe_training(e: EpochPlan) -> str:
 
 
 def build_plan(args: argparse.Namespace) -> TrainingPlan:
-    """The plan for the flags in ``args`` (from ``main.get_args_parser()``).
+    """The plan for the flags in ``args`` (from ``cli.get_args_parser()``).
 
     Raises ``ConfigError`` (one sentence naming the flags) for a run that cannot work.
     """
@@ -506,7 +506,7 @@ def _validate(args: argparse.Namespace) -> None:
         return  # a plain run: the growth flags below do not apply
     grown_epochs = args.epochs - first - args.ensemble_train_epochs
     if getattr(args, "members_only", False) and grown_epochs == 0:
-        return  # members only (main.validate_args checks the epochs): the growth flags below do not apply
+        return  # members only (cli.validate_args checks the epochs): the growth flags below do not apply
     require(grown_epochs >= 1,
             f"--growth_epochs ({first}) + --ensemble_train_epochs ({args.ensemble_train_epochs}) must be "
             f"less than --epochs ({args.epochs}), otherwise the grown network never trains")

@@ -84,7 +84,7 @@ def create_model(args: argparse.Namespace, num_classes: int) -> nn.Module:
         return BottleneckResNet(args.depth, resnet_widths(args.wide), num_classes, layers,
                                 bank_group_size=bank_group_size)
     channels = wrn_channels(args.wide)
-    fraction = getattr(args, "width_fraction", 1.0)  # --arch normalwrn only (main.validate_args)
+    fraction = getattr(args, "width_fraction", 1.0)  # --arch normalwrn only (mixturegrowth.cli.validate_args)
     if fraction != 1.0:
         channels = tuple(int(c * fraction) for c in channels)  # a member's shape (WideResNet.plain_twin)
     return WideResNet(args.depth, channels, num_classes, layers,

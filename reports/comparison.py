@@ -13,7 +13,7 @@ import os
 from training import runlock
 from training import stops
 from utils import ConfigError
-import main
+from mixturegrowth.cli import get_args_parser
 
 from . import entries
 from .jobs import Job, stopped, train_jobs
@@ -154,7 +154,7 @@ class Comparison:
         planned = self.planned()
         for job in planned:
             self.commands[job.key] = ["main.py", *job.command]
-        todo = [job for job in planned if read_finished(main.get_args_parser().parse_args(job.command)) is None]
+        todo = [job for job in planned if read_finished(get_args_parser().parse_args(job.command)) is None]
         if todo:
             train_jobs(todo, {job.key for job in planned} - {job.key for job in todo}, self.opts.jobs,
                        os.path.join(self.opts.out, "logs"))

@@ -16,7 +16,7 @@ from compute_flops import count_flops
 from training import checkpoint
 from training import data
 from utils import ConfigError
-import main
+from mixturegrowth.cli import get_args_parser
 import models
 
 METHODS = ("scratch_small", "scratch_large", "ensemble", "net2net", "gradmax", "firefly", "random_growth",
@@ -72,11 +72,11 @@ def training_flops_per_image(opts: argparse.Namespace) -> dict[str, float]:
     fraction = opts.member_fraction
 
     def net(*flags):
-        return models.create_model(main.get_args_parser().parse_args(["--depth", str(opts.depth), *flags]), classes)
+        return models.create_model(get_args_parser().parse_args(["--depth", str(opts.depth), *flags]), classes)
 
     template = net("--arch", "wrn", "--wide", f"{opts.wide:g}", "--template_size", f"{fraction:g},{fraction:g},1")
     member = count_flops(template, size, 0)
-    models.grow(template, main.get_args_parser().parse_args([]))
+    models.grow(template, get_args_parser().parse_args([]))
     return {name: 3.0 * value for name, value in {
         # the one small architecture of every row: a member's shape (scratch_small, the baselines' start)
         "small": count_flops(net("--arch", "normalwrn", "--wide", f"{opts.wide:g}", "--width_fraction",

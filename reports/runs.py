@@ -9,6 +9,8 @@ import gc
 import json
 import os
 
+from mixturegrowth.cli import get_args_parser
+from mixturegrowth.sources import SOURCE_FLAGS, check_sources_unchanged
 from training import checkpoint
 from training import runtime
 from utils import atomic_write_text
@@ -17,12 +19,12 @@ import main
 from . import records
 
 # Flags that name where things are, not what a run computes: a finished run still counts when they differ.
-# (and main.SOURCE_FLAGS, the files a run starts from: their content is checked instead, sources.json)
+# (and SOURCE_FLAGS, the files a run starts from: their content is checked instead, sources.json)
 LOCATION_FLAGS = ("save_path", "resume", "data_path")
 
 
 def run_directory_of(command: list[str]) -> str:
-    return runtime.run_directory(main.get_args_parser().parse_args(command))
+    return runtime.run_directory(get_args_parser().parse_args(command))
 
 
 def read_finished(args: argparse.Namespace) -> records.MainRun | None:
@@ -40,22 +42,22 @@ def read_finished(args: argparse.Namespace) -> records.MainRun | None:
         return None
     stored = records.read_json(paths[records.ARGS_FILE])
     wanted = json.loads(json.dumps(checkpoint.args_to_dict(args)))
-    defaults = json.loads(json.dumps(checkpoint.args_to_dict(main.get_args_parser().parse_args([]))))
-    where = LOCATION_FLAGS + main.SOURCE_FLAGS
+    defaults = json.loads(json.dumps(checkpoint.args_to_dict(get_args_parser().parse_args([]))))
+    where = LOCATION_FLAGS + SOURCE_FLAGS
     if any(stored.get(key, defaults.get(key)) != value for key, value in wanted.items() if key not in where):
         return None
     with open(paths[records.METRICS_FILE]) as handle:
         epochs = [json.loads(line) for line in handle if line.strip()]
     if [row["epoch"] for row in epochs] != list(range(args.epochs)):
         return None
-    main.check_sources_unchanged(args, run_dir)  # grown from members / a small network that changed since: refused
+    check_sources_unchanged(args, run_dir)  # grown from members / a small network that changed since: refused
     return records.main_run(run_dir, stored, epochs, records.read_json(paths[records.SUMMARY_FILE]))
 
 
 def run_one(command: list[str], train: bool = True) -> records.MainRun | None:
     """One run: read from its folder when that run already finished, else trained (or continued); None when it
     has not finished and ``train`` is off (``--report_only``)."""
-    args = main.get_args_parser().parse_args(command)
+    args = get_args_parser().parse_args(command)
     finished = read_finished(args)
     if finished is not None or not train:
         return finished
@@ -71,7 +73,7 @@ def evaluate_once(cache: str, opts: argparse.Namespace, flags_: list[str]) -> di
     if os.path.isfile(cache):
         return records.read_json(cache)
     data = [opts.data_path] if opts.data_path else []
-    args = main.get_args_parser().parse_args(data + ["--dataset", opts.dataset, "--ngpu", str(opts.ngpu),
+    args = get_args_parser().parse_args(data + ["--dataset", opts.dataset, "--ngpu", str(opts.ngpu),
                                                      "--workers", str(opts.workers), *flags_])
     results = main.run_evaluation(args)["results"]
     gc.collect()  # its loaders' workers, as in run_one

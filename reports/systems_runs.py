@@ -15,11 +15,13 @@ import os
 
 from compute_flops import count_flops, count_parameters
 from custom_log import read_metrics
+from fusion.cli import get_args_parser as fuse_parser
+from mixturegrowth.cli import get_args_parser
+from mixturegrowth.networks import load_member_checkpoint
 from training import checkpoint
 from training import data
 from training import runtime
 import fuse
-import main
 import models
 
 from . import entries
@@ -57,11 +59,11 @@ def network_sizes(opts: argparse.Namespace) -> dict:
     side = data.IMAGE_SIZE.get(opts.dataset, 32)
     size = (3, side, side)
     fraction = opts.member_fraction
-    template = models.create_model(main.get_args_parser().parse_args(
+    template = models.create_model(get_args_parser().parse_args(
         ["--depth", str(opts.depth), "--arch", "wrn", "--wide", f"{opts.wide:g}", "--template_size",
          f"{fraction:g},{fraction:g},1"]), data.NUM_CLASSES.get(opts.dataset, 10))
     member = models.materialize(template, 0)
-    models.grow(template, main.get_args_parser().parse_args([]))
+    models.grow(template, get_args_parser().parse_args([]))
     grown = models.materialize(template, None)
     return {"member_flops": count_flops(member, size), "member_params": count_parameters(member),
             "grown_flops": count_flops(grown, size), "grown_params": count_parameters(grown),
@@ -101,7 +103,7 @@ def plain_members(members_dir: str) -> list[str]:
     paths = [os.path.join(members_dir, PLAIN_MEMBER.format(slot)) for slot in (0, 1)]
     if all(os.path.isfile(path) for path in paths):
         return paths
-    sources = [main.load_member_checkpoint(os.path.join(members_dir, checkpoint.member_checkpoint_name(slot)),
+    sources = [load_member_checkpoint(os.path.join(members_dir, checkpoint.member_checkpoint_name(slot)),
                                            f"member {slot}") for slot in (0, 1)]
     state = sources[0][2]
     template = models.create_model(argparse.Namespace(**state["args"]), data.NUM_CLASSES[state["args"]["dataset"]])
@@ -135,7 +137,7 @@ def fuse_command(method: str, seed: int, lr: float, opts: argparse.Namespace, ne
 
 def fuse_record(method: str, command: list[str], budget: dict) -> dict:
     """Run (or read back) one fuse.py run: its fine-tuned network's validation and test top-1, size and cost."""
-    result = fuse.main(fuse.get_args_parser().parse_args(command))
+    result = fuse.main(fuse_parser().parse_args(command))
     run = records.fuse_run(result["run_dir"], read_metrics(os.path.join(result["run_dir"], records.METRICS_FILE)),
                            result["summary"])
     final, initial = run.row("after_finetuning"), run.row("before_finetuning")
@@ -223,8 +225,8 @@ def seed_runs(seed: int, opts: argparse.Namespace) -> tuple[list[dict], dict]:
 def finished(script: str, command: list[str]) -> bool:
     """Whether the run ``script command`` has finished (then it is read back, not trained)."""
     if script == "main.py":
-        return read_finished(main.get_args_parser().parse_args(command)) is not None
-    return os.path.isfile(os.path.join(runtime.run_directory(fuse.get_args_parser().parse_args(command)),
+        return read_finished(get_args_parser().parse_args(command)) is not None
+    return os.path.isfile(os.path.join(runtime.run_directory(fuse_parser().parse_args(command)),
                                        records.SUMMARY_FILE))
 
 

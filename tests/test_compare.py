@@ -12,6 +12,7 @@ import pytest
 
 import compare
 import main
+from training import stops
 from conftest import ROOT, sigterm_group_at
 from reports import methods
 from reports import stats
@@ -126,6 +127,6 @@ def test_a_signal_to_the_comparison_stops_it_in_one_sentence_with_exit_75(tmp_pa
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
     stderr = sigterm_group_at(process, "epoch    0")
-    assert process.returncode == main.EXIT_PREEMPTED, stderr
+    assert process.returncode == stops.EXIT_PREEMPTED, stderr
     assert "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1].startswith("compare.py: stopped by a signal during scratch_large seed 0")

@@ -12,6 +12,7 @@ import torch
 from training import checkpoint
 import compare
 import main
+from mixturegrowth.networks import load_member_checkpoint
 from reports import methods
 from reports import records
 from reports import stats
@@ -83,7 +84,7 @@ def test_the_ensemble_row_is_the_accuracy_of_the_members_averaged_logits(fair):
     ensemble = next(r for r in fair["result"]["runs"] if r["method"] == "ensemble")
     members = []
     for m in (0, 1):
-        network, trained_member, _ = main.load_member_checkpoint(
+        network, trained_member, _ = load_member_checkpoint(
             os.path.join(ensemble["run_dir"], checkpoint.member_checkpoint_name(m)), "test")
         members.append((network.eval(), trained_member))
     _, test_set = data.build_datasets("digits", None)

@@ -84,10 +84,10 @@ WORKER = textwrap.dedent(
     }
     # Without --manualSeed each rank would draw its own seed (here: differently seeded Pythons).
     import argparse, random
-    import main
+    from training import runtime
     random.seed(info.rank)
     run = argparse.Namespace(save_path="runs", dataset="digits", tag="t", manualSeed=None, resume="")
-    result["run_dir"] = main.run_directory(run)
+    result["run_dir"] = runtime.run_directory(run)
     distributed.barrier()
     distributed.cleanup()
     result["after_cleanup"] = distributed.is_dist()

@@ -14,7 +14,7 @@ import math
 import pytest
 
 import compare
-from training import flags
+from training import flags, runtime
 import main
 from utils import parse_list
 
@@ -135,7 +135,7 @@ def test_a_value_just_outside_the_range_exits_2_naming_the_flag(cli, command, fl
     # Refused by build_plan / validate_args: through the real entry point, which must not get to run.
     assert cli == "main.py"
     save_path = tmp_path / "runs"
-    monkeypatch.setattr(main, "Context", lambda args: pytest.fail(f"{flag}={value} was accepted"))
+    monkeypatch.setattr(runtime, "Context", lambda args: pytest.fail(f"{flag}={value} was accepted"))
     assert main.cli(DIGITS + ["--save_path", str(save_path), f"{flag}={value}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert flag in err[-1] and "Traceback" not in "\n".join(err)

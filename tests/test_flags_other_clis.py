@@ -15,6 +15,7 @@ from training import data
 from training import flags
 import main
 from fusion.cli import MAX_MEMBERS
+from mixturegrowth.cli import MAX_EPOCHS
 from test_flags import assert_refused_while_parsing, outside_cases, refused_while_parsing, unchecked_numeric_flags
 from training.training_state import seed_everything
 
@@ -63,7 +64,7 @@ def test_the_largest_seed_and_its_offsets_seed_everything_and_a_loader_with_a_wo
     images = torch.utils.data.TensorDataset(torch.arange(8.0))
     for seed in (flags.SEED_MAX, flags.SEED_MAX + 1000 * (MAX_MEMBERS + 1)):  # fuse.py's last member's seed
         loader = data.build_train_loader(images, batch_size=4, workers=1, seed=seed)
-        loader.sampler.set_epoch(main.MAX_EPOCHS)  # the sampler seeds with seed + epoch
+        loader.sampler.set_epoch(MAX_EPOCHS)  # the sampler seeds with seed + epoch
         assert sorted(torch.cat([batch for (batch,) in loader]).tolist()) == list(range(8))
 
 

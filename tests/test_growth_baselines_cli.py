@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import main
+from mixturegrowth.sources import SOURCES_NAME
 from training import checkpoint
 from conftest import ROOT
 from utils import file_sha256
@@ -96,7 +97,7 @@ def test_a_run_grown_from_files_that_changed_since_is_refused(tmp_path):
     path = os.path.join(small["run_dir"], checkpoint.GROWN_FINAL_NAME)
     grown = ["--widen", "net2net", "--widen_epoch", "0", "--resume_small", path, "--tag", "grown"]
     first = main.main(args_of(tmp_path, *grown))
-    with open(os.path.join(first["run_dir"], main.SOURCES_NAME)) as handle:
+    with open(os.path.join(first["run_dir"], SOURCES_NAME)) as handle:
         assert json.load(handle) == {"resume_small": file_sha256(path)}
     state = checkpoint.load_checkpoint(path)
     state["model"]["classifier.weight"] += 1.0  # the small network was trained again, differently

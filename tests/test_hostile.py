@@ -22,6 +22,7 @@ from training import runtime
 import compare
 import custom_log
 import main
+from mixturegrowth.run import TrainingRun
 import nws
 import systems
 from weight_search.pretrain import pools_written
@@ -211,7 +212,7 @@ def test_ctrl_c_while_the_data_loads_ends_in_one_sentence_and_exit_130(case, tmp
 
 
 def test_ctrl_c_after_the_run_wrote_its_first_files_ends_in_one_sentence_and_exit_75(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(main.TrainingRun, "new_train_loader", interrupted)  # after args.json and the log
+    monkeypatch.setattr(TrainingRun, "new_train_loader", interrupted)  # after args.json and the log
     assert status_of(main, SHORT + ["--save_path", tmp_path]) == stops.EXIT_PREEMPTED
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "interrupted by SIGINT" in err[0] and "--resume auto" in err[0], err

@@ -3,6 +3,8 @@
 import glob
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -10,8 +12,10 @@ import torch
 from training import checkpoint
 from training import engine
 import main
-from conftest import tiny_args
+from mixturegrowth.networks import load_member_checkpoint
+from conftest import ROOT, tiny_args
 from mixturegrowth.plan import build_plan
+from utils import ConfigError
 
 def test_phases_switch_at_the_planned_epochs(full_run):
     _, result = full_run
@@ -127,8 +131,8 @@ def test_resume_member_slots_take_members_from_other_runs(full_run, tmp_path):
     _, result = full_run
     run_dir = result["run_dir"]
     # Member 1 of this run goes into slot 0 of a new network, member 0 into slot 1.
-    source_1, member_1, _ = main.load_member_checkpoint(os.path.join(run_dir, "member_1.pth"), "--resume_member_0")
-    source_0, member_0, _ = main.load_member_checkpoint(os.path.join(run_dir, "member_0.pth"), "--resume_member_1")
+    source_1, member_1, _ = load_member_checkpoint(os.path.join(run_dir, "member_1.pth"), "--resume_member_0")
+    source_0, member_0, _ = load_member_checkpoint(os.path.join(run_dir, "member_0.pth"), "--resume_member_1")
     assert (member_0, member_1) == (0, 1)
     target = models.create_model(tiny_args(tmp_path), 10)
     models.transplant_member(target, source_1, 0, member_1)
@@ -143,5 +147,14 @@ def test_resume_member_slots_take_members_from_other_runs(full_run, tmp_path):
 
 def test_a_grown_checkpoint_is_not_accepted_as_a_member(full_run):
     _, result = full_run
-    with pytest.raises(main.ConfigError, match="--resume_member_0: .* holds a grown network"):
-        main.load_member_checkpoint(os.path.join(result["run_dir"], "grown_final.pth"), "--resume_member_0")
+    with pytest.raises(ConfigError, match="--resume_member_0: .* holds a grown network"):
+        load_member_checkpoint(os.path.join(result["run_dir"], "grown_final.pth"), "--resume_member_0")
+
+
+def test_the_command_line_is_parsed_and_checked_before_torch_loads():
+    code = ("import sys, main, mixturegrowth.cli\n"
+            "args = main.get_args_parser().parse_args(['--dataset', 'digits'])\n"
+            "main.validate_args(args)\n"
+            "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr

@@ -284,7 +284,8 @@ print(seen[0])
 
 # An entry point whose flags are checked before torch loads imports no torch: torch loads with the run its
 # main() imports, as ``python <entry point>`` does.
-@pytest.mark.parametrize("module", ["main", "fuse", pytest.param("evolve, evolution.run", id="evolve"),
+@pytest.mark.parametrize("module", [pytest.param("main, mixturegrowth.run", id="main"), "fuse",
+                                    pytest.param("evolve, evolution.run", id="evolve"),
                                     pytest.param("nws, weight_search.run", id="nws"), "compare"])
 def test_every_entry_point_sets_the_passive_wait_policy_before_torch_loads(module):
     environment = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}

@@ -14,8 +14,9 @@ import torch
 from torch import nn
 
 from training import engine
-import main
 import operators
+import mixturegrowth.run
+from models.saved import build_saved_network
 from conftest import tiny_args
 from mixturegrowth.plan import build_plan
 from reports import records
@@ -27,7 +28,7 @@ SEEN = []
 def reset_classifier(model: nn.Module, inputs: operators.OperatorInputs) -> operators.OperatorResult:
     """Replaces the network by a copy whose classifier is zero: every logit 0, so top-1 is class 0's share."""
     SEEN.append({"train_loader": inputs.train_loader is not None, "device": inputs.device})
-    replaced = main.build_saved_network(vars(inputs.args), {"grown": True})
+    replaced = build_saved_network(vars(inputs.args), {"grown": True})
     replaced.load_state_dict(model.state_dict())
     with torch.no_grad():
         for coefficients in replaced.classifier.coefficients:
@@ -44,7 +45,7 @@ def operator_run(tmp_path_factory):
     epochs = list(plan.epochs)
     epochs[7] = dataclasses.replace(epochs[7], operators=("test_reset_classifier",))
     SEEN.clear()
-    result = main.run_training(args, dataclasses.replace(plan, epochs=tuple(epochs)))
+    result = mixturegrowth.run.run_training(args, dataclasses.replace(plan, epochs=tuple(epochs)))
     return args, result
 
 
@@ -91,7 +92,7 @@ def test_every_summary_row_says_what_it_is_in_fields_and_the_older_reader_agrees
 
 
 def test_the_loop_names_no_method():
-    source = inspect.getsource(main.run_training) + inspect.getsource(main.TrainingRun)
+    source = inspect.getsource(mixturegrowth.run.run_training) + inspect.getsource(mixturegrowth.run.TrainingRun)
     for name in operators.names():
         assert name not in source
     for word in ("random_blocks", "net2net", "models.grow(", "coefs_growing"):

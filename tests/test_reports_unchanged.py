@@ -28,6 +28,8 @@ from training import runtime
 import compare
 import fuse
 import main
+from mixturegrowth.report import PHASE_SUMMARY_NAMES
+from mixturegrowth.sources import SOURCES_NAME, source_hashes
 import systems
 from reports import systems_runs
 
@@ -120,7 +122,7 @@ def main_summary(args, history: list[dict], rng: random.Random, newer: bool) -> 
         if epoch + 1 == len(phases) or phases[epoch + 1] != phase:
             if phase == "member_1":
                 row("member 0", phase, 0, epoch)
-            row(main.PHASE_SUMMARY_NAMES[phase], phase, {"member_0": 0, "member_1": 1}.get(phase), epoch)
+            row(PHASE_SUMMARY_NAMES[phase], phase, {"member_0": 0, "member_1": 1}.get(phase), epoch)
     if args.val_split and not args.skip_final_test:
         final = rows[-1]["network"]
         row(f"{final} (test)", phases[-1], rows[-1].get("member"), len(phases) - 1,
@@ -155,9 +157,9 @@ class MadeUpRuns:
         for name in names:  # the networks other runs name (never loaded: every run here is read back)
             with open(os.path.join(run_dir, name), "w") as handle:
                 handle.write(f"{name} of {args.tag} seed {args.manualSeed}\n")
-        sources = main.source_hashes(args)
+        sources = source_hashes(args)
         if sources:
-            write_json(os.path.join(run_dir, main.SOURCES_NAME), sources)
+            write_json(os.path.join(run_dir, SOURCES_NAME), sources)
         return {"history": history, "summary": summary, "run_dir": run_dir}
 
     def evaluate(self, args) -> dict:

@@ -11,6 +11,8 @@ import torch
 from training import checkpoint
 from training import engine
 import main
+import mixturegrowth.run
+from training import stops
 from conftest import ROOT, TINY_RUN, crash_once, sigterm_group_at, tiny_args
 
 
@@ -118,7 +120,7 @@ def test_sigterm_mid_phase_checkpoints_and_resume_matches_the_uninterrupted_run(
             process.send_signal(signal.SIGTERM)
             break
     _, stderr = process.communicate(timeout=300)
-    assert process.returncode == main.EXIT_PREEMPTED, stderr
+    assert process.returncode == stops.EXIT_PREEMPTED, stderr
     assert "SIGTERM" in stderr and "--resume auto" in stderr
     interrupted = checkpoint.load_checkpoint(os.path.join(str(tmp_path), "digits", "e2e", "seed_3", "checkpoint.pth"))
     assert interrupted["epoch"] >= 3 and interrupted["phase"] == "member_1"
@@ -132,7 +134,7 @@ def test_sigterm_to_the_whole_process_group_with_loader_workers_still_stops_in_o
     # they must not die of it and turn the orderly stop into a "worker exited unexpectedly" traceback.
     process = run_main_subprocess(tmp_path, "--workers", "2", own_process_group=True)
     stderr = sigterm_group_at(process, "epoch    0 member_0")
-    assert process.returncode == main.EXIT_PREEMPTED, stderr
+    assert process.returncode == stops.EXIT_PREEMPTED, stderr
     assert "Traceback" not in stderr and "--resume auto" in stderr
     assert os.path.exists(os.path.join(str(tmp_path), "digits", "e2e", "seed_3", "checkpoint.pth"))
 
@@ -214,7 +216,7 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, m
     monkeypatch.setattr(engine, "train_one_epoch", tracking)
     status = main.cli(TINY_RUN + ["--save_path", str(tmp_path)])
     err = capsys.readouterr().err
-    assert status == main.EXIT_NON_FINITE
+    assert status == stops.EXIT_NON_FINITE
     assert "non-finite" in err and "phase member_1" in err and "epoch 4" in err
     kept = checkpoint.load_checkpoint(os.path.join(str(tmp_path), "digits", "e2e", "seed_3", "checkpoint.pth"))
     assert kept["epoch"] == 3
@@ -258,15 +260,15 @@ def test_the_memory_estimate_is_a_lower_bound_of_what_the_network_holds(monkeypa
     from utils import ConfigError
 
     args = tiny_args("unused")
-    network = main.initial_model(args)
+    network = mixturegrowth.run.initial_model(args)
     weights = sum(t.numel() * t.element_size() for t in [*network.parameters(), *network.buffers()])
     gradients_and_momentum = 2 * sum(p.numel() * p.element_size() for p in network.parameters())
     needed = weights + gradients_and_momentum
     monkeypatch.setattr(runtime, "available_memory", lambda args: (needed, "this machine"))
-    runtime.check_network_fits(lambda: main.initial_model(args), args, "--wide")  # exactly enough: accepted
+    runtime.check_network_fits(lambda: mixturegrowth.run.initial_model(args), args, "--wide")  # exactly enough: accepted
     monkeypatch.setattr(runtime, "available_memory", lambda args: (needed - 1, "this machine"))
     with pytest.raises(ConfigError, match="--wide: the network has"):
-        runtime.check_network_fits(lambda: main.initial_model(args), args, "--wide")
+        runtime.check_network_fits(lambda: mixturegrowth.run.initial_model(args), args, "--wide")
 
 
 def test_fuse_refuses_a_member_whose_weights_diverged_before_fusing(tmp_path, capsys):
@@ -288,7 +290,7 @@ def test_fuse_refuses_a_member_whose_weights_diverged_before_fusing(tmp_path, ca
     status = run_cli(fuse, [*CPU, "--train_subset", "100", "--val_split", "0.2", "--manualSeed", "4",
                             "--checkpoints", *paths, "--finetune_epochs", "0", "--save_path", tmp_path / "out"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert status == main.EXIT_NON_FINITE and len(err) == 1 and "member 1 diverged" in err[0], err
+    assert status == stops.EXIT_NON_FINITE and len(err) == 1 and "member 1 diverged" in err[0], err
     assert not os.path.exists(os.path.join(str(tmp_path / "out"), "digits", "fuse", "seed_4", "fused_initial.pth"))
 
 
@@ -340,17 +342,17 @@ def metrics_rows(run_dir):
 def test_main_resumed_after_a_crash_between_logging_and_checkpointing_logs_as_the_uninterrupted_run(
         full_run, tmp_path, monkeypatch):
     _, reference = full_run
-    real_save = main.TrainingRun.save
+    real_save = mixturegrowth.run.TrainingRun.save
 
     def crash_before_checkpointing_epoch_4(self, name, state):  # as kill -9 right after epoch 4's row
         if name == checkpoint.LATEST_NAME and state["epoch"] == 4 and "partial" not in state:
             raise RuntimeError("killed")
         real_save(self, name, state)
 
-    monkeypatch.setattr(main.TrainingRun, "save", crash_before_checkpointing_epoch_4)
+    monkeypatch.setattr(mixturegrowth.run.TrainingRun, "save", crash_before_checkpointing_epoch_4)
     with pytest.raises(RuntimeError, match="killed"):
         main.main(tiny_args(tmp_path))
-    monkeypatch.setattr(main.TrainingRun, "save", real_save)
+    monkeypatch.setattr(mixturegrowth.run.TrainingRun, "save", real_save)
     resumed = main.main(tiny_args(tmp_path, "--resume", "auto"))
     assert metrics_rows(resumed["run_dir"]) == metrics_rows(reference["run_dir"])
 

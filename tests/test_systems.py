@@ -14,6 +14,7 @@ from training import checkpoint
 from training import data
 import fuse
 import main
+from mixturegrowth.networks import load_member_checkpoint
 import models
 import systems
 from fusion.networks import networks_from_checkpoint
@@ -45,7 +46,7 @@ def test_every_method_starts_from_byte_identical_member_weights(report):
     member_files = [os.path.join(members_dir, checkpoint.member_checkpoint_name(m)) for m in (0, 1)]
     plain_files = [os.path.join(members_dir, systems_runs.PLAIN_MEMBER.format(m)) for m in (0, 1)]
     for slot in (0, 1):  # the plain member fuse.py reads = the member main.py's file holds, materialized
-        source, source_member, _ = main.load_member_checkpoint(member_files[slot], "test")
+        source, source_member, _ = load_member_checkpoint(member_files[slot], "test")
         expected = models.materialize(source, source_member).state_dict()
         (plain,), _ = networks_from_checkpoint(plain_files[slot])
         given = plain.state_dict()
