@@ -8,7 +8,8 @@ import math
 import pytest
 
 import main
-from mixturegrowth.plan import PHASES, build_plan, cosine_lr
+from mixturegrowth.lr import PRE_GROWTH_LR_MIN, cosine_lr
+from mixturegrowth.plan import PHASES, build_plan
 from utils import ConfigError
 
 PAPER = "--template_size 0.5,0.5,1 --growth_epochs 200 --ensemble_train_epochs 200 --epochs 440"
@@ -270,8 +271,6 @@ def _annealed(flags):
 
 
 def test_anneal_each_phase_gives_every_phase_its_own_cosine_to_the_floor():
-    from mixturegrowth.plan import PRE_GROWTH_LR_MIN, cosine_lr
-
     args = _annealed("--growth_epochs 4 --ensemble_train_epochs 4 --epochs 12 --cosine_lr_warmup 0 "
                      "--lr_warmup_growing 0 --lr_growing 0.05 --lr_growing_min 1e-6")
     rates = [e.lr for e in build_plan(args)]

@@ -29,9 +29,13 @@ def training_state(model: nn.Module, optimizer: torch.optim.Optimizer | None, sc
 
 
 def restore_training_state(saved: dict, model: nn.Module, optimizer: torch.optim.Optimizer | None, scaler) -> None:
-    """Put back what ``training_state`` saved into ``model``'s ``optimizer``, ``scaler`` and the generators."""
+    """Put back what ``training_state`` saved into ``model``'s ``optimizer``, ``scaler`` and the generators.
+    (An optimizer state saved as torch's own ``state_dict``, by an older NWS pretraining, is loaded as such.)"""
     if optimizer is not None:
-        load_optimizer_state_by_name(optimizer, model, saved["optimizer"])
+        if "hyper" in saved["optimizer"]:
+            load_optimizer_state_by_name(optimizer, model, saved["optimizer"])
+        else:
+            optimizer.load_state_dict(saved["optimizer"])
         if scaler is not None and saved.get("scaler"):
             scaler.load_state_dict(saved["scaler"])
     set_rng_state(saved["rng"])

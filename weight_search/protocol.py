@@ -37,9 +37,9 @@ from training import engine
 from training import runtime
 from models.nws import (NetworkConfig, assign_all, build_network, commitment_loss, load_pools, nws_layers,
                         search_all)
-from training.engine import AverageMeter
+from training.metrics import AverageMeter
 from training.run import Run
-from training.training_state import optimizer_state_by_name, restore_training_state, training_state
+from training.training_state import restore_training_state, training_state
 from utils import ConfigError
 
 from .splits import Task, TaskData
@@ -125,9 +125,6 @@ class Training(engine.Trainee):
     def resume(self, state: dict) -> None:
         """Continue from a checkpoint ``save`` wrote (or a pretraining checkpoint of before ``engine.fit``)."""
         self.model.load_state_dict(state["model"])
-        if "hyper" not in state["optimizer"]:  # pretraining checkpoints written before engine.fit kept torch's own
-            self.optimizer.load_state_dict(state["optimizer"])
-            state = {**state, "optimizer": optimizer_state_by_name(self.optimizer, self.model)}
         restore_training_state(state, self.model, self.optimizer, self.ctx.scaler)
         self.rows = list(state["metrics"]) if isinstance(state["metrics"], list) else [state["metrics"]]
         self.start_epoch, self.partial = state["epoch"] - self.epoch_offset + 1, state.get("partial")
