@@ -2,7 +2,7 @@
 
 The walk covers every parser of every CLI entry point, so a numeric flag added later without a
 range fails here. A range is stated with ``flags.add`` (see training/flags.py); values are refused while
-parsing (exit 2, one sentence), or, for a few epoch counts, by ``schedule.build_plan`` /
+parsing (exit 2, one sentence), or, for a few epoch counts, by ``mixturegrowth.plan.build_plan`` /
 ``main.validate_args`` in their own sentences, still before anything is written.
 """
 

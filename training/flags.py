@@ -37,7 +37,7 @@ class Number:
                  checked_by: str | None = None) -> None:
         self.kind, self.low, self.high, self.low_open, self.high_open = kind, low, high, low_open, high_open
         self.warn_above = warn_above
-        self.checked_by = checked_by  # where the range is refused instead (e.g. "schedule.build_plan")
+        self.checked_by = checked_by  # where the range is refused instead (e.g. "mixturegrowth.plan.build_plan")
         self.flag = "this flag"  # set by ``add``; names the flag in the warning
         self.__name__ = "integer" if kind is int else "number"  # what argparse calls the type
 
