@@ -1,4 +1,4 @@
-"""What both benchmark scripts need: the project on ``sys.path``, timing, machine facts, JSON."""
+"""What the benchmark scripts need: the project on ``sys.path``, timing, machine facts, JSON."""
 
 from __future__ import annotations
 
@@ -65,22 +65,21 @@ def seconds_per_call(fn: Callable[[], object], calls: int, device: torch.device)
 def timed_calls(fn: Callable[[], object], calls: int, device: torch.device) -> Timing:
     """Time ``calls`` back-to-back calls of ``fn`` (see ``Timing``)."""
     synchronize(device)
-    jiffies = _machine_and_own_jiffies()
+    before = cpu_ticks()
     wall, cpu = time.perf_counter(), time.process_time()
     for _ in range(calls):
         fn()
     synchronize(device)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    after = _machine_and_own_jiffies()
-    others_share = None
-    if jiffies and after:
-        busy, total, own = (b - a for a, b in zip(jiffies, after))
-        others_share = max(busy - own, 0) / total if total > 0 else None
-    return Timing(wall / calls, cpu / calls, others_share)
+    return Timing(wall / calls, cpu / calls, others_share(before, cpu_ticks()))
 
 
-def _machine_and_own_jiffies() -> tuple[int, int, int] | None:
-    """(busy, busy + idle) clock ticks of all CPUs since boot, and this process's own ticks (Linux)."""
+def cpu_ticks(children: bool = False) -> tuple[int, int, int] | None:
+    """(busy, busy + idle) clock ticks of all CPUs since boot, and this process's own ticks (Linux).
+
+    ``children``: the own ticks include those of the child processes that have ended and been waited
+    for (and of theirs), so that a measured subprocess does not count as "other processes".
+    """
     try:
         with open("/proc/stat") as stat:
             user, nice, system, idle, iowait, irq, softirq, steal = map(int, stat.readline().split()[1:9])
@@ -89,7 +88,17 @@ def _machine_and_own_jiffies() -> tuple[int, int, int] | None:
     except (OSError, ValueError):
         return None
     busy = user + nice + system + irq + softirq + steal
-    return busy, busy + idle + iowait, int(fields[11]) + int(fields[12])  # utime + stime
+    own = sum(int(value) for value in fields[11:15 if children else 13])  # utime, stime (+ cutime, cstime)
+    return busy, busy + idle + iowait, own
+
+
+def others_share(before: tuple[int, int, int] | None, after: tuple[int, int, int] | None) -> float | None:
+    """Share of all CPUs' capacity used by other processes (and the hypervisor's steal) between two
+    ``cpu_ticks`` readings; None where /proc is unavailable."""
+    if not before or not after:
+        return None
+    busy, total, own = (b - a for a, b in zip(before, after))
+    return max(busy - own, 0) / total if total > 0 else None
 
 
 def median(values: list[float]) -> float:

@@ -1,0 +1,49 @@
+"""main.py with a stopwatch on its training epochs, for ``bench_epoch.py``.
+
+    python -m benchmarks.timed_main RECORD.json MAIN.PY FLAGS...     (from the repository root)
+
+runs ``main.cli(FLAGS)``, i.e. exactly what ``python main.py FLAGS`` runs (parser defaults, ``validate_args``,
+``mixturegrowth.run``, ``engine.fit``, the run's DataLoader), with one difference: every call of
+``engine.train_one_epoch`` (the loop over the loader: loading, augmentation, collate, forward, backward, SGD)
+is timed, and its wall-clock seconds and images are written to RECORD as ``{"epochs": [{"seconds": s,
+"samples": n}, ...]}``, with the process's torch threads and ``OMP_WAIT_POLICY``. ``engine.fit``'s own
+``epoch_time`` (metrics.jsonl) also counts the evaluation after the epoch, which is not training. The package
+``training`` is imported first, as ``python main.py`` does, so main.py's default ``OMP_WAIT_POLICY`` is in place
+before torch loads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from training import engine  # training/__init__ sets OMP_WAIT_POLICY before this loads torch, as for main.py
+
+import torch
+
+import main as main_py
+
+
+def main() -> int:
+    record_path, flags = sys.argv[1], sys.argv[2:]
+    epochs = []
+    train_one_epoch = engine.train_one_epoch
+
+    def timed_epoch(*args, **kwargs) -> dict:
+        started = time.perf_counter()
+        metrics = train_one_epoch(*args, **kwargs)
+        epochs.append({"seconds": time.perf_counter() - started, "samples": metrics.get("train_samples", 0)})
+        return metrics
+
+    engine.train_one_epoch = timed_epoch  # engine.fit looks the name up in engine at every epoch
+    status = main_py.cli(flags)
+    with open(record_path, "w") as handle:
+        json.dump({"epochs": epochs, "torch_threads": torch.get_num_threads(),
+                   "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}, handle)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
