@@ -1,16 +1,20 @@
-"""Training steps of a small Wide-ResNet under each OpenMP wait policy, beside a busy process.
+"""Training steps of a small Wide-ResNet under each OpenMP wait policy, on an idle machine or beside busy ones.
 
-libgomp's idle threads either spin (``OMP_WAIT_POLICY=ACTIVE``; unset, they spin for a while
-before sleeping) or sleep at once (``PASSIVE``). On a machine whose cores are shared with another
-busy process, a spinning thread takes the core the working thread needs. For each setting a fresh
-process (the policy is read when torch loads libgomp) times SGD steps of WRN-10-1 on 32x32 images
-with two torch threads, while a second process keeps one core busy (a Python loop; ``--no-busy``
-leaves the machine as it is). The settings are timed in turns, ``--repeats`` times each:
+libgomp's idle threads either spin (``OMP_WAIT_POLICY=ACTIVE``; unset, they spin for a while before
+sleeping; ``GOMP_SPINCOUNT=N`` bounds that while) or sleep at once (``PASSIVE``). On a machine whose
+cores are shared with other busy processes, a spinning thread takes the core the working thread needs;
+on an idle one, a sleeping thread is slow to wake for the next parallel region. Each setting runs in
+fresh processes (the policy is read when torch loads libgomp) that time SGD steps of WRN-10-1 on 32x32
+images, in each ``--layouts`` entry: ``1x2`` one process with two torch threads (one main.py run),
+``2x1`` two processes of one thread each at once (compare.py ``--jobs 2``), while ``--load`` other
+processes keep a core busy each (Python loops; 0: the machine as it is). Settings are timed in turns,
+``--repeats`` times each:
 
-    python benchmarks/bench_omp_wait.py --steps 20 --repeats 3
+    python benchmarks/bench_omp_wait.py --load 0,4 --layouts 1x2,2x1 --steps 10 --repeats 2
 
-prints, per setting, the median seconds per step and the range over the repeats. The scripts
-(``scripts/env.sh``) and the entry points (``training/runtime.py``) default to the winner.
+prints, per load, layout and setting, the median images/s of all the layout's processes together and
+the range over the repeats. The scripts (``scripts/env.sh``) and the entry points
+(``training/__init__.py``) default to PASSIVE.
 """
 
 from __future__ import annotations
@@ -22,14 +26,24 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SETTINGS = ("PASSIVE", "ACTIVE", "unset")
+sys.path.insert(0, ROOT)
+
+from utils import parse_list  # noqa: E402  (after the path set-up: the project is not installed)
+SETTINGS = ("PASSIVE", "ACTIVE", "unset", "spin:10000")  # spin:N: OMP_WAIT_POLICY unset, GOMP_SPINCOUNT=N
 
 
-def time_steps(setting: str, steps: int, batch_size: int) -> float:
-    """Seconds per training step in a fresh process with OMP_WAIT_POLICY=setting (or unset)."""
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    if setting != "unset":
+def environment(setting: str) -> dict:
+    """This process's environment with the wait policy of ``setting`` (see ``SETTINGS``)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    if setting.startswith("spin:"):
+        env["GOMP_SPINCOUNT"] = setting.split(":", 1)[1]
+    elif setting != "unset":
         env["OMP_WAIT_POLICY"] = setting
+    return env
+
+
+def step_process(setting: str, steps: int, batch_size: int, threads: int) -> subprocess.Popen:
+    """A fresh process that prints its seconds per training step (``threads`` torch threads)."""
     code = f"""
 import sys, time, torch
 sys.path.insert(0, {ROOT!r})
@@ -38,7 +52,7 @@ args = main.get_args_parser().parse_args(["--arch", "normalwrn", "--depth", "10"
                                           "--growth_epochs", "-1", "--ngpu", "0"])
 import models
 torch.manual_seed(0)
-torch.set_num_threads(2)
+torch.set_num_threads({threads})
 model = models.create_model(args, 10)
 optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 x, y = torch.randn({batch_size}, 3, 32, 32), torch.randint(0, 10, ({batch_size},))
@@ -53,8 +67,21 @@ for _ in range({steps}):
     step()
 print((time.perf_counter() - start) / {steps})
 """
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    return float(result.stdout.strip().splitlines()[-1])
+    return subprocess.Popen([sys.executable, "-c", code], env=environment(setting), stdout=subprocess.PIPE,
+                            text=True)
+
+
+def images_per_second(setting: str, layout: str, steps: int, batch_size: int) -> float:
+    """All the processes of ``layout`` ("PxT": P processes of T threads, at once) together, in images/s."""
+    processes, threads = (int(n) for n in layout.split("x"))
+    running = [step_process(setting, steps, batch_size, threads) for _ in range(processes)]
+    total = 0.0
+    for process in running:
+        out, _ = process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(f"a {setting} step process failed (exit {process.returncode})")
+        total += batch_size / float(out.strip().splitlines()[-1])
+    return total
 
 
 def main() -> None:
@@ -62,24 +89,30 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="timed steps per measurement (default: 20)")
     parser.add_argument("--repeats", type=int, default=3, help="measurements per setting (default: 3)")
     parser.add_argument("--batch-size", type=int, default=64, help="images per step (default: 64)")
-    parser.add_argument("--no-busy", action="store_true", help="do not start the busy second process")
+    parser.add_argument("--load", type=parse_list(int, "--load"), default=[1],
+                        help="busy processes beside the measurement, one run per value (default: 1)")
+    parser.add_argument("--layouts", type=parse_list(str, "--layouts"), default=["1x2"],
+                        help="PxT: P step processes of T torch threads at once (default: 1x2)")
+    parser.add_argument("--settings", type=parse_list(str, "--settings"), default=list(SETTINGS),
+                        help=f"wait policies (default: {','.join(SETTINGS)})")
     args = parser.parse_args()
-    busy = None if args.no_busy else subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    try:
-        times = {setting: [] for setting in SETTINGS}
-        for _ in range(args.repeats):
-            for setting in SETTINGS:
-                times[setting].append(time_steps(setting, args.steps, args.batch_size))
-    finally:
-        if busy is not None:
-            busy.kill()
-            busy.wait()
-    load = os.getloadavg()[0]
-    print(f"WRN-10-1, batch {args.batch_size}, 2 torch threads, {os.cpu_count()} CPUs, "
-          f"{'one busy process beside it' if busy else 'no busy process added'}, load average {load:.2f}")
-    for setting, values in times.items():
-        print(f"OMP_WAIT_POLICY={setting:<8} {statistics.median(values) * 1000:8.1f} ms/step "
-              f"(min {min(values) * 1000:.1f}, max {max(values) * 1000:.1f}, {len(values)} x {args.steps} steps)")
+    print(f"WRN-10-1, batch {args.batch_size}, {os.cpu_count()} CPUs; images/s of all a layout's processes "
+          "together (median, min-max over repeats)")
+    for load in args.load:
+        busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(load)]
+        try:
+            for layout in args.layouts:
+                rates = {setting: [] for setting in args.settings}
+                for _ in range(args.repeats):
+                    for setting in args.settings:
+                        rates[setting].append(images_per_second(setting, layout, args.steps, args.batch_size))
+                for setting, values in rates.items():
+                    print(f"load {load}  layout {layout}  {setting:<11} {statistics.median(values):7.0f} images/s "
+                          f"({min(values):.0f}-{max(values):.0f}, {len(values)} x {args.steps} steps)", flush=True)
+        finally:
+            for process in busy:
+                process.kill()
+                process.wait()
 
 
 if __name__ == "__main__":
