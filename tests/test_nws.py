@@ -347,11 +347,12 @@ def test_indices_are_packed_least_significant_bit_first():
 
 
 def test_task_file_loads_with_weights_only(tmp_path):
-    from weight_search.storage import as_byte_tensor, compress_indices, read_task, save_task
+    from training.checkpoint import save_checkpoint
+    from weight_search.storage import as_byte_tensor, compress_indices, read_task, task_path
 
     blob, counts, bits = compress_indices({"conv": torch.arange(10) % 7}, 7)
-    save_task(str(tmp_path), 3, {"kind": "nws_task", "task": 3, "index_counts": counts, "index_bits": bits,
-                                 "indices_lzma": as_byte_tensor(blob)})
+    save_checkpoint({"kind": "nws_task", "task": 3, "index_counts": counts, "index_bits": bits,
+                     "indices_lzma": as_byte_tensor(blob)}, task_path(str(tmp_path), 3))
     raw = torch.load(tmp_path / "task_03.pth", map_location="cpu", weights_only=True)
     assert bytes(raw["indices_lzma"].numpy()) == blob
     assert read_task(str(tmp_path), 3)["index_counts"] == {"conv": 10}

@@ -35,15 +35,15 @@ class Run:
     """One run's folder, its checkpoint to continue from (``resumed``, or None) and what it writes there."""
 
     def __init__(self, args: argparse.Namespace, ctx: Context, *, kind: str, fields: tuple[str, ...] = (),
-                 newer: dict | None = None, resume: bool = True) -> None:
+                 newer: dict | None = None) -> None:
         """Claim and lock the run folder (nothing else is written before ``open``), then find the checkpoint to
         continue from: of ``kind``, its ``fields`` flags equal to this run's (``newer``: flags a checkpoint may
-        predate, with the values it was made with). ``resume=False``: the system finds its own."""
+        predate, with the values it was made with)."""
         self.args, self.ctx = args, ctx
         self.run_dir = runtime.claim_run_folder(args, ctx)
         self.kind = kind
         self.report_of_finished = None
-        self.resume_path, self.resumed = self.find_resume(kind, fields, newer or {}) if resume else (None, None)
+        self.resume_path, self.resumed = self.find_resume(kind, fields, newer or {})
 
     def find_resume(self, kind: str, fields: tuple[str, ...], newer: dict) -> tuple[str | None, dict | None]:
         """(path, state) of ``--resume PATH`` or ``--resume auto`` (the newest whole checkpoint of the folder,
@@ -62,12 +62,14 @@ class Run:
         return path, state
 
     def finished_before(self, ended: bool, what: str, report: str = SUMMARY_NAME) -> bool:
-        """True when the checkpoint says the run ``ended`` and its ``report`` is written: a finished run opened
-        again (``report_of_finished`` holds the report); it says so (``what``: what the run did) and changes
-        nothing on disk."""
-        self.report_of_finished = runtime.finished_report(self.run_dir, ended, report)
-        if self.report_of_finished is None:
+        """True when the checkpoint says the run ``ended`` and its ``report`` (a JSON file, written last) is
+        there: a finished run opened again, and ``--resume auto`` has nothing to do (``report_of_finished``
+        holds the report); it says so (``what``: what the run did) and changes nothing on disk."""
+        path = self.path(report)
+        if not ended or not os.path.isfile(path):
             return False
+        with open(path) as handle:
+            self.report_of_finished = json.load(handle)
         runtime.say_finished(self.ctx, self.run_dir, what)
         return True
 

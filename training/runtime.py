@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import glob
-import json
 import os
 import random
 import shutil
@@ -195,16 +194,6 @@ def open_run_folder(args: argparse.Namespace, ctx: Context, run_dir: str, needed
         ctx.logger.info(note)
     if resumed is False and getattr(args, "resume", "") == "auto":
         start_over(ctx, run_dir)
-
-
-def finished_report(run_dir: str, ended: bool, report: str = "summary.json"):
-    """The report file of a run (its JSON) when its checkpoint says it ``ended`` and the report, written last,
-    is there: the run is finished and ``--resume auto`` has nothing to do (``say_finished``). Else None."""
-    path = os.path.join(run_dir, report)
-    if not ended or not os.path.isfile(path):
-        return None
-    with open(path) as handle:
-        return json.load(handle)
 
 
 def say_finished(ctx: Context, run_dir: str, what: str) -> None:

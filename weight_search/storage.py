@@ -136,12 +136,6 @@ def stored_prefix(run_dir: str) -> list[int]:
     return stored
 
 
-def save_task(run_dir: str, task: int, state: dict) -> str:
-    path = task_path(run_dir, task)
-    checkpoint.save_checkpoint(state, path)
-    return path
-
-
 def read_task(run_dir: str, task: int) -> dict:
     path = task_path(run_dir, task)
     state = checkpoint.load_checkpoint(path, flag=f"task {task}")
