@@ -92,6 +92,6 @@ def test_minimal_loop_trains_mains_network_with_mains_augmentation(tmp_path, mon
         assert ([{k: v for k, v in group.items() if k not in ("params", "lr")} for group in optimizer.param_groups]
                 == [{k: v for k, v in group.items() if k not in ("params", "lr")}
                     for group in reached["optimizer"].param_groups]), network
-        trained = reached["loader"].dataset.dataset  # the images main.py's loader draws from (a LabelledSubset)
+        loader = reached["loader"]  # main.py's loader draws from rows of the in-memory images
         images, labels, _, _ = minimal_epoch.training_images(main.get_args_parser().parse_args(flags))
-        assert torch.equal(images, trained.dataset.images[trained.indices]) and labels.tolist() == trained.targets
+        assert torch.equal(images, loader.images.images[loader.rows]) and torch.equal(labels, loader.images.labels[loader.rows])

@@ -612,10 +612,31 @@ def test_no_cifar_full_holds_out_a_fixed_10_percent_of_train(fake_cifar10):
     assert torch.equal(first, held_out[0][0])
 
 
-def test_cutout_flag_reaches_the_cifar_train_transform(fake_cifar10):
+def test_cutout_flag_reaches_the_cifar_train_images_only(fake_cifar10):
     train, test = data.build_datasets("cifar10", str(fake_cifar10), cutout=True)
-    assert any(isinstance(t, data.Cutout) for t in train.transform.transforms)
-    assert not any(isinstance(t, data.Cutout) for t in test.transform.transforms)
+    assert (train.cutout, test.cutout) == (data.CUTOUT_SIZE, 0)
+    assert data.build_datasets("cifar10", str(fake_cifar10))[0].cutout == 0
+
+
+def test_cifar_in_memory_shows_the_images_torchvisions_transforms_do(fake_cifar10):
+    from torchvision import datasets
+    from torchvision.transforms import functional as F
+    train, test = data.build_datasets("cifar10", str(fake_cifar10), cutout=True)
+    train_tf, test_tf = data.cifar_transforms("cifar10", cutout=True)
+    reference = datasets.CIFAR10(str(fake_cifar10), train=False, transform=test_tf)
+    assert all(torch.equal(test[i][0], reference[i][0]) and test[i][1] == reference[i][1] for i in range(len(test)))
+    # A training image: torchvision's crop (padding 4), flip, normalisation and Cutout, with our numbers.
+    raw = datasets.CIFAR10(str(fake_cifar10), train=True)
+    for seed in range(20):
+        torch.manual_seed(seed)
+        ours, _ = train[seed % len(train)]
+        torch.manual_seed(seed)  # the same draws in torchvision's order: crop offsets, flip, Cutout's centre
+        top, left = (int(v) for v in torch.randint(9, (2,)))
+        flip = bool(torch.rand(()) < 0.5)
+        image, _ = raw[seed % len(train)]
+        expected = F.to_tensor(F.crop(F.pad(image, 4), top, left, 32, 32))
+        expected = F.normalize(expected.flip(-1) if flip else expected, data.CIFAR_MEAN["cifar10"], data.CIFAR_STD["cifar10"])
+        assert torch.equal(ours, data.Cutout(data.CUTOUT_SIZE)(expected))
 
 
 def test_cifar_augmentation_is_bit_identical_with_0_and_2_workers(fake_cifar10):

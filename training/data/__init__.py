@@ -23,7 +23,7 @@ from training.data.augment import (CIFAR_MEAN, CIFAR_STD, CUTOUT_SIZE, IMAGENET_
                                    IMAGENET_MEAN, IMAGENET_STD, Cutout, ImageNetTrainBatch, batch_transforms,
                                    cifar_transforms, color_jitter, derived_seed, imagenet_eval_batch,
                                    imagenet_train_batch, lighting)
-from training.data.loaders import (EpochSampler, SeededSamples, ShardSampler, build_eval_loader, build_train_loader,
+from training.data.loaders import (EpochSampler, SeededSamples, ShardSampler, TensorBatches, build_eval_loader, build_train_loader,
                                    sample_seeds)
 from training.data.readers import DIGITS_MAX_SHIFT, TensorImages, build_datasets, read_idx
 from training.data.splits import SUBSET_SEED, VAL_SPLIT_SEED, LabelledSubset, balanced_indices, build_splits, dataset_targets
@@ -32,7 +32,7 @@ from training.datasets import DATASETS, FASHION_DEFAULT_PATH, IMAGE_SIZE, NUM_CL
 __all__ = ["CIFAR_MEAN", "CIFAR_STD", "CUTOUT_SIZE", "DATASETS", "DIGITS_MAX_SHIFT", "FASHION_DEFAULT_PATH",
            "IMAGENET_EIGVAL", "IMAGENET_EIGVEC", "IMAGENET_MEAN", "IMAGENET_STD", "IMAGE_SIZE", "NUM_CLASSES",
            "SUBSET_SEED", "VAL_SPLIT_SEED", "Cutout", "EpochSampler", "ImageNetTrainBatch", "LabelledSubset",
-           "SeededSamples", "ShardSampler", "TensorImages", "balanced_indices", "batch_transforms",
+           "SeededSamples", "ShardSampler", "TensorBatches", "TensorImages", "balanced_indices", "batch_transforms",
            "build_datasets", "build_eval_loader", "build_splits", "build_train_loader", "cifar_transforms",
            "color_jitter", "dataset_targets", "derived_seed", "imagenet_eval_batch", "imagenet_train_batch",
            "lighting", "read_idx", "sample_seeds"]

@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
 from training.data.augment import derived_seed
+from training.data.readers import TensorImages
 from training.training_state import init_worker
 from utils import ConfigError
 
@@ -86,26 +87,75 @@ class EpochSampler(DistributedSampler):
     ``DistributedSampler`` repeats to even out the ranks are augmented like their originals.
     """
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, with_seeds: bool = True, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.skip = 0
+        self.with_seeds = with_seeds  # False: plain indices (``TensorBatches`` draws its augmentation itself)
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
         super().set_epoch(epoch)
         self.skip = skip
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        seeds = sample_seeds(self.seed, self.epoch, len(self.dataset))
+    def __iter__(self) -> Iterator[tuple[int, int]] | Iterator[int]:
         indices = list(super().__iter__())[self.skip:]
+        if not self.with_seeds:
+            return iter(indices)
+        seeds = sample_seeds(self.seed, self.epoch, len(self.dataset))
         return iter([(index, seeds[index]) for index in indices])
 
     def __len__(self) -> int:
         return max(super().__len__() - self.skip, 0)
 
 
+def in_memory(dataset: Dataset) -> tuple[TensorImages, torch.Tensor] | None:
+    """``(images, rows)`` when ``dataset`` is in-memory images (``TensorImages``) or a chain of ``Subset``s of them:
+    its item i is ``images[rows[i]]``; else None."""
+    rows = None
+    while isinstance(dataset, Subset):
+        indices = torch.as_tensor(dataset.indices, dtype=torch.long)
+        rows = indices if rows is None else indices[rows]
+        dataset = dataset.dataset
+    if not isinstance(dataset, TensorImages):
+        return None
+    return dataset, torch.arange(len(dataset)) if rows is None else rows
+
+
+class TensorBatches:
+    """The loader of an in-memory data set: each batch is built as one tensor (gathered, augmented, normalised
+    together, ``TensorImages.batch``) in this process, instead of image by image and collated.
+
+    Its ``sampler`` is the ``DataLoader``'s would be (``EpochSampler`` with ``set_epoch(epoch, skip=)`` for
+    training, ``ShardSampler`` for evaluation), and so are its batches' samples. A training sample's
+    augmentation is drawn from (seed, epoch, sample index) alone: one generator seeded from (seed, epoch) draws
+    every sample's numbers for the epoch, and a batch takes its samples' (a resumed epoch, a rank, any batch
+    size read the same ones). ``seed=None``: no augmentation (evaluation).
+    """
+
+    def __init__(self, images: TensorImages, rows: torch.Tensor, sampler: Sampler, *, batch_size: int,
+                 drop_last: bool = False, seed: int | None = None, pin_memory: bool = False) -> None:
+        self.images, self.rows, self.sampler = images, rows, sampler
+        self.batch_size, self.drop_last, self.seed, self.pin_memory = batch_size, drop_last, seed, pin_memory
+
+    def __len__(self) -> int:
+        samples = len(self.sampler)
+        return samples // self.batch_size if self.drop_last else -(-samples // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        positions = torch.as_tensor(list(self.sampler), dtype=torch.long)
+        draws = None
+        if self.seed is not None:
+            generator = torch.Generator().manual_seed(derived_seed("batch augmentation", self.seed, self.sampler.epoch))
+            draws = self.images.draw(len(self.rows), generator)
+        for chunk in positions[:len(self) * self.batch_size].split(self.batch_size):
+            images, labels = self.images.batch(self.rows[chunk], None if draws is None else draws.take(chunk))
+            if self.pin_memory:
+                images, labels = images.pin_memory(), labels.pin_memory()
+            yield images, labels
+
+
 def build_train_loader(dataset: Dataset, *, batch_size: int, workers: int, seed: int,
                        drop_last: bool = False, pin_memory: bool = False, rank: int = 0,
-                       world_size: int = 1, subset_fraction: float = 1.0) -> DataLoader:
+                       world_size: int = 1, subset_fraction: float = 1.0) -> DataLoader | TensorBatches:
     """Shuffled training loader whose batches depend only on (seed, epoch, rank, world_size).
 
     Call ``loader.sampler.set_epoch(epoch)`` before each epoch (a ``DistributedSampler`` is
@@ -114,7 +164,8 @@ def build_train_loader(dataset: Dataset, *, batch_size: int, workers: int, seed:
     bit-identical for any number of ``workers``, and the workers persist across epochs.
     ``subset_fraction < 1`` (``--data_growth``) trains on a fixed random part of the data
     chosen from ``seed`` — the same part every epoch and on every rank. ``drop_last`` drops
-    the uneven tail both across ranks and in the last batch.
+    the uneven tail both across ranks and in the last batch. In-memory images (digits, Fashion-MNIST) get a
+    ``TensorBatches`` instead of a ``DataLoader``: each batch built at once in this process, ``workers`` unused.
     """
     _check_loader_args(batch_size, workers)
     _check_rank(rank, world_size)
@@ -128,6 +179,12 @@ def build_train_loader(dataset: Dataset, *, batch_size: int, workers: int, seed:
         raise ConfigError(
             f"--batch_size {batch_size} exceeds the {len(dataset) // world_size} training samples "
             f"each of the {world_size} process(es) gets, so every batch would be dropped")
+    source = in_memory(dataset)
+    if source is not None:
+        sampler = EpochSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed,
+                               drop_last=drop_last, with_seeds=False)
+        return TensorBatches(*source, sampler, batch_size=batch_size, drop_last=drop_last, seed=seed,
+                             pin_memory=pin_memory)
     dataset = SeededSamples(dataset)
     sampler = EpochSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True,
                            seed=seed, drop_last=drop_last)
@@ -140,10 +197,14 @@ def build_train_loader(dataset: Dataset, *, batch_size: int, workers: int, seed:
 
 
 def build_eval_loader(dataset: Dataset, *, batch_size: int, workers: int,
-                      pin_memory: bool = False, rank: int = 0, world_size: int = 1) -> DataLoader:
-    """In-order evaluation loader over this rank's shard (see ``ShardSampler``)."""
+                      pin_memory: bool = False, rank: int = 0, world_size: int = 1) -> DataLoader | TensorBatches:
+    """In-order evaluation loader over this rank's shard (see ``ShardSampler``); in-memory images get a
+    ``TensorBatches`` without augmentation (the same images, bit for bit)."""
     _check_loader_args(batch_size, workers)
     sampler = ShardSampler(dataset, rank=rank, world_size=world_size)
+    source = in_memory(dataset)
+    if source is not None:
+        return TensorBatches(*source, sampler, batch_size=batch_size, pin_memory=pin_memory)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                       pin_memory=pin_memory, drop_last=False, worker_init_fn=init_worker,
                       persistent_workers=False)

@@ -12,13 +12,14 @@ from __future__ import annotations
 import gzip
 import os
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
-from training.data.augment import cifar_transforms, imagenet_transforms
+from training.data.augment import CIFAR_MEAN, CIFAR_STD, CUTOUT_SIZE, Cutout, imagenet_transforms
 from training.datasets import FASHION_DEFAULT_PATH, IMAGE_SIZE, NUM_CLASSES
 from utils import ConfigError
 
@@ -32,31 +33,20 @@ DIGITS_MAX_SHIFT = 4  # pixels of random translation at 32x32, i.e. one original
 FASHION_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
                  "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 FASHION_MAX_SHIFT = 4  # random crop 32 with padding 4, as for CIFAR
+CIFAR_PADDING = 4
 CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 CIFAR_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
 
 
-class _Transformed(Dataset):
-    """``base[indices[i]]`` with ``transform`` applied to the image.
+class LabelledSubset(Subset):
+    """``Subset`` that keeps ``targets`` (what class-balanced splits and split tasks read)."""
 
-    Lets two views of one loaded data set (augmented train part, plain held-out part) share
-    the images in memory instead of reading the files twice.
-    """
-
-    def __init__(self, base: Dataset, indices: list[int], transform: Callable) -> None:
-        self.base = base
-        self.indices = indices
-        self.transform = transform
-        base_targets = getattr(base, "targets", None)
-        if base_targets is not None:
-            self.targets = [int(base_targets[i]) for i in indices]
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        image, label = self.base[self.indices[index]]
-        return self.transform(image), label
+    def __init__(self, dataset: Dataset, indices: list[int]) -> None:
+        super().__init__(dataset, indices)
+        targets = getattr(dataset, "targets", None)
+        if targets is None:
+            raise ConfigError(f"{type(dataset).__name__} does not expose its labels (no .targets)")
+        self.targets = [int(targets[i]) for i in indices]
 
 
 # --------------------------------------------------------------------------- CIFAR
@@ -86,27 +76,36 @@ def _cifar_root(dataset: str, data_path: str | None) -> str:
 
 def _build_cifar(dataset: str, data_path: str | None, cutout: bool,
                  cifar_full: bool) -> tuple[Dataset, Dataset]:
+    """CIFAR in memory (``TensorImages``: crop with padding 4, flip, normalise, optionally Cutout, as torchvision's
+    ``RandomCrop(32, padding=4)``, ``RandomHorizontalFlip``, ``ToTensor``, ``Normalize`` and ``Cutout`` would)."""
     from torchvision import datasets
 
     root = _cifar_root(dataset, data_path)
     cls = datasets.CIFAR10 if dataset == "cifar10" else datasets.CIFAR100
-    train_tf, test_tf = cifar_transforms(dataset, cutout)
     try:
-        if cifar_full:
-            return (cls(root, train=True, transform=train_tf, download=False),
-                    cls(root, train=False, transform=test_tf, download=False))
-        full_train = cls(root, train=True, transform=None, download=False)
+        parts = [cls(root, train=True, download=False)] + ([cls(root, train=False, download=False)] if cifar_full else [])
     except RuntimeError:  # torchvision: "Dataset not found or corrupted" (md5 mismatch)
         folder = os.path.join(root, CIFAR_FOLDERS[dataset])
         raise ConfigError(
             f"{CIFAR_NAMES[dataset]} files in {folder} are missing or fail torchvision's "
             f"checksum test; re-download the python version there") from None
+    mean, std = torch.tensor(CIFAR_MEAN[dataset]), torch.tensor(CIFAR_STD[dataset])
 
+    def images(part, augmented: bool) -> TensorImages:
+        pixels = torch.from_numpy(part.data).permute(0, 3, 1, 2).contiguous()  # N, 3, 32, 32 uint8
+        return TensorImages(pixels, torch.as_tensor(part.targets, dtype=torch.long), mean, std,
+                            max_shift=CIFAR_PADDING if augmented else 0, flip=augmented,
+                            cutout=CUTOUT_SIZE if augmented and cutout else 0,
+                            source_indices=torch.arange(len(part.targets)))
+
+    if cifar_full:
+        return images(parts[0], True), images(parts[1], False)
+    full_train = parts[0]
     order = torch.randperm(len(full_train),
                            generator=torch.Generator().manual_seed(HOLDOUT_SPLIT_SEED)).tolist()
     n_holdout = round(HOLDOUT_FRACTION * len(full_train))
     holdout, kept = sorted(order[:n_holdout]), sorted(order[n_holdout:])
-    return _Transformed(full_train, kept, train_tf), _Transformed(full_train, holdout, test_tf)
+    return LabelledSubset(images(full_train, True), kept), LabelledSubset(images(full_train, False), holdout)
 
 
 # --------------------------------------------------------------------------- ImageNet
@@ -153,6 +152,38 @@ def _build_imagenet(data_path: str | None) -> tuple[Dataset, Dataset]:
 # --------------------------------------------------------------------------- digits
 
 
+class AugmentationDraws(NamedTuple):
+    """A batch's augmentation as numbers, one per image: crop offsets in the padded image and mirroring."""
+
+    tops: torch.Tensor
+    lefts: torch.Tensor
+    flips: torch.Tensor
+    centres: torch.Tensor  # (N, 2): the row and column of each image's Cutout square, where there is one
+
+    def take(self, positions: torch.Tensor) -> AugmentationDraws:
+        """The draws of the images at ``positions``."""
+        return AugmentationDraws(*(values[positions] for values in self))
+
+
+def _crop_batch(padded: torch.Tensor, tops: torch.Tensor, lefts: torch.Tensor, size) -> torch.Tensor:
+    """Image i of ``padded`` (N, C, H + 2s, W + 2s) cropped to ``size`` at (``tops[i]``, ``lefts[i]``)."""
+    count, channels, _, padded_width = padded.shape
+    height, width = size
+    rows = (tops.view(-1, 1) + torch.arange(height)).view(count, 1, height, 1)
+    cropped = padded.gather(2, rows.expand(count, channels, height, padded_width))
+    columns = (lefts.view(-1, 1) + torch.arange(width)).view(count, 1, 1, width)
+    return cropped.gather(3, columns.expand(count, channels, height, width))
+
+
+def _holes(centres: torch.Tensor, size: int, shape) -> torch.Tensor:
+    """(N, 1, H, W) masks of ``Cutout``'s squares: ``size`` x ``size`` around each centre, clipped at the borders."""
+    half = size // 2
+    rows, columns = (torch.arange(extent).view(1, -1) for extent in shape)
+    inside_rows = (rows >= centres[:, :1] - half) & (rows < centres[:, :1] + size - half)
+    inside_columns = (columns >= centres[:, 1:] - half) & (columns < centres[:, 1:] + size - half)
+    return (inside_rows[:, :, None] & inside_columns[:, None, :]).unsqueeze(1)
+
+
 class TensorImages(Dataset):
     """In-memory images shown as 3x32x32; ``__getitem__`` returns ``(normalised image, int label)``.
 
@@ -160,17 +191,19 @@ class TensorImages(Dataset):
     60k-image set stays 60 MB), 0 = blank background; one channel is repeated to three.
     Augmentation translates the raw image by up to ``max_shift`` pixels, filling with blank,
     optionally flips it horizontally (``flip``), *then* normalises, so the uncovered border looks
-    like background rather than like the mean grey. Digits are not flipped: a mirrored digit is
-    a different (or no) digit. Randomness comes from torch's global RNG, so seeding torch (as the
-    training loader does per sample) makes it reproducible.
+    like background rather than like the mean grey; ``cutout`` > 0 then zeroes a square of that side
+    (``augment.Cutout``: CIFAR's ``--cutout``). Digits are not flipped: a mirrored digit is
+    a different (or no) digit. ``__getitem__`` draws from torch's global RNG, so seeding torch makes it
+    reproducible; a training loader builds whole batches instead (``batch`` with ``draw``'s numbers).
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: torch.Tensor,
                  std: torch.Tensor, max_shift: int = 0,
-                 source_indices: torch.Tensor | None = None, flip: bool = False) -> None:
+                 source_indices: torch.Tensor | None = None, flip: bool = False, cutout: int = 0) -> None:
         self.classes = [str(d) for d in range(int(labels.max()) + 1)]
         self.images = images
         self.flip = flip
+        self.cutout = cutout
         self.labels = labels
         self.targets = labels.tolist()
         self.mean = mean.view(-1, 1, 1)
@@ -180,7 +213,7 @@ class TensorImages(Dataset):
         self.source_indices = source_indices
 
     def without_augmentation(self) -> TensorImages:
-        """The same images, neither shifted nor flipped (a held-out split's view)."""
+        """The same images, neither shifted, flipped nor cut out (a held-out split's view)."""
         return TensorImages(self.images, self.labels, self.mean, self.std, 0, self.source_indices, flip=False)
 
     def __len__(self) -> int:
@@ -194,6 +227,34 @@ class TensorImages(Dataset):
         top, left = (int(v) for v in torch.randint(2 * shift + 1, (2,)))
         return padded[..., top:top + height, left:left + width]
 
+    def draw(self, count: int, generator: torch.Generator) -> AugmentationDraws:
+        """The augmentation of ``count`` samples as numbers: each one's crop offsets in the padded image (uniform
+        in [0, 2 * max_shift]) and whether it is mirrored (probability 1/2 with ``flip``), from ``generator``."""
+        offsets = torch.randint(2 * self.max_shift + 1, (count, 2), generator=generator)
+        flips = torch.rand(count, generator=generator) < 0.5
+        height, width = self.images.shape[-2:]
+        centres = torch.stack([torch.randint(height, (count,), generator=generator),
+                               torch.randint(width, (count,), generator=generator)], dim=1)
+        return AugmentationDraws(offsets[:, 0], offsets[:, 1], flips & self.flip, centres)
+
+    def batch(self, rows: torch.Tensor, draws: AugmentationDraws | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images ``rows`` as one batch ``(images (N, 3, H, W), labels (N,))``, augmented by ``draws`` (one per row;
+        None: as they are): the same steps as ``__getitem__`` on a whole batch at once, so an image given the
+        same offsets and flip comes out equal, bit for bit."""
+        images = self.images[rows]
+        if images.dtype == torch.uint8:
+            images = images.float() / 255.0
+        if draws is not None and self.max_shift > 0:
+            images = _crop_batch(F.pad(images, (self.max_shift,) * 4), draws.tops, draws.lefts, images.shape[-2:])
+        if draws is not None and bool(draws.flips.any()):
+            images = torch.where(draws.flips.view(-1, 1, 1, 1), images.flip(-1), images)
+        images = (images - self.mean) / self.std
+        if draws is not None and self.cutout:
+            images = images.masked_fill(_holes(draws.centres, self.cutout, images.shape[-2:]), 0.0)
+        if images.shape[1] == 1:
+            images = images.expand(-1, 3, -1, -1).contiguous()
+        return images, self.labels[rows]
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         image = self.images[index]
         if image.dtype == torch.uint8:
@@ -203,6 +264,8 @@ class TensorImages(Dataset):
         if self.flip and bool(torch.rand(()) < 0.5):
             image = image.flip(-1)
         image = (image - self.mean) / self.std
+        if self.cutout:
+            image = Cutout(self.cutout)(image)
         return image.expand(3, -1, -1) if image.shape[0] == 1 else image, self.targets[index]
 
 

@@ -9,23 +9,14 @@ import copy
 import torch
 from torch.utils.data import Dataset, Subset
 
-from training.data.augment import cifar_transforms, imagenet_transforms
-from training.data.readers import CIFAR_FOLDERS, TensorImages, build_datasets
+from training.data.augment import imagenet_transforms
+from training.data.readers import LabelledSubset, TensorImages, build_datasets
 from utils import ConfigError
 
 # --train_subset and --val_split draw from these seeds, not from --manualSeed: runs with
 # different seeds then train and select on the same images (seeds vary the training only).
 SUBSET_SEED = 0
 VAL_SPLIT_SEED = 0
-
-
-class LabelledSubset(Subset):
-    """``Subset`` that keeps ``targets`` (what class-balanced splits and split tasks read)."""
-
-    def __init__(self, dataset: Dataset, indices: list[int]) -> None:
-        super().__init__(dataset, indices)
-        targets = dataset_targets(dataset)
-        self.targets = [targets[i] for i in indices]
 
 
 def dataset_targets(dataset: Dataset) -> list[int]:
@@ -38,15 +29,14 @@ def dataset_targets(dataset: Dataset) -> list[int]:
 
 def eval_view(dataset_name: str, train: Dataset) -> Dataset:
     """The training images with the evaluation transform: what a validation split is scored on."""
-    if isinstance(train, TensorImages):
+    if isinstance(train, TensorImages):  # digits, Fashion-MNIST, CIFAR
         return train.without_augmentation()
-    view = copy.copy(train)
-    if dataset_name in CIFAR_FOLDERS:
-        view.transform = cifar_transforms(dataset_name, cutout=False)[1]
-    elif dataset_name == "imagenet":
-        view.transform = imagenet_transforms()[1]
-    else:
+    if isinstance(train, Subset):  # CIFAR's training part under --no_cifar_full
+        return LabelledSubset(eval_view(dataset_name, train.dataset), train.indices)
+    if dataset_name != "imagenet":
         raise ConfigError(f"--val_split is not available for --dataset {dataset_name}")
+    view = copy.copy(train)
+    view.transform = imagenet_transforms()[1]
     return view
 
 
