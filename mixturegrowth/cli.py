@@ -17,6 +17,7 @@ ARCHS = ("wrn", "normalwrn", "wrn_imagenet", "wrn_imagenet_bank", "normal_wrn_im
 PLAIN_ARCHS = ("normalwrn", "normal_wrn_imagenet")
 MAX_EPOCHS = 100_000  # the plan holds every epoch and is printed and saved whole (~5 s to build at this size)
 COEF_GROWTH_MODES = ("orthogonal", "copy", "zero", "random", "none", "random_blocks")
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -222,8 +223,12 @@ def get_args_parser() -> argparse.ArgumentParser:
 
     g = parser.add_argument_group("Hardware and reproducibility")
     command_line.add_hardware_arguments(g)
+    g.add_argument("--memory_format", choices=MEMORY_FORMATS, default="auto",
+                   help="layout of the training batches' activations: channels_last, contiguous, or auto: "
+                        "channels_last on the CPU (about 1.5-2x faster steps there, benchmarks/README.md), "
+                        "contiguous on a GPU (default: auto)")
     g.add_argument("--channels_last", action="store_true",
-                   help="keep activations in channels-last memory format (faster convolutions on recent GPUs)")
+                   help="the same as --memory_format channels_last (on a GPU: faster convolutions on recent ones)")
     g.add_argument("--compile", action="store_true",
                    help="torch.compile the training step; recompiled after growth (FLOPs use the eager model); "
                         "implies --drop_last so that each phase compiles one batch shape")
@@ -231,11 +236,20 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def uses_channels_last(args: argparse.Namespace, device_type: str) -> bool:
+    """Whether training batches run in channels-last layout on a ``device_type`` ("cpu", "cuda") device."""
+    if args.channels_last:
+        return True
+    return args.memory_format == "channels_last" or (args.memory_format == "auto" and device_type == "cpu")
+
+
 def validate_args(args: argparse.Namespace) -> None:
     """Checks that need no data and no model, so mistakes fail before anything is loaded or written.
 
     Each flag's own range is checked while parsing (``flags``); here: how flags combine, files.
     """
+    if args.channels_last and args.memory_format == "contiguous":
+        raise ConfigError("--channels_last and --memory_format contiguous contradict each other; give one")
     if args.dataset == "imagenet" and args.arch in ("wrn", "normalwrn"):
         raise ConfigError(f"--arch {args.arch} is the CIFAR Wide-ResNet; it does not fit --dataset imagenet")
     if len(args.growth_epochs) != 1:

@@ -71,9 +71,6 @@ def start(args: argparse.Namespace, plan: TrainingPlan, ctx: Context, run: Run) 
     """Seed, the network (a resumed run's: the checkpoint's shape and weights), the data, the networks of
     other runs it starts from; then the folder opens, and what the run starts with is logged and written."""
     seed_everything(args.manualSeed)
-    if args.channels_last and ctx.device.type != "cuda":
-        raise ConfigError("--channels_last is a CUDA optimisation; on the CPU, torch 2.14's convolution "
-                          "backward aborts on channels-last inputs whose batch size changes")
     resumed = run.resumed
     # A run resumed after an operator replaced the network continues with that network's shape.
     model = build_saved_network(resumed["args"], resumed) if resumed else initial_model(args)

@@ -17,6 +17,7 @@ import torch
 import models
 import operators
 from compute_flops import count_flops
+from mixturegrowth.cli import uses_channels_last
 from mixturegrowth.networks import MAIN_KIND
 from mixturegrowth.plan import TrainingPlan
 from mixturegrowth.report import PHASE_SUMMARY_NAMES, summary_row
@@ -37,7 +38,8 @@ class TrainingRun(engine.Trainee):
                  resumed: dict | None, start_epoch: int, partial: dict | None) -> None:
         self.args, self.plan, self.ctx, self.run, self.data = args, plan, ctx, run, data
         self.run_dir, self.log = run.run_dir, ctx.logger
-        self.model = on_device(model, ctx.device, args.channels_last)
+        self.channels_last = uses_channels_last(args, ctx.device.type)
+        self.model = on_device(model, ctx.device, self.channels_last)
         self.optimizer = self.new_optimizer()
         self.start_epoch, self.partial = start_epoch, partial
         self.history, self.summary, self.events, self.best_top1 = [], [], [], 0.0
@@ -94,7 +96,7 @@ class TrainingRun(engine.Trainee):
             began = time.time()
             result = operators.apply(name, self.model, inputs)
             seconds = time.time() - began
-            self.model = on_device(result.model, self.ctx.device, self.args.channels_last)
+            self.model = on_device(result.model, self.ctx.device, self.channels_last)
             self.optimizer = self.new_optimizer()  # the parameter set may have changed: carry state by name
             if keep_state and result.keep_optimizer_state:
                 load_optimizer_state_by_name(self.optimizer, self.model, saved)
@@ -157,7 +159,7 @@ class TrainingRun(engine.Trainee):
             lr=entry.lr, steps=self.steps_within_budget(epoch), row={"phase_index": entry.phase_index},
             step=engine.StepOptions(members=members, loss_weights=entry.loss_weights or (1.0,),
                                     label_smoothing=args.label_smoothing, amp=args.amp,
-                                    channels_last=args.channels_last, batch_transform=self.data.train_transform))
+                                    channels_last=self.channels_last, batch_transform=self.data.train_transform))
 
     def steps_within_budget(self, epoch: int) -> int | None:
         """``--analysis_within_budget``: the last epoch's batches less those that cost what the growth's analysis
@@ -236,10 +238,11 @@ def members_of(entry) -> tuple:
 
 
 def on_device(network, device: torch.device, channels_last: bool):
-    """``network`` on ``device``; with ``--channels_last`` its plain conv weights in channels-last memory format
-    (template weights are generated per step)."""
+    """``network`` on ``device``; channels-last training on a GPU keeps its plain conv weights in that layout
+    (template weights are generated per step in the input's). On the CPU they stay contiguous: a batch of odd
+    size runs contiguous there (``engine.batch_layout``), which channels-last weights would not allow."""
     network = network.to(device)
-    if channels_last:
+    if channels_last and device.type == "cuda":
         for param in network.parameters():
             if param.dim() == 4:
                 param.data = param.data.contiguous(memory_format=torch.channels_last)
