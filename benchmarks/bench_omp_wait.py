@@ -24,12 +24,14 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from utils import parse_list  # noqa: E402  (after the path set-up: the project is not installed)
-SETTINGS = ("PASSIVE", "ACTIVE", "unset", "spin:10000")  # spin:N: OMP_WAIT_POLICY unset, GOMP_SPINCOUNT=N
+# spin:N: OMP_WAIT_POLICY unset, GOMP_SPINCOUNT=N; auto: what an entry point chooses as it starts (training/wait_policy.py)
+SETTINGS = ("PASSIVE", "ACTIVE", "unset", "spin:10000", "auto")
 
 
 def environment(setting: str) -> dict:
@@ -37,25 +39,32 @@ def environment(setting: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     if setting.startswith("spin:"):
         env["GOMP_SPINCOUNT"] = setting.split(":", 1)[1]
-    elif setting != "unset":
+    elif setting not in ("unset", "auto"):
         env["OMP_WAIT_POLICY"] = setting
     return env
 
 
-def step_process(setting: str, steps: int, batch_size: int, threads: int) -> subprocess.Popen:
-    """A fresh process that prints its seconds per training step (``threads`` torch threads)."""
+def step_process(setting: str, steps: int, batch_size: int, threads: int, layout: str) -> subprocess.Popen:
+    """A fresh process that prints its seconds per training step (``threads`` torch threads, the network and
+    its batches in ``layout``: contiguous or channels_last) and the wait policy it ran with."""
     code = f"""
-import sys, time, torch
+import os, sys, time
 sys.path.insert(0, {ROOT!r})
+os.environ["OMP_NUM_THREADS"] = "{threads}"
+from training import wait_policy
+if {setting == "auto"}:
+    wait_policy.settle("fashion_mnist", 0)  # as an entry point does before torch loads
+import torch
 import main
 args = main.get_args_parser().parse_args(["--arch", "normalwrn", "--depth", "10", "--wide", "1",
                                           "--growth_epochs", "-1", "--ngpu", "0"])
 import models
 torch.manual_seed(0)
 torch.set_num_threads({threads})
-model = models.create_model(args, 10)
+model = models.create_model(args, 10).to(memory_format=torch.{layout.replace("contiguous", "contiguous_format")})
 optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 x, y = torch.randn({batch_size}, 3, 32, 32), torch.randint(0, 10, ({batch_size},))
+x = x.contiguous(memory_format=torch.{layout.replace("contiguous", "contiguous_format")})
 def step():
     optimizer.zero_grad()
     torch.nn.functional.cross_entropy(model(x), y).backward()
@@ -65,23 +74,26 @@ for _ in range(3):
 start = time.perf_counter()
 for _ in range({steps}):
     step()
-print((time.perf_counter() - start) / {steps})
+print(os.environ.get("OMP_WAIT_POLICY"), (time.perf_counter() - start) / {steps})
 """
     return subprocess.Popen([sys.executable, "-c", code], env=environment(setting), stdout=subprocess.PIPE,
                             text=True)
 
 
-def images_per_second(setting: str, layout: str, steps: int, batch_size: int) -> float:
-    """All the processes of ``layout`` ("PxT": P processes of T threads, at once) together, in images/s."""
+def images_per_second(setting: str, layout: str, steps: int, batch_size: int, memory_format: str) -> tuple[float, set]:
+    """All the processes of ``layout`` ("PxT": P processes of T threads, at once) together, in images/s, and the
+    wait policies they ran with."""
     processes, threads = (int(n) for n in layout.split("x"))
-    running = [step_process(setting, steps, batch_size, threads) for _ in range(processes)]
-    total = 0.0
+    running = [step_process(setting, steps, batch_size, threads, memory_format) for _ in range(processes)]
+    total, policies = 0.0, set()
     for process in running:
         out, _ = process.communicate()
         if process.returncode != 0:
             raise RuntimeError(f"a {setting} step process failed (exit {process.returncode})")
-        total += batch_size / float(out.strip().splitlines()[-1])
-    return total
+        policy, seconds = out.strip().splitlines()[-1].split()
+        total += batch_size / float(seconds)
+        policies.add(policy)
+    return total, policies
 
 
 def main() -> None:
@@ -95,20 +107,28 @@ def main() -> None:
                         help="PxT: P step processes of T torch threads at once (default: 1x2)")
     parser.add_argument("--settings", type=parse_list(str, "--settings"), default=list(SETTINGS),
                         help=f"wait policies (default: {','.join(SETTINGS)})")
+    parser.add_argument("--memory_format", default="channels_last", choices=("channels_last", "contiguous"),
+                        help="layout of the network and its batches (default: channels_last, main.py's on the CPU)")
     args = parser.parse_args()
-    print(f"WRN-10-1, batch {args.batch_size}, {os.cpu_count()} CPUs; images/s of all a layout's processes "
-          "together (median, min-max over repeats)")
+    print(f"WRN-10-1, batch {args.batch_size}, {args.memory_format}, {os.cpu_count()} CPUs; images/s of all a "
+          "layout's processes together (median, min-max over repeats)")
     for load in args.load:
         busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(load)]
+        time.sleep(1.0 if load else 0.0)  # the load is there before the measured processes start
         try:
             for layout in args.layouts:
                 rates = {setting: [] for setting in args.settings}
+                ran_with = {setting: set() for setting in args.settings}
                 for _ in range(args.repeats):
                     for setting in args.settings:
-                        rates[setting].append(images_per_second(setting, layout, args.steps, args.batch_size))
+                        rate, policies = images_per_second(setting, layout, args.steps, args.batch_size,
+                                                           args.memory_format)
+                        rates[setting].append(rate)
+                        ran_with[setting] |= policies
                 for setting, values in rates.items():
+                    chose = f"  chose {'/'.join(sorted(ran_with[setting]))}" if setting == "auto" else ""
                     print(f"load {load}  layout {layout}  {setting:<11} {statistics.median(values):7.0f} images/s "
-                          f"({min(values):.0f}-{max(values):.0f}, {len(values)} x {args.steps} steps)", flush=True)
+                          f"({min(values):.0f}-{max(values):.0f}, {len(values)} x {args.steps} steps){chose}", flush=True)
         finally:
             for process in busy:
                 process.kill()

@@ -4,10 +4,8 @@
 # the experiment scripts can source this on every call without reinstalling anything.
 # DRY_RUN=1: the scripts only print their command, so nothing is created or installed; PYTHON is
 # then the .venv interpreter's path, as a real run would use.
-# Also sets OMP_WAIT_POLICY=PASSIVE unless given (as training/__init__.py does for the entry points): idle
-# OpenMP threads sleep instead of spinning, which keeps a CPU shared with other processes fast
-# (benchmarks/bench_omp_wait.py).
-export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
+# OMP_WAIT_POLICY is left as given: unset, each entry point chooses it for the machine as it starts
+# (training/wait_policy.py).
 _MG_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [ -z "${PYTHON:-}" ] && [ "${DRY_RUN:-0}" = "1" ]; then
   PYTHON="$_MG_ROOT/.venv/bin/python"

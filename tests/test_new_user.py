@@ -294,11 +294,52 @@ def test_every_entry_point_sets_the_passive_wait_policy_before_torch_loads(modul
     assert result.stdout.strip() == "PASSIVE", result.stderr
 
 
-def test_every_script_sets_the_passive_wait_policy():
+# ``python main.py FLAGS`` with the kernel's count of other running processes replaced: the policy torch loads with.
+_WAIT_POLICY_OF_A_RUN = """
+import os, sys
+sys.path.insert(0, {root!r})
+from training import wait_policy
+wait_policy.others_running = lambda: {others}
+class Finder:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            print(os.environ.get("OMP_WAIT_POLICY"))
+            sys.exit(0)
+sys.meta_path.insert(0, Finder())
+import main
+main.cli({flags!r})
+"""
+
+
+@pytest.mark.parametrize("others, threads, given, expected", [
+    (0, "2", None, "ACTIVE"),  # two threads, two free CPUs: they spin
+    (1, "2", None, "PASSIVE"),  # another process busy: they sleep
+    (1, "1", None, "ACTIVE"),  # one thread beside one busy process on two CPUs
+    (0, "2", "PASSIVE", "PASSIVE"),  # the environment's choice is kept
+])
+def test_an_entry_point_spins_only_where_its_threads_find_free_cpus(others, threads, given, expected):
+    if len(os.sched_getaffinity(0)) != 2:
+        threads = str(len(os.sched_getaffinity(0)) - 2 + int(threads))  # the same margin on this machine
     environment = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    result = subprocess.run(["bash", "-c", "source scripts/env.sh && echo $OMP_WAIT_POLICY"], cwd=ROOT,
-                            env={**environment, "PYTHON": sys.executable}, capture_output=True, text=True, timeout=60)
-    assert result.stdout.strip() == "PASSIVE"
+    environment["OMP_NUM_THREADS"] = threads
+    if given:
+        environment["OMP_WAIT_POLICY"] = given
+    code = _WAIT_POLICY_OF_A_RUN.format(root=ROOT, others=others, flags=["--dataset", "digits", "--epochs", "1"])
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=environment, capture_output=True, text=True,
+                            timeout=120)
+    assert result.stdout.strip() == expected, result.stderr
+
+
+def test_the_scripts_leave_the_wait_policy_to_the_entry_points():
+    environment = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    for given, expected in ((None, ""), ("ACTIVE", "ACTIVE")):
+        env = {**environment, "PYTHON": sys.executable, **({"OMP_WAIT_POLICY": given} if given else {})}
+        result = subprocess.run(["bash", "-c", "source scripts/env.sh && echo ${OMP_WAIT_POLICY:-}"], cwd=ROOT,
+                                env=env, capture_output=True, text=True, timeout=60)
+        assert result.stdout.strip() == expected
+    sourcing = subprocess.run(["grep", "-rLE", r"source .*(env|common)\.sh", "--include=*.sh", "scripts"], cwd=ROOT,
+                              capture_output=True, text=True).stdout.split()
+    assert sourcing == ["scripts/env.sh"]  # every other script sources env.sh or common.sh (which sources env.sh)
     sourcing = subprocess.run(["grep", "-rLE", r"source .*(env|common)\.sh", "--include=*.sh", "scripts"], cwd=ROOT,
                               capture_output=True, text=True).stdout.split()
     assert sourcing == ["scripts/env.sh"]  # every other script sources env.sh or common.sh (which sources env.sh)

@@ -6,9 +6,10 @@ what they add (their checkpoint kinds, their operators)."""
 
 import os
 
-# Idle OpenMP threads sleep instead of spinning, unless the environment says otherwise. libgomp reads
-# this once, when torch loads it, so it is set here, on the way to every entry point's first torch
-# import (each imports ``training`` for its command line first). scripts/env.sh sets the same for the
-# scripts. Why: beside another busy process, spinning threads take the core the working thread needs
-# (benchmarks/bench_omp_wait.py).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from training import wait_policy
+
+# Idle OpenMP threads sleep instead of spinning, unless the environment says otherwise: libgomp reads this once,
+# when torch loads it, so it is set here, on the way to every torch import of the project. An entry point's
+# ``command_line.cli`` then lets them spin where the machine is idle (``wait_policy``): beside other busy
+# processes spinning threads take the cores the working ones need (benchmarks/bench_omp_wait.py).
+os.environ.setdefault("OMP_WAIT_POLICY", wait_policy.DEFAULT)

@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 
-from training import datasets, flags
+from training import datasets, flags, wait_policy
 from training.entry import EXIT_INTERRUPTED, interrupted
 from training.stops import (DISK_FULL, EXIT_NO_SPACE, EXIT_NON_FINITE, EXIT_PREEMPTED, EXIT_USAGE, NoSpace,
                             NonFiniteLossError, Preempted)
@@ -113,6 +113,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, training: bool = True) ->
 def cli(prog: str, get_args_parser, main, argv: list[str] | None = None) -> int:
     """``python <prog>``: parse, run ``main(args)``, map expected failures to one line and an exit status."""
     args = get_args_parser().parse_args(argv)
+    wait_policy.settle(getattr(args, "dataset", None), getattr(args, "workers", 0) or 0)
     return exit_status(prog, lambda: main(args))
 
 

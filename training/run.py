@@ -23,7 +23,7 @@ import argparse
 import json
 import os
 
-from training import checkpoint, runtime
+from training import checkpoint, runtime, wait_policy
 from training.runtime import Context
 from utils import atomic_write_text
 
@@ -90,7 +90,8 @@ class Run:
         if write_args if write_args is not None else not resumed:
             self.write_args()
         log.info(f"run folder: {os.path.abspath(self.run_dir)}  device: {self.ctx.device}  "
-                 f"processes: {self.ctx.dist.world_size}{folder_note}")
+                 f"processes: {self.ctx.dist.world_size}{folder_note}"
+                 + (f"  {wait_policy.describe()}" if self.ctx.device.type == "cpu" else ""))
 
     def write_args(self) -> None:
         """args.json: the whole command line as plain values (also the TensorBoard text "args")."""
