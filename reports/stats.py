@@ -11,8 +11,6 @@ import argparse
 import math
 import statistics
 
-from scipy.stats import t as student_t
-
 from .methods import base_method, job_name
 
 
@@ -44,6 +42,8 @@ def paired_difference(runs: list[dict], name: str, baseline: str) -> dict | None
         return None
     differences = [mine[s] - theirs[s] for s in seeds]
     mean, std = mean_std(differences)
+    from scipy.stats import t as student_t  # here: scipy takes ~0.4 s to load, and a training run never gets here
+
     half = student_t.ppf(0.975, len(seeds) - 1) * std / len(seeds) ** 0.5 if len(seeds) > 1 else float("nan")
     return {"mean": mean, "low": mean - half, "high": mean + half, "seeds": len(seeds)}
 
