@@ -37,8 +37,7 @@ class TrainingRun(engine.Trainee):
     def __init__(self, args: argparse.Namespace, plan: TrainingPlan, ctx: Context, run: Run, model, data: Data,
                  resumed: dict | None, start_epoch: int, partial: dict | None) -> None:
         self.args, self.plan, self.ctx, self.run, self.data = args, plan, ctx, run, data
-        self.run_dir, self.log = run.run_dir, ctx.logger
-        self.channels_last = uses_channels_last(args, ctx.device.type)
+        self.run_dir, self.log, self.channels_last = run.run_dir, ctx.logger, uses_channels_last(args, ctx.device.type)
         self.model = on_device(model, ctx.device, self.channels_last)
         self.optimizer = self.new_optimizer()
         self.start_epoch, self.partial = start_epoch, partial

@@ -77,7 +77,8 @@ def add_hardware_arguments(group: argparse._ArgumentGroup) -> None:
     """--ngpu, --workers, --dist, --amp, --manualSeed."""
     flags.add(group, "--ngpu", flags.count(min=0), default=1, help="GPUs per process; 0 = CPU; without a visible CUDA device the run "
               "warns and uses the CPU")
-    flags.add(group, "--workers", flags.count(min=0), default=2, help="data-loading worker processes")
+    flags.add(group, "--workers", flags.count(min=0), default=2, help="data-loading worker processes for ImageNet (the in-memory data sets, digits, "
+              "Fashion-MNIST and CIFAR, build whole batches in the training process and use none)")
     group.add_argument("--dist", action="store_true",
                        help="distributed training; launch with torchrun (set automatically under torchrun)")
     group.add_argument("--amp", action="store_true",

@@ -1,8 +1,10 @@
-"""Augmentation: what a training image goes through, per image on the loader's side (CIFAR's crop, flip and
-Cutout; ImageNet's crop and flip) or per batch on the device (ImageNet's colour jitter, PCA lighting and
-normalisation, drawn from (seed, epoch, rank, step) so a CPU and a GPU run draw the same numbers).
+"""Augmentation: what a training image goes through, per image on the loader's side (ImageNet's crop and
+flip; torchvision's CIFAR transforms, which NWS's CIFAR-100 tasks use) or per batch on the device
+(ImageNet's colour jitter, PCA lighting and normalisation, drawn from (seed, epoch, rank, step) so a CPU and a
+GPU run draw the same numbers).
 
-The in-memory sets (digits, Fashion-MNIST) translate and flip inside ``readers.TensorImages``.
+The in-memory sets (digits, Fashion-MNIST, CIFAR) crop, flip and cut out inside ``readers.TensorImages``, a
+whole batch at a time (``TensorImages.batch``, ``loaders.TensorBatches``).
 """
 
 from __future__ import annotations
