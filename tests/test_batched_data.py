@@ -107,3 +107,12 @@ def test_a_cpu_step_runs_channels_last_except_for_a_batch_of_odd_size(size, chan
     assert batch.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     assert size == 1 or batch.is_contiguous() != channels_last
     assert engine.batch_layout(torch.randn(size, 3, 8, 8), channels_last=False).is_contiguous()
+
+
+def test_a_task_subset_keeps_its_own_numbering_of_the_classes(images):
+    from weight_search.splits import TaskSubset
+    task = TaskSubset(images.without_augmentation(), [7, 3, 12], classes=(12, 3, 7))  # label = index: 7 -> 2, 3 -> 1, 12 -> 0
+    loader = data.build_eval_loader(task, batch_size=2, workers=0)
+    assert isinstance(loader, data.TensorBatches)
+    assert [int(label) for _, labels in loader for label in labels] == [2, 1, 0] == [task[i][1] for i in range(3)]
+    assert torch.equal(next(iter(loader))[0][0], task[0][0])

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from training import data
 from utils import ConfigError
@@ -53,21 +53,23 @@ class TaskData:
     test: Dataset
 
 
-class TaskSubset(Dataset):
-    """The samples of ``base`` at ``indices``, labelled by their class's position in ``classes``."""
+class TaskSubset(Subset):
+    """The samples of ``base`` at ``indices``, labelled by their class's position in ``classes`` (``targets``: a
+    loader of in-memory images takes its labels from there, ``data.TensorBatches``)."""
 
     def __init__(self, base: Dataset, indices: list[int], classes: tuple[int, ...]) -> None:
+        super().__init__(base, list(indices))
         position = {c: i for i, c in enumerate(classes)}
         base_targets = data.dataset_targets(base)
-        self.base, self.indices = base, list(indices)
+        self.base = base
         self.targets = [position[base_targets[i]] for i in self.indices]
-
-    def __len__(self) -> int:
-        return len(self.indices)
 
     def __getitem__(self, index: int):
         image, _ = self.base[self.indices[index]]
         return image, self.targets[index]
+
+    def __getitems__(self, indices: list[int]) -> list:  # a DataLoader's batch, through ``__getitem__``'s labels
+        return [self[index] for index in indices]
 
 
 def _task_indices(targets: list[int], classes: tuple[int, ...]) -> list[int]:

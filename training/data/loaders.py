@@ -107,17 +107,19 @@ class EpochSampler(DistributedSampler):
         return max(super().__len__() - self.skip, 0)
 
 
-def in_memory(dataset: Dataset) -> tuple[TensorImages, torch.Tensor] | None:
-    """``(images, rows)`` when ``dataset`` is in-memory images (``TensorImages``) or a chain of ``Subset``s of them:
-    its item i is ``images[rows[i]]``; else None."""
-    rows = None
+def in_memory(dataset: Dataset) -> tuple[TensorImages, torch.Tensor, torch.Tensor] | None:
+    """``(images, rows, labels)`` when ``dataset`` is in-memory images (``TensorImages``) or a chain of ``Subset``s
+    of them: its item i is ``images[rows[i]]`` labelled ``labels[i]`` (the outer ``targets`` where it has them: a
+    task's subset numbers its classes anew); else None."""
+    targets, rows = getattr(dataset, "targets", None), None
     while isinstance(dataset, Subset):
         indices = torch.as_tensor(dataset.indices, dtype=torch.long)
         rows = indices if rows is None else indices[rows]
         dataset = dataset.dataset
     if not isinstance(dataset, TensorImages):
         return None
-    return dataset, torch.arange(len(dataset)) if rows is None else rows
+    rows = torch.arange(len(dataset)) if rows is None else rows
+    return dataset, rows, dataset.labels[rows] if targets is None else torch.as_tensor(targets, dtype=torch.long)
 
 
 class TensorBatches:
@@ -131,9 +133,9 @@ class TensorBatches:
     size read the same ones). ``seed=None``: no augmentation (evaluation).
     """
 
-    def __init__(self, images: TensorImages, rows: torch.Tensor, sampler: Sampler, *, batch_size: int,
-                 drop_last: bool = False, seed: int | None = None, pin_memory: bool = False) -> None:
-        self.images, self.rows, self.sampler = images, rows, sampler
+    def __init__(self, images: TensorImages, rows: torch.Tensor, labels: torch.Tensor, sampler: Sampler, *,
+                 batch_size: int, drop_last: bool = False, seed: int | None = None, pin_memory: bool = False) -> None:
+        self.images, self.rows, self.labels, self.sampler = images, rows, labels, sampler
         self.batch_size, self.drop_last, self.seed, self.pin_memory = batch_size, drop_last, seed, pin_memory
 
     def __len__(self) -> int:
@@ -147,7 +149,8 @@ class TensorBatches:
             generator = torch.Generator().manual_seed(derived_seed("batch augmentation", self.seed, self.sampler.epoch))
             draws = self.images.draw(len(self.rows), generator)
         for chunk in positions[:len(self) * self.batch_size].split(self.batch_size):
-            images, labels = self.images.batch(self.rows[chunk], None if draws is None else draws.take(chunk))
+            images, _ = self.images.batch(self.rows[chunk], None if draws is None else draws.take(chunk))
+            labels = self.labels[chunk]
             if self.pin_memory:
                 images, labels = images.pin_memory(), labels.pin_memory()
             yield images, labels
