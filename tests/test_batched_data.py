@@ -116,3 +116,10 @@ def test_a_task_subset_keeps_its_own_numbering_of_the_classes(images):
     assert isinstance(loader, data.TensorBatches)
     assert [int(label) for _, labels in loader for label in labels] == [2, 1, 0] == [task[i][1] for i in range(3)]
     assert torch.equal(next(iter(loader))[0][0], task[0][0])
+
+
+def test_a_part_of_a_task_subset_keeps_the_tasks_labels(images):
+    from weight_search.splits import TaskSubset
+    task = TaskSubset(images, [7, 3, 12], classes=(12, 3, 7))
+    loader = data.build_train_loader(task, batch_size=3, workers=0, seed=0, subset_fraction=0.7)  # a Subset of it
+    assert sorted(int(label) for _, labels in loader for label in labels) in ([0, 1], [0, 2], [1, 2])

@@ -109,24 +109,25 @@ class EpochSampler(DistributedSampler):
 
 def in_memory(dataset: Dataset) -> tuple[TensorImages, torch.Tensor, torch.Tensor] | None:
     """``(images, rows, labels)`` when ``dataset`` is in-memory images (``TensorImages``) or a chain of ``Subset``s
-    of them: its item i is ``images[rows[i]]`` labelled ``labels[i]`` (the outer ``targets`` where it has them: a
-    task's subset numbers its classes anew); else None."""
-    targets, rows = getattr(dataset, "targets", None), None
-    while isinstance(dataset, Subset):
-        indices = torch.as_tensor(dataset.indices, dtype=torch.long)
-        rows = indices if rows is None else indices[rows]
+    of them: its item i is ``images[rows[i]]`` labelled ``labels[i]``, from the outermost ``targets`` of the chain
+    (a task's subset numbers its classes anew); else None."""
+    rows, labels = torch.arange(len(dataset)), None
+    while True:
+        targets = getattr(dataset, "targets", None)
+        if labels is None and targets is not None:
+            labels = torch.as_tensor(targets, dtype=torch.long)[rows]
+        if not isinstance(dataset, Subset):
+            break
+        rows = torch.as_tensor(dataset.indices, dtype=torch.long)[rows]
         dataset = dataset.dataset
-    if not isinstance(dataset, TensorImages):
-        return None
-    rows = torch.arange(len(dataset)) if rows is None else rows
-    return dataset, rows, dataset.labels[rows] if targets is None else torch.as_tensor(targets, dtype=torch.long)
+    return (dataset, rows, labels) if isinstance(dataset, TensorImages) else None
 
 
 class TensorBatches:
     """The loader of an in-memory data set: each batch is built as one tensor (gathered, augmented, normalised
     together, ``TensorImages.batch``) in this process, instead of image by image and collated.
 
-    Its ``sampler`` is the ``DataLoader``'s would be (``EpochSampler`` with ``set_epoch(epoch, skip=)`` for
+    Its ``sampler`` is the one a ``DataLoader`` would have (``EpochSampler`` with ``set_epoch(epoch, skip=)`` for
     training, ``ShardSampler`` for evaluation), and so are its batches' samples. A training sample's
     augmentation is drawn from (seed, epoch, sample index) alone: one generator seeded from (seed, epoch) draws
     every sample's numbers for the epoch, and a batch takes its samples' (a resumed epoch, a rank, any batch
@@ -167,7 +168,7 @@ def build_train_loader(dataset: Dataset, *, batch_size: int, workers: int, seed:
     bit-identical for any number of ``workers``, and the workers persist across epochs.
     ``subset_fraction < 1`` (``--data_growth``) trains on a fixed random part of the data
     chosen from ``seed`` — the same part every epoch and on every rank. ``drop_last`` drops
-    the uneven tail both across ranks and in the last batch. In-memory images (digits, Fashion-MNIST) get a
+    the uneven tail both across ranks and in the last batch. In-memory images (digits, Fashion-MNIST, CIFAR) get a
     ``TensorBatches`` instead of a ``DataLoader``: each batch built at once in this process, ``workers`` unused.
     """
     _check_loader_args(batch_size, workers)
