@@ -38,6 +38,16 @@ IMAGENET_LIGHTING_STD = 0.1
 CUTOUT_SIZE = 16
 
 
+def cutout_masks(centres: torch.Tensor, size: int, shape) -> torch.Tensor:
+    """(N, 1, H, W) masks of Cutout's squares: ``size`` x ``size`` around each (row, column) of ``centres``
+    (N, 2), rows and columns from ``centre - size // 2`` on, clipped at the borders."""
+    half = size // 2
+    rows, columns = (torch.arange(extent).view(1, -1) for extent in shape)
+    inside_rows = (rows >= centres[:, :1] - half) & (rows < centres[:, :1] + size - half)
+    inside_columns = (columns >= centres[:, 1:] - half) & (columns < centres[:, 1:] + size - half)
+    return (inside_rows[:, :, None] & inside_columns[:, None, :]).unsqueeze(1)
+
+
 class Cutout:
     """Zero one ``size`` x ``size`` square of a CHW tensor (DeVries & Taylor, 2017).
 
@@ -51,14 +61,8 @@ class Cutout:
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         height, width = image.shape[-2:]
-        cy = int(torch.randint(height, ()))
-        cx = int(torch.randint(width, ()))
-        half = self.size // 2
-        top, bottom = max(cy - half, 0), min(cy + self.size - half, height)
-        left, right = max(cx - half, 0), min(cx + self.size - half, width)
-        image = image.clone()
-        image[..., top:bottom, left:right] = 0
-        return image
+        centre = torch.stack([torch.randint(height, ()), torch.randint(width, ())]).view(1, 2)
+        return image.masked_fill(cutout_masks(centre, self.size, (height, width))[0], 0.0)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(size={self.size})"

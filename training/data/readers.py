@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Subset
 
-from training.data.augment import CIFAR_MEAN, CIFAR_STD, CUTOUT_SIZE, Cutout, imagenet_transforms
+from training.data.augment import CIFAR_MEAN, CIFAR_STD, CUTOUT_SIZE, cutout_masks, imagenet_transforms
 from training.datasets import FASHION_DEFAULT_PATH, IMAGE_SIZE, NUM_CLASSES
 from utils import ConfigError
 
@@ -43,10 +43,16 @@ class LabelledSubset(Subset):
 
     def __init__(self, dataset: Dataset, indices: list[int]) -> None:
         super().__init__(dataset, indices)
-        targets = getattr(dataset, "targets", None)
-        if targets is None:
-            raise ConfigError(f"{type(dataset).__name__} does not expose its labels (no .targets)")
-        self.targets = [int(targets[i]) for i in indices]
+        targets = dataset_targets(dataset)
+        self.targets = [targets[i] for i in indices]
+
+
+def dataset_targets(dataset: Dataset) -> list[int]:
+    """Every sample's class, without loading images."""
+    targets = getattr(dataset, "targets", None)
+    if targets is None:
+        raise ConfigError(f"{type(dataset).__name__} does not expose its labels (no .targets)")
+    return [int(t) for t in targets]
 
 
 # --------------------------------------------------------------------------- CIFAR
@@ -175,15 +181,6 @@ def _crop_batch(padded: torch.Tensor, tops: torch.Tensor, lefts: torch.Tensor, s
     return cropped.gather(3, columns.expand(count, channels, height, width))
 
 
-def _holes(centres: torch.Tensor, size: int, shape) -> torch.Tensor:
-    """(N, 1, H, W) masks of ``Cutout``'s squares: ``size`` x ``size`` around each centre, clipped at the borders."""
-    half = size // 2
-    rows, columns = (torch.arange(extent).view(1, -1) for extent in shape)
-    inside_rows = (rows >= centres[:, :1] - half) & (rows < centres[:, :1] + size - half)
-    inside_columns = (columns >= centres[:, 1:] - half) & (columns < centres[:, 1:] + size - half)
-    return (inside_rows[:, :, None] & inside_columns[:, None, :]).unsqueeze(1)
-
-
 class TensorImages(Dataset):
     """In-memory images shown as 3x32x32; ``__getitem__`` returns ``(normalised image, int label)``.
 
@@ -219,14 +216,6 @@ class TensorImages(Dataset):
     def __len__(self) -> int:
         return self.images.shape[0]
 
-    def translate(self, image: torch.Tensor) -> torch.Tensor:
-        """Random shift in [-max_shift, max_shift]^2 with blank fill (pad + random crop)."""
-        shift = self.max_shift
-        height, width = image.shape[-2:]
-        padded = F.pad(image, (shift, shift, shift, shift))
-        top, left = (int(v) for v in torch.randint(2 * shift + 1, (2,)))
-        return padded[..., top:top + height, left:left + width]
-
     def draw(self, count: int, generator: torch.Generator) -> AugmentationDraws:
         """The augmentation of ``count`` samples as numbers: each one's crop offsets in the padded image (uniform
         in [0, 2 * max_shift]) and whether it is mirrored (probability 1/2 with ``flip``), from ``generator``."""
@@ -250,23 +239,22 @@ class TensorImages(Dataset):
             images = torch.where(draws.flips.view(-1, 1, 1, 1), images.flip(-1), images)
         images = (images - self.mean) / self.std
         if draws is not None and self.cutout:
-            images = images.masked_fill(_holes(draws.centres, self.cutout, images.shape[-2:]), 0.0)
+            images = images.masked_fill(cutout_masks(draws.centres, self.cutout, images.shape[-2:]), 0.0)
         if images.shape[1] == 1:
             images = images.expand(-1, 3, -1, -1).contiguous()
         return images, self.labels[rows]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        image = self.images[index]
-        if image.dtype == torch.uint8:
-            image = image.float() / 255.0
-        if self.max_shift > 0:
-            image = self.translate(image)
-        if self.flip and bool(torch.rand(()) < 0.5):
-            image = image.flip(-1)
-        image = (image - self.mean) / self.std
-        if self.cutout:
-            image = Cutout(self.cutout)(image)
-        return image.expand(3, -1, -1) if image.shape[0] == 1 else image, self.targets[index]
+        """One image, made as ``batch`` makes a batch, with its augmentation drawn from torch's global RNG in this
+        order: the crop's top and left (``max_shift`` > 0), whether to mirror (``flip``), Cutout's centre."""
+        none = torch.zeros(1, dtype=torch.long)
+        tops, lefts = torch.randint(2 * self.max_shift + 1, (2, 1)) if self.max_shift > 0 else (none, none)
+        flips = (torch.rand(1) < 0.5) if self.flip else torch.zeros(1, dtype=torch.bool)
+        height, width = self.images.shape[-2:]
+        centres = (torch.stack([torch.randint(height, ()), torch.randint(width, ())]).view(1, 2) if self.cutout
+                   else torch.zeros(1, 2, dtype=torch.long))
+        images, _ = self.batch(torch.tensor([index]), AugmentationDraws(tops, lefts, flips, centres))
+        return images[0], self.targets[index]
 
 
 def _build_digits() -> tuple[TensorImages, TensorImages]:

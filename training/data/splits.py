@@ -10,21 +10,13 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from training.data.augment import imagenet_transforms
-from training.data.readers import LabelledSubset, TensorImages, build_datasets
+from training.data.readers import LabelledSubset, TensorImages, build_datasets, dataset_targets
 from utils import ConfigError
 
 # --train_subset and --val_split draw from these seeds, not from --manualSeed: runs with
 # different seeds then train and select on the same images (seeds vary the training only).
 SUBSET_SEED = 0
 VAL_SPLIT_SEED = 0
-
-
-def dataset_targets(dataset: Dataset) -> list[int]:
-    """Every sample's class, without loading images."""
-    targets = getattr(dataset, "targets", None)
-    if targets is None:
-        raise ConfigError(f"{type(dataset).__name__} does not expose its labels (no .targets)")
-    return [int(t) for t in targets]
 
 
 def eval_view(dataset_name: str, train: Dataset) -> Dataset:
